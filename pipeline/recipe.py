@@ -1,0 +1,253 @@
+"""Recipes: one TOML file fully describes a build.
+
+A recipe is validated into typed pydantic models before anything runs. Every
+mistake becomes a :class:`~pipeline.errors.RecipeError` whose message is one
+line naming the offending key, e.g.::
+
+    flows/recipes/x.toml: generate.count: must be greater than 0 (got -3)
+
+Relative paths inside a recipe are resolved against the recipe file's folder,
+so a recipe means the same thing whatever directory it is run from.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import RecipeError
+from pipeline.fingerprint import digest, files_digest
+from pipeline.paths import VOCAB_DIR
+
+STORY_FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
+Feature = Literal["Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict"]
+VOCAB_FILES = ("nouns.txt", "verbs.txt", "adjectives.txt")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- LLM backends -------------------------------------------------------------
+
+
+class LlamaCppBackendConfig(_Strict):
+    """The embedded default: llama.cpp on the CPU, no server, no network."""
+
+    kind: Literal["llamacpp"] = "llamacpp"
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="a model shipped by a registry package, or a path to a .gguf file",
+    )
+    n_ctx: int = Field(2048, ge=256, le=131072)
+    n_threads: int | None = Field(None, ge=1, description="default: all cores")
+
+
+BACKEND_KINDS: dict[str, type[_Strict]] = {"llamacpp": LlamaCppBackendConfig}
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(400, ge=1, le=32768)
+    # SmolLM2-135M loops ("she hopped again and hopped again") at 1.0.
+    repeat_penalty: float = Field(1.15, ge=1.0, le=2.0)
+    stop: tuple[str, ...] = ()
+
+
+# --- stages -------------------------------------------------------------------
+
+
+class TinyStoriesGenerateConfig(_Strict):
+    count: int = Field(..., gt=0, le=10_000_000, description="stories to generate")
+    batch_size: int = Field(16, gt=0, le=100_000, description="stories per Prefect task")
+    vocab_dir: Path = Field(VOCAB_DIR, description="folder with nouns.txt, verbs.txt, adjectives.txt")
+    features: tuple[Feature, ...] = STORY_FEATURES
+    min_features: int = Field(0, ge=0, le=len(STORY_FEATURES))
+    max_features: int = Field(3, ge=0, le=len(STORY_FEATURES))
+    summary_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of stories that also get a one-sentence summary"
+    )
+
+    @model_validator(mode="after")
+    def _feature_bounds(self) -> TinyStoriesGenerateConfig:
+        if self.min_features > self.max_features:
+            raise ValueError(
+                f"min_features ({self.min_features}) is larger than max_features ({self.max_features})"
+            )
+        if self.max_features > len(set(self.features)):
+            raise ValueError(
+                f"max_features ({self.max_features}) is larger than the {len(set(self.features))} features listed"
+            )
+        return self
+
+
+class StoryFilterConfig(_Strict):
+    min_words: int = Field(40, ge=1)
+    max_words: int = Field(600, ge=1)
+    min_required_words: int = Field(
+        3, ge=0, le=3, description="how many of the prompt's verb, noun and adjective must appear (0: no check)"
+    )
+    repeated_ngram_size: int = Field(3, ge=1, le=10)
+    max_repeated_ngram_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    max_oov_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    max_non_ascii_fraction: float = Field(0.01, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> StoryFilterConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
+        return self
+
+
+class DedupConfig(_Strict):
+    enabled: bool = True
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of word n-gram sets")
+    num_perm: int = Field(128, ge=16, le=1024)
+    ngram: int = Field(5, ge=1, le=32, description="words per shingle")
+
+
+class PublishConfig(_Strict):
+    shard_max_rows: int = Field(100_000, gt=0)
+    shard_max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="uncompressed bytes per shard")
+    row_group_rows: int = Field(1024, gt=0)
+    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    compression_level: int = Field(3, ge=1, le=22)
+
+
+# --- recipes ------------------------------------------------------------------
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class _RecipeBase(_Strict):
+    name: str
+    description: str = ""
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    output_root: Path = Path("build")
+    backend: Annotated[LlamaCppBackendConfig, Field(discriminator="kind")] = LlamaCppBackendConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    dedup: DedupConfig = DedupConfig()
+    publish: PublishConfig = PublishConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(
+                f"{v!r} is not a build name: use lowercase letters, digits, '.', '_' or '-' (at most 64)"
+            )
+        return v
+
+    def content_hash(self) -> str:
+        """Hash of everything that shapes the data, not of where files live.
+
+        Paths are replaced by digests of what they point at, so the same
+        recipe over the same inputs hashes alike on every machine.
+        """
+        return digest(self.fingerprint_payload())
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"output_root"})
+
+    @property
+    def build_id(self) -> str:
+        return f"{self.name}-{self.content_hash()[:10]}"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.output_root / self.name
+
+
+class TinyStoriesRecipe(_RecipeBase):
+    kind: Literal["tinystories"] = "tinystories"
+    generate: TinyStoriesGenerateConfig
+    filter: StoryFilterConfig = StoryFilterConfig()
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        payload = super().fingerprint_payload()
+        payload["generate"]["vocab_dir"] = files_digest(self.generate.vocab_dir / n for n in VOCAB_FILES)
+        return payload
+
+
+RECIPE_KINDS: dict[str, type[_RecipeBase]] = {"tinystories": TinyStoriesRecipe}
+Recipe = TinyStoriesRecipe
+
+
+def load_recipe(path: str | Path, *, output_root: str | Path | None = None) -> Recipe:
+    """Read, validate and resolve a recipe file. Raises RecipeError with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a UTF-8 text file") from None
+    recipe = parse_recipe(raw, source=str(path), base_dir=path.resolve().parent)
+    if output_root is not None:
+        recipe = recipe.model_copy(update={"output_root": Path(output_root).resolve()})
+    return recipe
+
+
+def parse_recipe(raw: dict[str, Any], *, source: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    kind = raw.get("kind")
+    if kind is None:
+        raise RecipeError(f"{source}: kind: missing (one of {', '.join(RECIPE_KINDS)})")
+    if kind not in RECIPE_KINDS:
+        raise RecipeError(f"{source}: kind: unknown recipe kind {kind!r} (one of {', '.join(RECIPE_KINDS)})")
+    backend = raw.get("backend")
+    if isinstance(backend, dict) and backend.get("kind", "llamacpp") not in BACKEND_KINDS:
+        raise RecipeError(
+            f"{source}: backend.kind: unknown backend {backend['kind']!r} (one of {', '.join(BACKEND_KINDS)})"
+        )
+    try:
+        recipe = RECIPE_KINDS[kind].model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(f"{source}: {_one_line(exc)}") from None
+    if base_dir is not None:
+        recipe = _resolve_paths(recipe, base_dir)
+    _check_files(recipe, source)
+    return recipe
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after")) or "recipe"
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "missing"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+        msg = re.sub(r"^Input should be", "must be", msg)
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            msg += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
+    def resolve(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    update: dict[str, Any] = {"output_root": resolve(recipe.output_root)}
+    gen = recipe.generate
+    update["generate"] = gen.model_copy(update={"vocab_dir": resolve(gen.vocab_dir)})
+    return recipe.model_copy(update=update)
+
+
+def _check_files(recipe: Recipe, source: str) -> None:
+    vocab = recipe.generate.vocab_dir
+    for name in VOCAB_FILES:
+        if not (vocab / name).is_file():
+            raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {vocab / name}")

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import RecipeError
+from pipeline.recipe import load_recipe
+from tests.conftest import REPO, write_recipe
+
+GOOD = """
+name = "ok"
+kind = "tinystories"
+[generate]
+count = 3
+"""
+
+
+@pytest.mark.parametrize("name", ["tinystories-demo.toml", "tinystories.toml"])
+def test_shipped_recipes_validate(name: str) -> None:
+    recipe = load_recipe(REPO / "flows" / "recipes" / name)
+    assert recipe.kind == "tinystories"
+    assert recipe.output_root == REPO / "build"  # relative to the recipe file, not the cwd
+    assert recipe.build_id.startswith(recipe.name + "-")
+
+
+def test_build_id_ignores_where_files_live(tmp_path: Path) -> None:
+    a = load_recipe(write_recipe(tmp_path / "a.toml", GOOD))
+    (tmp_path / "sub").mkdir()
+    b = load_recipe(write_recipe(tmp_path / "sub" / "a.toml", 'output_root = "elsewhere"\n' + GOOD))
+    assert b.output_root == tmp_path / "sub" / "elsewhere"
+    assert a.build_id == b.build_id
+    c = load_recipe(write_recipe(tmp_path / "c.toml", GOOD.replace("count = 3", "count = 4")))
+    assert c.build_id != a.build_id
+
+
+BAD = {
+    "unknown key": (GOOD.replace("count = 3", "count = 3\ncolour = 1"), "generate.colour: unknown key"),
+    "negative count": (GOOD.replace("count = 3", "count = -3"), "generate.count: must be greater than 0 (got -3)"),
+    "missing vocab": (GOOD + 'vocab_dir = "nowhere"\n', "generate.vocab_dir: missing vocabulary file"),
+    "unknown backend": (GOOD + '[backend]\nkind = "gpt9"\n', "backend.kind: unknown backend 'gpt9'"),
+    "unknown kind": (GOOD.replace('"tinystories"', '"poems"'), "kind: unknown recipe kind 'poems'"),
+    "wrong type": (GOOD.replace("count = 3", 'count = "many"'), "generate.count:"),
+    "missing section": ('name = "x"\nkind = "tinystories"\n', "generate: missing"),
+    "bad name": (GOOD.replace('"ok"', '"Has Spaces"'), "name: 'Has Spaces' is not a build name"),
+    "not toml": ("name = = 1", "not valid TOML"),
+    "inverted bounds": (GOOD + "[filter]\nmin_words = 10\nmax_words = 5\n", "filter: min_words (10) is larger"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_recipe_is_one_clear_line(case: str, tmp_path: Path) -> None:
+    body, expected = BAD[case]
+    path = write_recipe(tmp_path / "bad.toml", body)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message and str(path) in message
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_cli_exit_code_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_recipe(tmp_path / "bad.toml", BAD["negative count"][0])
+    assert main(["build", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tinyforge: error: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["unknown key", "negative count", "missing vocab", "unknown backend"])
+def test_installed_command_rejects_bad_recipes(case: str, tmp_path: Path) -> None:
+    """The real `tinyforge` entry point, as a user runs it."""
+    path = write_recipe(tmp_path / "bad.toml", BAD[case][0])
+    exe = Path(sys.executable).parent / "tinyforge"
+    proc = subprocess.run([str(exe), "build", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert BAD[case][1] in proc.stderr
+    assert "Traceback" not in proc.stderr
