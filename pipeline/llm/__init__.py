@@ -1,0 +1,42 @@
+"""LLM backends behind one interface, and the response cache that fronts them all."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from pipeline.llm.cache import CachedBackend, ResponseCache
+from pipeline.llm.types import Backend, ChatRequest, Completion, Message, SamplingParams, sample_seed
+from pipeline.recipe import LlamaCppBackendConfig, SamplingConfig
+
+__all__ = [
+    "Backend", "CachedBackend", "ChatRequest", "Completion", "Message", "ResponseCache", "SamplingParams",
+    "load_backend", "sampling_params", "sample_seed",
+]
+
+_BACKENDS: dict[LlamaCppBackendConfig, Backend] = {}
+_LOCK = threading.Lock()
+
+
+def load_backend(config: LlamaCppBackendConfig) -> Backend:
+    """The backend a recipe names, loaded once per process and reused by every task."""
+    with _LOCK:
+        if config not in _BACKENDS:
+            if config.kind == "llamacpp":
+                from pipeline.llm.llamacpp import LlamaCppBackend
+
+                _BACKENDS[config] = LlamaCppBackend(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+            else:  # pragma: no cover - recipe validation admits only known kinds
+                raise ValueError(f"unknown backend {config.kind!r}")
+        return _BACKENDS[config]
+
+
+def sampling_params(config: SamplingConfig) -> SamplingParams:
+    return SamplingParams(
+        temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+        repeat_penalty=config.repeat_penalty, stop=tuple(config.stop),
+    )
+
+
+def cache_path(output_root: Path) -> Path:
+    return output_root / "cache" / "responses.sqlite"

@@ -1,0 +1,171 @@
+"""A persistent, content-addressed cache of LLM completions.
+
+Key: sha256 over (model id, messages, sampling parameters, seed, sample
+index). A re-run of a build, or a build killed half-way and started again,
+never pays twice for a completion it already has. Each request's completions
+are committed as soon as the backend returns them, so a SIGKILL loses at most
+the request in flight.
+
+The store is one SQLite file (WAL mode), shared by every build under an
+output root. Nothing secret is part of a key or a row: API keys never reach
+this layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.llm.types import Backend, ChatRequest, Completion, OnDone
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    key               TEXT PRIMARY KEY,
+    model_id          TEXT NOT NULL,
+    sample_index      INTEGER NOT NULL,
+    text              TEXT NOT NULL,
+    finish_reason     TEXT NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    request_json      TEXT NOT NULL,
+    created_at        REAL NOT NULL
+)
+"""
+
+
+def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
+    payload = {
+        "model": model_id,
+        "messages": [[m.role, m.content] for m in request.messages],
+        "params": request.params.to_dict(),
+        "seed": request.seed,
+        "sample": sample_index,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResponseCache:
+    """Completions by key, in one SQLite file. Safe to share between threads."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):  # SQLite caps bound parameters
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    "SELECT key, text, finish_reason, prompt_tokens, completion_tokens "
+                    f"FROM completions WHERE key IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for key, text, finish, pt, ct in rows:
+                    found[key] = Completion(text, finish, pt, ct, cached=True)
+        return found
+
+    def put_many(self, model_id: str, request: ChatRequest, completions: Sequence[Completion]) -> None:
+        request_json = json.dumps(
+            {"messages": [[m.role, m.content] for m in request.messages], "params": request.params.to_dict(),
+             "seed": request.seed},
+            ensure_ascii=False,
+        )
+        rows = [
+            (request_key(model_id, request, i), model_id, i, c.text, c.finish_reason, c.prompt_tokens,
+             c.completion_tokens, request_json, time.time())
+            for i, c in zip(request.sample_indices, completions, strict=True)
+        ]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0  # completions served from the cache
+    misses: int = 0  # completions the model had to produce
+    prompt_tokens: int = 0  # spent on misses only: what this run paid for
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"cache_hits": self.hits, "model_calls": self.misses, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
+
+class CachedBackend:
+    """Wraps a backend so that only completions missing from the cache are generated."""
+
+    def __init__(self, backend: Backend, cache: ResponseCache):
+        self.backend = backend
+        self.cache = cache
+        self.stats = CacheStats()
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def generate(self, requests: Sequence[ChatRequest], on_done: OnDone | None = None) -> list[list[Completion]]:
+        model_id = self.backend.model_id
+        keys = [[request_key(model_id, r, i) for i in r.sample_indices] for r in requests]
+        hits = self.cache.get_many([k for ks in keys for k in ks])
+
+        results: list[list[Completion | None]] = [[hits.get(k) for k in ks] for ks in keys]
+        # Ask the backend only for the missing samples, as contiguous runs so a
+        # backend that samples n at once (OpenAI's `n`) still can.
+        pending: list[tuple[int, ChatRequest]] = []
+        for ri, (request, got) in enumerate(zip(requests, results, strict=True)):
+            self.stats.hits += sum(c is not None for c in got)
+            start = None
+            for offset, c in enumerate([*got, "end"]):
+                if c is None and start is None:
+                    start = offset
+                elif c is not None and start is not None:
+                    sub = ChatRequest(request.messages, request.params, request.seed, n=offset - start,
+                                      first_sample=request.first_sample + start)
+                    pending.append((ri, sub))
+                    start = None
+            if on_done and all(c is not None for c in got):
+                on_done(ri, got)  # type: ignore[arg-type]
+
+        persisted: set[int] = set()
+
+        def persist(pi: int, completions: list[Completion]) -> None:
+            persisted.add(pi)
+            ri, sub = pending[pi]
+            self.cache.put_many(model_id, sub, completions)
+            self.stats.misses += len(completions)
+            self.stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+            self.stats.completion_tokens += sum(c.completion_tokens for c in completions)
+            base = sub.first_sample - requests[ri].first_sample
+            results[ri][base : base + sub.n] = completions
+            if on_done and all(c is not None for c in results[ri]):
+                on_done(ri, results[ri])  # type: ignore[arg-type]
+
+        if pending:
+            returned = self.backend.generate([sub for _, sub in pending], on_done=persist)
+            for pi, completions in enumerate(returned):
+                if pi not in persisted:  # a backend that ignores on_done still gets cached
+                    persist(pi, completions)
+        return results  # type: ignore[return-value]
