@@ -1,0 +1,95 @@
+"""TinyStories prompts: three random words and a random set of story features.
+
+Following Eldan & Li (2023), each story asks for one verb, one noun and one
+adjective drawn at random from a child's vocabulary, plus a random subset
+(possibly empty) of features. The wording is tinyforge's own. A template's id
+carries a hash of its text, so a changed prompt is visible in every record
+and manifest that used it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from pipeline.fingerprint import digest
+from pipeline.llm.types import sample_seed
+from pipeline.recipe import STORY_FEATURES, TinyStoriesGenerateConfig
+from pipeline.tinystories.vocab import Vocabulary
+
+FEATURE_TEXT = {
+    "Dialogue": "someone in the story says something out loud, written in quotes",
+    "BadEnding": "the story ends in a sad or bad way",
+    "MoralValue": "the story teaches a lesson",
+    "Twist": "something surprising happens that nobody expected",
+    "Foreshadowing": "a small detail early in the story matters again at the end",
+    "Conflict": "the characters face a problem or want different things",
+}
+
+STORY_TEMPLATE = (
+    # Naming the words up front, and asking for short stories, helped SmolLM2-135M:
+    # on 14 prompts, all three words used 3 -> 4 times, stories finished 10 -> 14.
+    "Words to use: \"{verb}\", \"{noun}\", \"{adjective}\".\n"
+    "Write a short, simple story (about 100 words) for a 3-year-old child. The story must use all "
+    "three words: the verb \"{verb}\", the noun \"{noun}\" and the adjective \"{adjective}\".{features} "
+    "Use only very simple words. Write only the story, with no title."
+)
+FEATURES_SENTENCE = " In the story, {items}."
+
+SUMMARY_TEMPLATE = (
+    "Here is a story for small children:\n\n{story}\n\n"
+    "Summarize the story in one short sentence with simple words. Write only the sentence."
+)
+
+STORY_TEMPLATE_ID = "tinystories.story@" + digest([STORY_TEMPLATE, FEATURES_SENTENCE, FEATURE_TEXT])[:8]
+SUMMARY_TEMPLATE_ID = "tinystories.summary@" + digest(SUMMARY_TEMPLATE)[:8]
+TEMPLATES = {
+    STORY_TEMPLATE_ID: STORY_TEMPLATE + "\nfeatures: " + FEATURES_SENTENCE,
+    SUMMARY_TEMPLATE_ID: SUMMARY_TEMPLATE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StorySpec:
+    """Everything random about one story, fixed by (recipe seed, index)."""
+
+    index: int
+    verb: str
+    noun: str
+    adjective: str
+    features: tuple[str, ...]
+    want_summary: bool
+    seed: int  # the LLM sampling seed
+
+    @property
+    def words(self) -> tuple[str, str, str]:
+        return (self.verb, self.noun, self.adjective)
+
+
+def plan_story(index: int, seed: int, cfg: TinyStoriesGenerateConfig, vocab: Vocabulary) -> StorySpec:
+    # One generator per story (not one for the whole run) makes story i the
+    # same whatever the count or the batch size: resuming never reshuffles.
+    rng = random.Random(f"tinystories:{seed}:{index}")
+    verb, noun, adjective = rng.choice(vocab.verbs), rng.choice(vocab.nouns), rng.choice(vocab.adjectives)
+    pool = sorted(set(cfg.features), key=STORY_FEATURES.index)
+    k = rng.randint(cfg.min_features, cfg.max_features)
+    features = tuple(sorted(rng.sample(pool, k), key=STORY_FEATURES.index))
+    want_summary = rng.random() < cfg.summary_fraction
+    return StorySpec(index, verb, noun, adjective, features, want_summary, sample_seed(seed, index))
+
+
+def plan_stories(start: int, stop: int, seed: int, cfg: TinyStoriesGenerateConfig, vocab: Vocabulary) -> list[StorySpec]:
+    return [plan_story(i, seed, cfg, vocab) for i in range(start, stop)]
+
+
+def story_prompt(spec: StorySpec) -> str:
+    features = ""
+    if spec.features:
+        items = [FEATURE_TEXT[f] for f in spec.features]
+        joined = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+        features = FEATURES_SENTENCE.format(items=joined)
+    return STORY_TEMPLATE.format(verb=spec.verb, noun=spec.noun, adjective=spec.adjective, features=features)
+
+
+def summary_prompt(story: str) -> str:
+    return SUMMARY_TEMPLATE.format(story=story)
