@@ -1,0 +1,141 @@
+"""Publish records as Parquet shards with a manifest, a dataset card and a report.
+
+The shard contract (what trainers rely on):
+
+* ``data/<split>-NNNNN-of-MMMMM.parquet``: zstd, row groups of bounded rows,
+  shards of bounded rows and bytes, columns typed by the record schema;
+* a deterministic shuffle and train/validation split from the recipe's seed
+  (records are first sorted by id, so upstream order never matters);
+* ``manifest.json`` with per-shard rows, bytes, sha256 and token counts;
+* the whole folder is assembled under a temporary name and renamed into
+  place, so a half-written dataset is never visible.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.errors import BuildFailed
+from pipeline.fingerprint import file_sha256
+from pipeline.recipe import PublishConfig
+from pipeline.revision import code_revision
+from pipeline.schema import RecordSchema
+from pipeline.stages import replace_dir, write_json_atomic
+
+MANIFEST = "manifest.json"
+FORMAT = "tinyforge.dataset"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Published:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def shards(self) -> list[Path]:
+        return [self.path / s["path"] for split in self.manifest["splits"].values() for s in split["shards"]]
+
+
+def split_and_shuffle(table: pa.Table, seed: int, validation_fraction: float) -> dict[str, pa.Table]:
+    """Sort by id, permute with the seed, cut off the validation share."""
+    table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+    perm = np.random.default_rng(seed).permutation(table.num_rows)
+    table = table.take(pa.array(perm))
+    n = table.num_rows
+    n_val = 0
+    if validation_fraction > 0 and n >= 2:
+        n_val = min(n - 1, max(1, round(n * validation_fraction)))
+    splits = {"train": table.slice(n_val)}
+    if n_val:
+        splits["validation"] = table.slice(0, n_val)
+    return splits
+
+
+def shard_bounds(table: pa.Table, cfg: PublishConfig) -> list[tuple[int, int]]:
+    """Even slices of at most shard_max_rows rows and about shard_max_bytes bytes."""
+    n = table.num_rows
+    row_bytes = max(1, table.nbytes // max(n, 1))
+    per_shard = max(1, min(cfg.shard_max_rows, cfg.shard_max_bytes // row_bytes))
+    count = max(1, math.ceil(n / per_shard))
+    edges = np.linspace(0, n, count + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def publish_dataset(
+    records: list[dict[str, Any]],
+    rejected: pl.DataFrame,
+    *,
+    out_dir: Path,
+    schema: RecordSchema,
+    cfg: PublishConfig,
+    seed: int,
+    info: dict[str, Any],
+    card: Callable[[dict[str, Any]], str],
+    report: Callable[[dict[str, Any]], str],
+    token_field: str = "num_tokens",
+) -> Published:
+    """Write the dataset folder. ``info`` goes into the manifest as it is (build id, recipe, usage...)."""
+    if not records:
+        raise BuildFailed(
+            f"nothing to publish: no record survived the build ({rejected.height} rejected; "
+            "see the rejected tables under the build's stages/ folder)"
+        )
+    table = schema.to_table(records)  # refuses records that break the contract
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    (tmp / "data").mkdir(parents=True)
+    try:
+        splits_meta: dict[str, Any] = {}
+        for split, part in split_and_shuffle(table, seed, cfg.validation_fraction).items():
+            bounds = shard_bounds(part, cfg)
+            shards = []
+            for k, (a, b) in enumerate(bounds):
+                rel = f"data/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
+                piece = part.slice(a, b - a)
+                pq.write_table(piece, tmp / rel, compression="zstd", compression_level=cfg.compression_level,
+                               row_group_size=cfg.row_group_rows)
+                tokens = pc.sum(piece[token_field]).as_py() if token_field in piece.column_names else None
+                shards.append({"path": rel, "rows": piece.num_rows, "bytes": (tmp / rel).stat().st_size,
+                               "sha256": file_sha256(tmp / rel), "num_tokens": tokens})
+            splits_meta[split] = {
+                "rows": sum(s["rows"] for s in shards),
+                "num_tokens": sum(s["num_tokens"] or 0 for s in shards),
+                "shards": shards,
+            }
+
+        rejected.write_parquet(tmp / "rejected.parquet", compression="zstd")
+        shutil.copyfile(schema.path, tmp / "schema.json")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **info,
+            "schema": {"name": schema.name, "version": schema.version, "id": schema.id, "file": "schema.json",
+                       "sha256": file_sha256(schema.path)},
+            "code": code_revision(),
+            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "splits": splits_meta,
+            "rejected": {"path": "rejected.parquet", "rows": rejected.height,
+                         "sha256": file_sha256(tmp / "rejected.parquet")},
+            "row_group_rows": cfg.row_group_rows,
+        }
+        (tmp / "report.md").write_text(report(manifest), encoding="utf-8")
+        (tmp / "README.md").write_text(card(manifest), encoding="utf-8")
+        write_json_atomic(manifest, tmp / MANIFEST)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Published(out_dir, manifest)

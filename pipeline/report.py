@@ -1,0 +1,183 @@
+"""The build report (``report.md``) and the dataset card (``README.md``).
+
+Both are rendered from the manifest plus a few things only the records know
+(lengths, examples, rejection reasons), so what a maintainer reads in the
+Prefect UI is exactly what is stored with the shards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+
+def histogram(values: Sequence[int], bins: int = 10, width: int = 40) -> str:
+    """A text histogram, one row per bin, bars scaled to the fullest bin."""
+    if not values:
+        return "(no data)"
+    lo, hi = min(values), max(values)
+    step = max(1, -(-(hi - lo + 1) // bins))
+    counts = [0] * bins
+    for v in values:
+        counts[min((v - lo) // step, bins - 1)] += 1
+    while counts and counts[-1] == 0:
+        counts.pop()
+    top = max(counts)
+    label_w = len(str(lo + step * len(counts)))
+    rows = []
+    for k, c in enumerate(counts):
+        a, b = lo + k * step, lo + (k + 1) * step - 1
+        bar = "█" * round(width * c / top) if c else ""
+        rows.append(f"{a:>{label_w}}–{b:<{label_w}} | {bar} {c}")
+    return "\n".join(rows)
+
+
+def rejection_table(rejected: pl.DataFrame) -> list[dict[str, Any]]:
+    if rejected.height == 0:
+        return []
+    counts = rejected.group_by("stage", "reason").len().sort(["len", "stage", "reason"], descending=[True, False, False])
+    return [{"stage": s, "reason": r, "count": n} for s, r, n in counts.iter_rows()]
+
+
+def stage_table(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in stages:
+        rows.append({
+            "stage": s["name"],
+            "in": s["stats"].get("in", ""),
+            "kept": s["rows"].get("records", ""),
+            "rejected": s["rows"].get("rejected", 0),
+            "seconds": round(s["seconds"], 1),
+            "status": "reused" if s["skipped"] else "ran",
+        })
+    return rows
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_report(
+    manifest: dict[str, Any],
+    *,
+    rejected: pl.DataFrame,
+    lengths: Sequence[int],
+    examples: Sequence[str],
+    length_unit: str = "words",
+) -> str:
+    splits = manifest["splits"]
+    usage = manifest.get("usage", {})
+    generated = next((s["rows"].get("records", 0) + s["rows"].get("rejected", 0)
+                      for s in manifest.get("stages", []) if s["name"] == "generate"), 0)
+    rej_rows = [{**r, "share": f"{r['count'] / generated:.1%}" if generated else ""} for r in rejection_table(rejected)]
+    split_rows = [{"split": k, "rows": v["rows"], "shards": len(v["shards"]), "tokens": v["num_tokens"]}
+                  for k, v in splits.items()]
+    out = [
+        f"# Build report: {manifest['recipe']['name']}",
+        "",
+        f"- build id: `{manifest['build_id']}`",
+        f"- published: {manifest['published_at']}",
+        f"- models: {', '.join(f'`{m}`' for m in manifest.get('models', []))}",
+        f"- code: tinyforge {manifest['code']['version']}"
+        + (f" ({manifest['code']['git_commit'][:10]})" if manifest["code"].get("git_commit") else ""),
+        "",
+        "## Published",
+        "",
+        _md_table(split_rows),
+        "",
+        "## Stages",
+        "",
+        _md_table(stage_table(manifest.get("stages", []))),
+        "",
+        "## Rejections",
+        "",
+        _md_table(rej_rows),
+        "",
+        "## Generation",
+        "",
+        _md_table([{"model calls": usage.get("model_calls", 0), "cache hits": usage.get("cache_hits", 0),
+                    "prompt tokens": usage.get("prompt_tokens", 0),
+                    "completion tokens": usage.get("completion_tokens", 0)}]),
+        "",
+        "What producing the generated records cost, summed over the runs that made them; cache hits are "
+        "completions taken from the response cache instead of the model.",
+        "",
+        f"## Length ({length_unit}, published records)",
+        "",
+        "```",
+        histogram(list(lengths)),
+        "```",
+        "",
+        f"## {len(examples)} random examples",
+        "",
+    ]
+    for k, ex in enumerate(examples, 1):
+        out += [f"### Example {k}", "", ex, ""]
+    return "\n".join(out)
+
+
+def pick_examples(records: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
+    ordered = sorted(records, key=lambda r: r["id"])
+    return random.Random(seed).sample(ordered, min(k, len(ordered)))
+
+
+_SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+
+
+def render_card(manifest: dict[str, Any], *, title: str, description: str, fields: dict[str, str]) -> str:
+    """README.md whose YAML header lets Hugging Face `datasets` load the folder."""
+    total = sum(s["rows"] for s in manifest["splits"].values())
+    size = next((label for limit, label in _SIZE_CATEGORIES if total < limit), "n>100M")
+    yaml = ["---", f"pretty_name: {title}", "language:", "- en", "task_categories:", "- text-generation",
+            "size_categories:", f"- {size}", "tags:", "- synthetic", "- tinyforge", "configs:",
+            "- config_name: default", "  data_files:"]
+    for split in manifest["splits"]:
+        yaml += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
+    yaml.append("---")
+    lines = [
+        *yaml,
+        "",
+        f"# {title}",
+        "",
+        description.strip(),
+        "",
+        f"Built by tinyforge {manifest['code']['version']} as `{manifest['build_id']}` "
+        f"with {', '.join(f'`{m}`' for m in manifest.get('models', []))}.",
+        "",
+        "## Splits",
+        "",
+        "| split | rows | shards | tokens |",
+        "|---|---|---|---|",
+        *[f"| {k} | {v['rows']} | {len(v['shards'])} | {v['num_tokens']} |" for k, v in manifest["splits"].items()],
+        "",
+        "## Fields",
+        "",
+        f"Schema `{manifest['schema']['id']}` (`schema.json`).",
+        "",
+        *[f"- `{k}`: {v}" for k, v in fields.items()],
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'ds = load_dataset("path/to/this/folder")',
+        "",
+        "import polars as pl",
+        'df = pl.read_parquet("path/to/this/folder/data/train-*.parquet")',
+        "```",
+        "",
+        "`manifest.json` lists every shard with its sha256; `tinyforge verify` checks them. "
+        "`report.md` has counts, rejection reasons and examples; `rejected.parquet` keeps every rejected "
+        "record with its reason.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Record schemas: the JSON Schema files in ``schemas/`` are the shard contract.
+
+The Arrow schema of the shards is derived from the JSON Schema, so the two
+cannot drift apart: a property's JSON type decides its column type, and a
+type list containing ``"null"`` makes the column nullable. An ``x-arrow``
+keyword overrides the mapping where JSON has no finer type (``float32``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from jsonschema import Draft202012Validator
+
+from pipeline.errors import SchemaError
+from pipeline.paths import SCHEMAS_DIR
+
+_SCALARS = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+_OVERRIDES = {"float32": pa.float32(), "int32": pa.int32(), "int16": pa.int16(), "uint16": pa.uint16()}
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    name: str
+    version: int
+    document: dict[str, Any]
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}.v{self.version}"
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.document["properties"])
+
+    @property
+    def arrow(self) -> pa.Schema:
+        required = set(self.document.get("required", ()))
+        return pa.schema(
+            [_arrow_field(k, v, k in required) for k, v in self.document["properties"].items()],
+            metadata={"tinyforge.schema": self.id},
+        )
+
+    def validate(self, records: Iterable[dict[str, Any]]) -> None:
+        """Raise SchemaError naming the first record that breaks the contract."""
+        validator = _validator(self.path)
+        for i, record in enumerate(records):
+            error = next(iter(validator.iter_errors(record)), None)
+            if error is not None:
+                where = ".".join(str(p) for p in error.absolute_path) or "(record)"
+                raise SchemaError(
+                    f"record {i} (id {record.get('id')!r}) does not match {self.id}: {where}: {error.message}"
+                )
+
+    def to_table(self, records: list[dict[str, Any]]) -> pa.Table:
+        self.validate(records)
+        return pa.Table.from_pylist(records, schema=self.arrow)
+
+
+def _types(prop: dict[str, Any]) -> tuple[str, bool]:
+    t = prop.get("type", "string")
+    if isinstance(t, list):
+        rest = [x for x in t if x != "null"]
+        return rest[0], "null" in t
+    return t, False
+
+
+def _arrow_type(prop: dict[str, Any]) -> pa.DataType:
+    if "x-arrow" in prop:
+        return _OVERRIDES[prop["x-arrow"]]
+    t, _ = _types(prop)
+    if t == "array":
+        return pa.list_(_arrow_type(prop.get("items", {})))
+    if t == "object":
+        req = set(prop.get("required", ()))
+        return pa.struct([_arrow_field(k, v, k in req) for k, v in prop.get("properties", {}).items()])
+    return _SCALARS[t]
+
+
+def _arrow_field(name: str, prop: dict[str, Any], required: bool) -> pa.Field:
+    _, nullable = _types(prop)
+    return pa.field(name, _arrow_type(prop), nullable=nullable or not required)
+
+
+@cache
+def _validator(path: Path) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(path.read_text()))
+
+
+def load_schema(schema_id: str) -> RecordSchema:
+    """``load_schema("tinystories.v1")`` reads ``schemas/tinystories.v1.json``."""
+    path = SCHEMAS_DIR / f"{schema_id}.json"
+    if not path.is_file():
+        raise SchemaError(f"no schema {schema_id!r} in {SCHEMAS_DIR}")
+    doc = json.loads(path.read_text())
+    Draft202012Validator.check_schema(doc)
+    return RecordSchema(doc["x-schema-name"], int(doc["x-schema-version"]), doc, path)

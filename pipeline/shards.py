@@ -1,0 +1,68 @@
+"""Reading published datasets, checksums first."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.errors import IntegrityError
+from pipeline.fingerprint import file_sha256
+from pipeline.publish import FORMAT, MANIFEST
+
+
+@dataclass(frozen=True)
+class VerifiedDataset:
+    path: Path
+    manifest: dict[str, Any]
+
+    def files(self, split: str) -> list[Path]:
+        try:
+            return [self.path / s["path"] for s in self.manifest["splits"][split]["shards"]]
+        except KeyError:
+            raise IntegrityError(f"{self.path}: no split {split!r} (has {', '.join(self.manifest['splits'])})") from None
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: no manifest (not a published tinyforge dataset, or not finished)") from None
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"{path}: unreadable manifest: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{path}: not a tinyforge dataset manifest")
+    return manifest
+
+
+def verify_dataset(path: str | Path) -> VerifiedDataset:
+    """Check every shard's size, sha256 and row count against the manifest."""
+    root = Path(path)
+    if root.name == MANIFEST:
+        root = root.parent
+    manifest = load_manifest(root)
+    for split, meta in manifest["splits"].items():
+        for shard in meta["shards"]:
+            f = root / shard["path"]
+            if not f.is_file():
+                raise IntegrityError(f"{f}: shard listed in the manifest is missing")
+            if f.stat().st_size != shard["bytes"]:
+                raise IntegrityError(f"{f}: {f.stat().st_size} bytes, manifest says {shard['bytes']}")
+            if file_sha256(f) != shard["sha256"]:
+                raise IntegrityError(f"{f}: sha256 does not match the manifest")
+            if pq.ParquetFile(f).metadata.num_rows != shard["rows"]:
+                raise IntegrityError(f"{f}: row count does not match the manifest")
+    return VerifiedDataset(root, manifest)
+
+
+def read_split(path: str | Path, split: str = "train") -> pl.DataFrame:
+    """A verified split as one polars DataFrame."""
+    ds = verify_dataset(path)
+    return pl.read_parquet(ds.files(split))

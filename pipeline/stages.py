@@ -1,0 +1,154 @@
+"""The build directory: stage outputs written atomically, skipped when still valid.
+
+Layout of a build::
+
+    <output_root>/<name>/
+      stages/<stage>/            one folder per finished stage
+        records.parquet          what the stage kept
+        rejected.parquet         what it rejected, with the reason
+        _stage.json              fingerprint of inputs + config, counts, timings
+      stages/<stage>.parts/<fp>/ batches of a stage still in progress
+      dataset/                   the published shards (see pipeline.publish)
+
+A stage folder is written under a temporary name and renamed into place, and
+``_stage.json`` is its last file, so a folder that exists is complete. A stage
+whose fingerprint matches is not run again; that is how a killed build
+resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+STAGE_META = "_stage.json"
+
+
+@dataclass
+class StageResult:
+    name: str
+    fingerprint: str
+    path: Path
+    rows: dict[str, int]  # table name -> row count
+    stats: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    skipped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    df.write_parquet(tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a finished folder into place; the old one is removed only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    frames = [f for f in frames if f.width]
+    if not frames:
+        return pl.DataFrame()
+    # "relaxed": a column that is all-null in one batch and text in another unifies to text.
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+class BuildDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.stages = self.root / "stages"
+
+    def stage_path(self, name: str) -> Path:
+        return self.stages / name
+
+    def done(self, name: str, fingerprint: str) -> StageResult | None:
+        """The stage's result if its output exists and was made from these inputs."""
+        meta_path = self.stage_path(name) / STAGE_META
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if meta.get("fingerprint") != fingerprint:
+            return None
+        if not all((self.stage_path(name) / f"{t}.parquet").is_file() for t in meta["rows"]):
+            return None
+        return StageResult(name, fingerprint, self.stage_path(name), meta["rows"], meta.get("stats", {}),
+                           meta.get("seconds", 0.0), skipped=True)
+
+    def commit(self, name: str, fingerprint: str, tables: dict[str, pl.DataFrame], stats: dict[str, Any],
+               seconds: float) -> StageResult:
+        self.stages.mkdir(parents=True, exist_ok=True)
+        tmp = self.stages / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        for table, df in tables.items():
+            df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
+        rows = {t: df.height for t, df in tables.items()}
+        meta = {"stage": name, "fingerprint": fingerprint, "rows": rows, "stats": stats, "seconds": seconds,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json_atomic(meta, tmp / STAGE_META)
+        replace_dir(tmp, self.stage_path(name))
+        return StageResult(name, fingerprint, self.stage_path(name), rows, stats, seconds)
+
+    def read(self, name: str, table: str = "records") -> pl.DataFrame:
+        return pl.read_parquet(self.stage_path(name) / f"{table}.parquet")
+
+    def parts(self, name: str, fingerprint: str) -> PartStore:
+        return PartStore(self.stages / f"{name}.parts" / fingerprint[:16])
+
+    def clear_parts(self, name: str) -> None:
+        shutil.rmtree(self.stages / f"{name}.parts", ignore_errors=True)
+
+
+class PartStore:
+    """Finished batches of a stage in progress, one Parquet file per table and batch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _file(self, part: int, table: str) -> Path:
+        return self.path / f"{table}-{part:05d}.parquet"
+
+    def _meta(self, part: int) -> Path:
+        return self.path / f"part-{part:05d}.json"
+
+    def has(self, part: int) -> bool:
+        return self._meta(part).is_file()
+
+    def write(self, part: int, tables: dict[str, pl.DataFrame], stats: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        for table, df in tables.items():
+            write_parquet_atomic(df, self._file(part, table))
+        write_json_atomic({"part": part, "rows": {t: d.height for t, d in tables.items()}, "stats": stats},
+                          self._meta(part))  # written last: marks the part complete
+
+    def stats(self, part: int) -> dict[str, Any]:
+        return json.loads(self._meta(part).read_text())["stats"]
+
+    def read(self, parts: range, table: str) -> pl.DataFrame:
+        return concat([pl.read_parquet(self._file(p, table)) for p in parts])

@@ -1,0 +1,120 @@
+"""The shard contract: checksums, splits, readers, schema enforcement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import BuildFailed, IntegrityError, SchemaError
+from pipeline.publish import publish_dataset
+from pipeline.recipe import PublishConfig
+from pipeline.records import make_id, rejected_frame
+from pipeline.report import render_card
+from pipeline.schema import load_schema
+from pipeline.shards import read_split, verify_dataset
+
+SCHEMA = load_schema("tinystories.v1")
+
+
+def story_record(i: int) -> dict:
+    story = f"Story number {i}. Tom had a red ball and he liked to jump. " * 3
+    return {
+        "id": make_id(story), "build_id": "test-build", "story": story, "summary": None if i % 2 else "A ball.",
+        "words": ["jump", "ball", "red"], "features": ["Dialogue"] if i % 3 == 0 else [],
+        "prompt": "Write a story.", "prompt_template_id": "tinystories.story@test", "summary_template_id": None,
+        "generator_model": "llamacpp/test", "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 10,
+                                                         "repeat_penalty": 1.1, "stop": [], "seed": i,
+                                                         "sample_index": 0},
+        "parent_id": None, "verification": None, "dedup_cluster": make_id(story), "num_words": 36,
+        "num_tokens": 40 + i, "finish_reason": "stop",
+    }
+
+
+def publish(tmp: Path, n: int = 50, seed: int = 3, **cfg) -> Path:
+    out = tmp / "dataset"
+    publish_dataset(
+        [story_record(i) for i in range(n)], rejected_frame([]), out_dir=out, schema=SCHEMA,
+        cfg=PublishConfig(**{"shard_max_rows": 20, "row_group_rows": 8, "validation_fraction": 0.1, **cfg}),
+        seed=seed, info={"build_id": "test-build", "recipe": {"name": "t"}},
+        card=lambda m: render_card(m, title="t", description="test", fields={}),
+        report=lambda m: "# report\n",
+    )
+    return out
+
+
+def test_shards_manifest_and_checksums(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    ds = verify_dataset(out)
+    m = ds.manifest
+    assert m["splits"]["train"]["rows"] == 45 and m["splits"]["validation"]["rows"] == 5
+    names = sorted(p.name for p in (out / "data").iterdir())
+    assert names == ["train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
+                     "train-00002-of-00003.parquet", "validation-00000-of-00001.parquet"]
+    for shard in m["splits"]["train"]["shards"]:
+        meta = pq.ParquetFile(out / shard["path"]).metadata
+        assert meta.num_rows <= 20
+        assert all(meta.row_group(g).num_rows <= 8 for g in range(meta.num_row_groups))
+        assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert m["splits"]["train"]["num_tokens"] + m["splits"]["validation"]["num_tokens"] == sum(40 + i for i in range(50))
+    assert not list(tmp_path.glob(".dataset.tmp-*"))  # nothing half-written is left behind
+
+
+def test_same_seed_same_bytes_other_seed_other_order(tmp_path: Path) -> None:
+    a, b, c = publish(tmp_path / "a"), publish(tmp_path / "b"), publish(tmp_path / "c", seed=4)
+    sha = lambda p: [s["sha256"] for s in json.loads((p / "manifest.json").read_text())["splits"]["train"]["shards"]]  # noqa: E731
+    assert sha(a) == sha(b)
+    assert sha(a) != sha(c)
+    ids = lambda p: read_split(p, "train")["id"].to_list() + read_split(p, "validation")["id"].to_list()  # noqa: E731
+    assert ids(a) != ids(c) and sorted(ids(a)) == sorted(ids(c))
+
+
+def test_tampered_shard_is_refused(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    shard = out / "data" / "train-00001-of-00003.parquet"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256"):
+        verify_dataset(out)
+    shard.unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        read_split(out)
+
+
+def test_writer_refuses_records_that_break_the_schema(tmp_path: Path) -> None:
+    bad = story_record(1) | {"features": ["Explosions"]}
+    with pytest.raises(SchemaError, match="features.0"):
+        publish_dataset([story_record(0), bad], rejected_frame([]), out_dir=tmp_path / "d", schema=SCHEMA,
+                        cfg=PublishConfig(), seed=0, info={}, card=str, report=str)
+    extra = story_record(2) | {"secret_field": 1}
+    with pytest.raises(SchemaError, match="Additional properties"):
+        SCHEMA.validate([extra])
+    assert not (tmp_path / "d").exists()
+
+
+def test_nothing_to_publish_is_a_clear_failure(tmp_path: Path) -> None:
+    with pytest.raises(BuildFailed, match="nothing to publish"):
+        publish_dataset([], rejected_frame([]), out_dir=tmp_path / "d", schema=SCHEMA, cfg=PublishConfig(),
+                        seed=0, info={}, card=str, report=str)
+
+
+def test_readers_polars_duckdb_and_datasets(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    df = pl.read_parquet(out / "data" / "train-*.parquet")
+    assert df.height == 45 and df.schema["sampling"].fields[0].name == "temperature"
+
+    import duckdb
+
+    (rows, words), = duckdb.sql(
+        f"select count(*), sum(num_words) from read_parquet('{out}/data/*.parquet')").fetchall()
+    assert rows == 50 and words == 50 * 36
+
+    from datasets import load_dataset
+
+    ds = load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert ds["train"].num_rows == 45 and ds["validation"].num_rows == 5
+    assert set(ds["train"].column_names) == set(SCHEMA.fields)
