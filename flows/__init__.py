@@ -1,0 +1,8 @@
+"""Prefect flows: thin orchestration over the ``pipeline`` library.
+
+Each corpus kind has one flow; ``FLOWS`` maps a recipe's ``kind`` to it.
+"""
+
+FLOWS = {
+    "tinystories": "flows.tinystories:tinystories_flow",
+}

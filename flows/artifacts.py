@@ -1,0 +1,59 @@
+"""Prefect artifacts shared by every flow: the report, tables, progress."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from pipeline.publish import Published
+from pipeline.report import rejection_table, stage_table
+from pipeline.stages import BuildDir
+
+
+def artifact_key(*parts: str) -> str:
+    """Artifact keys may hold only lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+class Progress:
+    """A progress artifact the UI shows as a bar, updated as batches finish."""
+
+    def __init__(self, name: str, stage: str, total: int):
+        self.total, self.done = max(total, 1), 0
+        self._id: UUID = create_progress_artifact(
+            0.0, key=artifact_key(name, stage, "progress"), description=f"{name}: {stage} progress"
+        )
+
+    def advance(self, n: int = 1) -> float:
+        self.done += n
+        pct = 100.0 * self.done / self.total
+        update_progress_artifact(self._id, pct)
+        return pct
+
+
+def publish_build_artifacts(name: str, published: Published, build: BuildDir) -> None:
+    """The build report as markdown, plus stage counts and rejection reasons as tables."""
+    manifest = published.manifest
+    report = (published.path / "report.md").read_text(encoding="utf-8")
+    links = "\n".join(f"- `{p}`" for p in published.shards)
+    create_markdown_artifact(
+        f"{report}\n\n## Files\n\n- dataset: `{published.path}`\n- manifest: `{published.path / 'manifest.json'}`\n"
+        f"{links}\n",
+        key=artifact_key(name, "report"),
+        description=f"Build report for {manifest['build_id']}",
+    )
+    create_table_artifact(stage_table(manifest["stages"]), key=artifact_key(name, "stages"),
+                          description="Records in, kept and rejected per stage")
+    import polars as pl
+
+    rejected = pl.read_parquet(published.path / manifest["rejected"]["path"])
+    rows: list[dict[str, Any]] = rejection_table(rejected) or [{"stage": "-", "reason": "none", "count": 0}]
+    create_table_artifact(rows, key=artifact_key(name, "rejections"), description="Rejected records by reason")

@@ -1,0 +1,115 @@
+"""The ``tinyforge`` command.
+
+    tinyforge build RECIPE [--output-root DIR]   run a build as a Prefect flow
+    tinyforge check RECIPE                       validate a recipe, print its build id
+    tinyforge verify DATASET_DIR                 check a published dataset's checksums
+
+A user's mistake (bad recipe, missing file) prints one line and exits 2;
+a build that ran but produced nothing exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import BuildFailed, UserError
+
+# Defaults that make Prefect work on a machine with no network and 2 slow cores;
+# a user's own settings (environment or profile) still win.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_LOGGING_LOG_PRINTS": "true",
+}
+
+
+def _prefect_env() -> None:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def _flow_for(kind: str):
+    from flows import FLOWS
+
+    module, name = FLOWS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, output_root=args.output_root)  # fail fast, before Prefect starts
+    print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
+    _prefect_env()
+    flow = _flow_for(recipe.kind)
+    result = flow(recipe_path=str(Path(args.recipe).resolve()),
+                  output_root=str(Path(args.output_root).resolve()) if args.output_root else None)
+    usage = result["run_usage"]
+    splits = ", ".join(f"{k}: {v} rows" for k, v in result["splits"].items())
+    print(
+        f"\ntinyforge: build {result['build_id']} done ({splits}; "
+        f"{usage['model_calls']} model calls, {usage['cache_hits']} cache hits this run)\n"
+        f"  shards:   {result['dataset']}/data/\n"
+        f"  manifest: {result['dataset']}/manifest.json\n"
+        f"  report:   {result['report']}",
+        flush=True,
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    print(f"{args.recipe}: ok ({recipe.kind}, build id {recipe.build_id}, output {recipe.build_dir})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.shards import verify_dataset
+
+    ds = verify_dataset(args.dataset)
+    shards = sum(len(s["shards"]) for s in ds.manifest["splits"].values())
+    rows = sum(s["rows"] for s in ds.manifest["splits"].values())
+    print(f"{ds.path}: ok ({shards} shards, {rows} rows, checksums match)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinyforge", description="Build and curate synthetic training corpora.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="run a build from a recipe (a Prefect flow)")
+    b.add_argument("recipe", help="path to a recipe TOML file")
+    b.add_argument("--output-root", help="write builds here instead of the recipe's output_root")
+    b.set_defaults(func=cmd_build)
+    c = sub.add_parser("check", help="validate a recipe without running it")
+    c.add_argument("recipe")
+    c.set_defaults(func=cmd_check)
+    v = sub.add_parser("verify", help="verify a published dataset against its manifest")
+    v.add_argument("dataset", help="a build's dataset/ folder (or its manifest.json)")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"tinyforge: error: {exc}", file=sys.stderr)
+        return 2
+    except BuildFailed as exc:
+        print(f"tinyforge: build failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tinyforge: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Real builds: the embedded model, a real Prefect server, the real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.recipe import load_recipe
+from pipeline.shards import read_split, verify_dataset
+from tests.conftest import write_recipe
+
+pytestmark = pytest.mark.slow
+TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
+
+
+def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_recipe: Path) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.tinystories import tinystories_flow
+
+    result = tinystories_flow(recipe_path=str(tiny_recipe))
+    ds = verify_dataset(result["dataset"])
+    m = ds.manifest
+
+    # the model really ran: 4 stories plus the summaries the recipe asked for
+    assert result["run_usage"]["model_calls"] >= 4 and result["run_usage"]["completion_tokens"] > 40
+    assert m["models"][0].startswith("llamacpp/SmolLM2-135M-Instruct")
+    published = sum(s["rows"] for s in m["splits"].values())
+    stages = {s["name"]: s for s in m["stages"]}
+    assert stages["generate"]["stats"]["in"] == 4
+    rejected = pl.read_parquet(ds.path / "rejected.parquet")
+    assert published + rejected.height == 4  # every story is either published or rejected with a reason
+    assert rejected.filter(pl.col("reason").is_null()).height == 0
+
+    rows = pl.concat([read_split(ds.path, s) for s in m["splits"]])
+    for r in rows.iter_rows(named=True):
+        assert r["story"].strip() and r["build_id"] == m["build_id"]
+        assert r["prompt"].startswith("Words to use: ") and all(f'"{w}"' in r["prompt"] for w in r["words"])
+        assert r["sampling"]["max_tokens"] == 200 and r["dedup_cluster"] == r["id"]
+    assert "# Build report: tiny" in (ds.path / "report.md").read_text()
+
+    report = Artifact.get("tiny-report")
+    assert report is not None and "# Build report: tiny" in report.data
+    stage_table = Artifact.get("tiny-stages")
+    assert stage_table is not None and "generate" in stage_table.data
+
+    # a second run regenerates nothing and rewrites nothing
+    sha = [s["sha256"] for s in m["splits"]["train"]["shards"]]
+    again = tinystories_flow(recipe_path=str(tiny_recipe))
+    assert again["run_usage"]["model_calls"] == 0
+    assert set(again["stages"].values()) == {"reused"}
+    assert [s["sha256"] for s in verify_dataset(again["dataset"]).manifest["splits"]["train"]["shards"]] == sha
+
+
+def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, tiny_recipe: Path) -> None:
+    from flows.tinystories import tinystories_flow
+
+    tinystories_flow(recipe_path=str(tiny_recipe))
+    text = tiny_recipe.read_text().replace("min_words = 5", "min_words = 6")
+    tiny_recipe.write_text(text)
+    result = tinystories_flow(recipe_path=str(tiny_recipe))
+    assert result["run_usage"]["model_calls"] == 0
+    assert result["stages"] == {"generate": "reused", "filter": "ran", "dedup": "ran", "publish": "ran"}
+
+
+def _cached(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+        try:
+            return con.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+        except sqlite3.OperationalError:  # table not created yet
+            return 0
+
+
+def test_sigkill_during_generation_resumes_with_only_missing_calls(prefect_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "kill.toml", f"""
+        name = "killme"
+        kind = "tinystories"
+        seed = 11
+        output_root = "{out}"
+        [generate]
+        count = 6
+        batch_size = 2
+        [sampling]
+        max_tokens = 120
+        [filter]
+        min_words = 1
+        min_required_words = 0
+        max_oov_fraction = 1.0
+        max_repeated_ngram_fraction = 1.0
+        [publish]
+        validation_fraction = 0.0
+    """)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    db = out / "cache" / "responses.sqlite"
+    proc = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _cached(db) < 3:
+        assert proc.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline, "no completions were cached within 5 minutes"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _cached(db)
+    assert 3 <= before < 6, "killed during generation"
+    assert not (out / "killme" / "dataset").exists()
+
+    done = subprocess.run([TINYFORGE, "build", str(recipe)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls, hits = map(int, re.search(r"(\d+) model calls, (\d+) cache hits this run", done.stdout).groups())
+    assert calls == 6 - before  # only the completions lost with the kill were generated again
+    assert _cached(db) == 6
+    ds = verify_dataset(out / "killme" / "dataset")
+    assert "manifest:" in done.stdout and str(ds.path) in done.stdout
+    generated = ds.manifest["stages"][0]
+    assert generated["name"] == "generate" and generated["stats"]["in"] == 6
+    assert json.loads((ds.path / "manifest.json").read_text())["build_id"] == load_recipe(recipe).build_id
