@@ -6,6 +6,7 @@ import re
 from typing import Any
 from uuid import UUID
 
+import polars as pl
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -15,7 +16,6 @@ from prefect.artifacts import (
 
 from pipeline.publish import Published
 from pipeline.report import rejection_table, stage_table
-from pipeline.stages import BuildDir
 
 
 def artifact_key(*parts: str) -> str:
@@ -39,7 +39,7 @@ class Progress:
         return pct
 
 
-def publish_build_artifacts(name: str, published: Published, build: BuildDir) -> None:
+def publish_build_artifacts(name: str, published: Published) -> None:
     """The build report as markdown, plus stage counts and rejection reasons as tables."""
     manifest = published.manifest
     report = (published.path / "report.md").read_text(encoding="utf-8")
@@ -52,8 +52,6 @@ def publish_build_artifacts(name: str, published: Published, build: BuildDir) ->
     )
     create_table_artifact(stage_table(manifest["stages"]), key=artifact_key(name, "stages"),
                           description="Records in, kept and rejected per stage")
-    import polars as pl
-
     rejected = pl.read_parquet(published.path / manifest["rejected"]["path"])
     rows: list[dict[str, Any]] = rejection_table(rejected) or [{"stage": "-", "reason": "none", "count": 0}]
     create_table_artifact(rows, key=artifact_key(name, "rejections"), description="Rejected records by reason")

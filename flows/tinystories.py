@@ -12,7 +12,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import Progress, publish_build_artifacts
+from flows.artifacts import publish_build_artifacts
+from flows.common import build_summary, generate_in_batches, log_stages
 from pipeline.recipe import TinyStoriesRecipe, load_recipe
 from pipeline.tinystories import build as stories
 
@@ -35,41 +36,17 @@ publish_stage = _task(stories.publish_stage, name="publish")
 @flow(name="tinystories", log_prints=True)
 def tinystories_flow(recipe_path: str, output_root: str | None = None) -> dict[str, Any]:
     """Build a TinyStories corpus from a recipe file; returns where the dataset is and what it cost."""
-    log = get_run_logger()
     recipe = load_recipe(recipe_path, output_root=output_root)
-    build = stories.build_dir(recipe)
-    log.info("build %s -> %s", recipe.build_id, build.root)
+    if not isinstance(recipe, TinyStoriesRecipe):
+        raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinystories")
+    get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
 
-    batches = stories.batch_ranges(recipe)
-    progress = Progress(recipe.name, "generate", recipe.generate.count)
-    run_usage = {"model_calls": 0, "cache_hits": 0, "completion_tokens": 0}
-    if stories.build_dir(recipe).done("generate", stories.generate_fingerprint(recipe)) is None:
-        for b in range(len(batches)):
-            s = generate_batch(recipe, b)
-            for k in run_usage:
-                run_usage[k] += s.get(k, 0)
-            pct = progress.advance(s["stories"])
-            rate = s["completion_tokens"] / s["seconds"] if s["seconds"] else 0.0
-            log.info("generate: batch %d/%d %s, %d model calls, %d cache hits, %.0f tok/s (%.0f%% done)",
-                     b + 1, len(batches), "reused" if s["skipped"] else "done", s["model_calls"],
-                     s["cache_hits"], rate, pct)
-    else:
-        progress.advance(recipe.generate.count)
+    run_usage = generate_in_batches(recipe, stories, generate_batch)
     generated = finish_generate(recipe)
     filtered = filter_stage(recipe, generated)
     deduped = dedup_stage(recipe, filtered)
     stages = [generated, filtered, deduped]
-    for s in stages:
-        log.info("%s: %s, %d kept, %d rejected", s.name, "reused" if s.skipped else "ran", s.rows["records"],
-                 s.rows.get("rejected", 0))
+    log_stages(stages)
     published, reused = publish_stage(recipe, stages)
-    publish_build_artifacts(recipe.name, published, build)
-    log.info("publish: %s %s", "reused" if reused else "wrote", published.path)
-    return {
-        "build_id": recipe.build_id,
-        "dataset": str(published.path),
-        "report": str(published.path / "report.md"),
-        "splits": {k: v["rows"] for k, v in published.manifest["splits"].items()},
-        "run_usage": run_usage,
-        "stages": {s.name: "reused" if s.skipped else "ran" for s in stages} | {"publish": "reused" if reused else "ran"},
-    }
+    publish_build_artifacts(recipe.name, published)
+    return build_summary(recipe, published, reused, stages, run_usage)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import digest, files_digest
-from pipeline.paths import VOCAB_DIR
+from pipeline.paths import SEEDS_FILE, VOCAB_DIR
 
 STORY_FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
 Feature = Literal["Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict"]
@@ -156,6 +156,13 @@ class _RecipeBase(_Strict):
     def fingerprint_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"output_root"})
 
+    def resolve_paths(self, resolve: Any) -> dict[str, Any]:
+        """Updates that make this kind's relative paths absolute (``resolve(path) -> path``)."""
+        return {}
+
+    def check_files(self, source: str) -> None:
+        """Raise RecipeError for an input file the recipe names that does not exist."""
+
     @property
     def build_id(self) -> str:
         return f"{self.name}-{self.content_hash()[:10]}"
@@ -175,9 +182,99 @@ class TinyStoriesRecipe(_RecipeBase):
         payload["generate"]["vocab_dir"] = files_digest(self.generate.vocab_dir / n for n in VOCAB_FILES)
         return payload
 
+    def resolve_paths(self, resolve: Any) -> dict[str, Any]:
+        return {"generate": self.generate.model_copy(update={"vocab_dir": resolve(self.generate.vocab_dir)})}
 
-RECIPE_KINDS: dict[str, type[_RecipeBase]] = {"tinystories": TinyStoriesRecipe}
-Recipe = TinyStoriesRecipe
+    def check_files(self, source: str) -> None:
+        for name in VOCAB_FILES:
+            if not (self.generate.vocab_dir / name).is_file():
+                raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {self.generate.vocab_dir / name}")
+
+
+# --- tinygsm ------------------------------------------------------------------
+
+
+class SeedsConfig(_Strict):
+    """Seed problems: the shipped pool, or the user's own JSONL (e.g. GSM8K train)."""
+
+    path: Path = Field(SEEDS_FILE, description="JSONL file, one seed problem per line")
+    question_field: str = "question"
+    answer_field: str | None = Field("answer", description='numeric, or GSM8K style "... #### 42"; optional')
+    solution_field: str | None = Field("solution", description="a worked Python solution, used as the example")
+    limit: int | None = Field(None, gt=0, description="use only the first N seeds")
+
+
+class TinyGSMGenerateConfig(_Strict):
+    count: int = Field(..., gt=0, le=10_000_000, description="problems to write (before verification)")
+    batch_size: int = Field(8, gt=0, le=100_000, description="problems per Prefect task")
+    samples: int = Field(4, ge=1, le=64, description="independent solutions sampled per problem (k)")
+
+
+class QuestionFilterConfig(_Strict):
+    min_words: int = Field(12, ge=1)
+    max_words: int = Field(200, ge=1)
+    min_numbers: int = Field(2, ge=0, description="numbers a problem must state")
+    require_question: bool = Field(True, description="the problem must ask something (end with '?')")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> QuestionFilterConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
+        return self
+
+
+class VerifyConfig(_Strict):
+    min_agreement: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of the k samples that must reach the majority answer"
+    )
+    timeout_s: float = Field(2.0, gt=0.0, le=60.0)
+    memory_mb: int = Field(512, ge=64, le=16384)
+    workers: int = Field(2, ge=1, le=256)
+
+
+class EvalSetConfig(_Strict):
+    path: Path
+    field: str = "question"
+
+
+class DecontaminateConfig(_Strict):
+    ngram: int = Field(13, ge=3, le=64, description="words per n-gram (after removing punctuation and numbers)")
+    eval_sets: tuple[EvalSetConfig, ...] = ()
+
+
+class TinyGSMRecipe(_RecipeBase):
+    kind: Literal["tinygsm"] = "tinygsm"
+    generate: TinyGSMGenerateConfig
+    seeds: SeedsConfig = SeedsConfig()
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_tokens=160, repeat_penalty=1.1)
+    solution_sampling: SamplingConfig = SamplingConfig(temperature=0.5, max_tokens=320, repeat_penalty=1.05)
+    filter: QuestionFilterConfig = QuestionFilterConfig()
+    verify: VerifyConfig = VerifyConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        payload = super().fingerprint_payload()
+        payload["seeds"]["path"] = files_digest([self.seeds.path])
+        payload["decontaminate"]["eval_sets"] = [
+            {"file": files_digest([e.path]), "field": e.field} for e in self.decontaminate.eval_sets
+        ]
+        return payload
+
+    def resolve_paths(self, resolve: Any) -> dict[str, Any]:
+        sets = tuple(e.model_copy(update={"path": resolve(e.path)}) for e in self.decontaminate.eval_sets)
+        return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
+                "decontaminate": self.decontaminate.model_copy(update={"eval_sets": sets})}
+
+    def check_files(self, source: str) -> None:
+        if not self.seeds.path.is_file():
+            raise RecipeError(f"{source}: seeds.path: no such seed file {self.seeds.path}")
+        for i, e in enumerate(self.decontaminate.eval_sets):
+            if not e.path.is_file():
+                raise RecipeError(f"{source}: decontaminate.eval_sets.{i}.path: no such file {e.path}")
+
+
+RECIPE_KINDS: dict[str, type[_RecipeBase]] = {"tinystories": TinyStoriesRecipe, "tinygsm": TinyGSMRecipe}
+Recipe = TinyStoriesRecipe | TinyGSMRecipe
 
 
 def load_recipe(path: str | Path, *, output_root: str | Path | None = None) -> Recipe:
@@ -214,7 +311,7 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe", base_dir: Path 
         raise RecipeError(f"{source}: {_one_line(exc)}") from None
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
-    _check_files(recipe, source)
+    recipe.check_files(source)
     return recipe
 
 
@@ -240,14 +337,4 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
         p = p.expanduser()
         return p if p.is_absolute() else (base / p).resolve()
 
-    update: dict[str, Any] = {"output_root": resolve(recipe.output_root)}
-    gen = recipe.generate
-    update["generate"] = gen.model_copy(update={"vocab_dir": resolve(gen.vocab_dir)})
-    return recipe.model_copy(update=update)
-
-
-def _check_files(recipe: Recipe, source: str) -> None:
-    vocab = recipe.generate.vocab_dir
-    for name in VOCAB_FILES:
-        if not (vocab / name).is_file():
-            raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {vocab / name}")
+    return recipe.model_copy(update={"output_root": resolve(recipe.output_root), **recipe.resolve_paths(resolve)})

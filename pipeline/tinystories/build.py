@@ -13,16 +13,15 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.dedup import dedup_records
+from pipeline.common_stages import dedup_stage as common_dedup
+from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
+from pipeline.common_stages import publish_stage as common_publish
 from pipeline.fingerprint import digest
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
-from pipeline.publish import MANIFEST, Published, publish_dataset
+from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
 from pipeline.records import rejected_frame
-from pipeline.report import pick_examples, render_card, render_report
-from pipeline.schema import load_schema
-from pipeline.shards import load_manifest
-from pipeline.stages import BuildDir, StageResult, concat
+from pipeline.stages import BuildDir, StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import filter_stories
 from pipeline.tinystories.generate import generate_stories
@@ -76,8 +75,7 @@ def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
     parts = build_dir(recipe).parts("generate", fp)
     start, stop = batch_ranges(recipe)[batch]
     if parts.has(batch):
-        return {"batch": batch, "stories": stop - start, "skipped": True, "model_calls": 0, "cache_hits": 0,
-                "completion_tokens": 0, "seconds": 0.0}
+        return skipped_batch(batch, stop - start)
     t0 = time.perf_counter()
     vocab = load_vocabulary(recipe.generate.vocab_dir)
     specs = plan_stories(start, stop, recipe.seed, recipe.generate, vocab)
@@ -87,9 +85,8 @@ def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
         records, rejected = generate_stories(specs, backend, sampling_params(recipe.sampling))
     finally:
         cache.close()
-    seconds = time.perf_counter() - t0
-    stats = {"batch": batch, "stories": stop - start, "skipped": False, **backend.stats.as_dict(),
-             "seconds": seconds}
+    stats = {"batch": batch, "items": stop - start, "skipped": False, **backend.stats.as_dict(),
+             "seconds": time.perf_counter() - t0}
     parts.write(batch, {"records": pl.DataFrame(records, infer_schema_length=None),
                         "rejected": rejected_frame(rejected)}, stats)
     return stats
@@ -97,31 +94,8 @@ def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
 
 def finish_generate(recipe: TinyStoriesRecipe) -> StageResult:
     """Gather the finished batches into the generate stage's output."""
-    fp = generate_fingerprint(recipe)
-    build = build_dir(recipe)
-    if (done := build.done("generate", fp)) is not None:
-        return done
-    parts = build.parts("generate", fp)
-    n = len(batch_ranges(recipe))
-    missing = [b for b in range(n) if not parts.has(b)]
-    if missing:
-        raise RuntimeError(f"generate: batches {missing} are not finished")
-    batch_stats = [parts.stats(b) for b in range(n)]
-    usage = {k: sum(s.get(k, 0) for s in batch_stats)
-             for k in ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens")}
-    records, rejected = parts.read(range(n), "records"), parts.read(range(n), "rejected")
-    result = build.commit("generate", fp, {"records": records, "rejected": rejected},
-                          {"in": recipe.generate.count, "usage": usage,
-                           "rejected_by_reason": _reasons(rejected)},
-                          sum(s["seconds"] for s in batch_stats))
-    build.clear_parts("generate")
-    return result
-
-
-def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
-    if rejected.height == 0:
-        return {}
-    return dict(rejected.group_by("reason").len().sort("reason").iter_rows())
+    return gather_batches(build_dir(recipe), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
+                          recipe.generate.count)
 
 
 # --- filter and dedup -------------------------------------------------------------
@@ -138,33 +112,12 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
     records = build.read(upstream.name).to_dicts()
     kept, rejected = filter_stories(records, vocab, recipe.filter)
     rej = rejected_frame(rejected)
-    return build.commit("filter", fp, {"records": _frame(kept, upstream, build), "rejected": rej},
-                        {"in": len(records), "rejected_by_reason": _reasons(rej)}, time.perf_counter() - t0)
+    return build.commit("filter", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
+                        {"in": len(records), "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
 
 
 def dedup_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
-    build = build_dir(recipe)
-    cfg = recipe.dedup
-    fp = digest({"stage": "dedup", "v": VERSIONS["dedup"], "in": upstream.fingerprint,
-                 "dedup": cfg.model_dump(mode="json")})
-    if (done := build.done("dedup", fp)) is not None:
-        return done
-    t0 = time.perf_counter()
-    records = build.read(upstream.name).to_dicts()
-    if cfg.enabled:
-        kept, rejected = dedup_records(records, text_field="story", threshold=cfg.threshold,
-                                       num_perm=cfg.num_perm, ngram=cfg.ngram)
-    else:
-        kept, rejected = [{**r, "dedup_cluster": r["id"]} for r in records], []
-    rej = rejected_frame(rejected)
-    return build.commit("dedup", fp, {"records": _frame(kept, upstream, build), "rejected": rej},
-                        {"in": len(records), "rejected_by_reason": _reasons(rej)}, time.perf_counter() - t0)
-
-
-def _frame(rows: list[dict[str, Any]], upstream: StageResult, build: BuildDir) -> pl.DataFrame:
-    if rows:
-        return pl.DataFrame(rows, infer_schema_length=None)
-    return build.read(upstream.name).clear()  # keep the columns even when nothing survives
+    return common_dedup(build_dir(recipe), upstream, recipe.dedup, text_field="story", version=VERSIONS["dedup"])
 
 
 # --- publish ----------------------------------------------------------------------
@@ -190,38 +143,9 @@ def _format_example(r: dict[str, Any]) -> str:
 
 def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
-    build = build_dir(recipe)
-    schema = load_schema(SCHEMA_ID)
-    out = build.root / "dataset"
-    fp = digest({"stage": "publish", "v": VERSIONS["publish"], "in": stages[-1].fingerprint,
-                 "publish": recipe.publish.model_dump(mode="json"), "seed": recipe.seed,
-                 "build_id": recipe.build_id, "schema": schema.document})
-    if (out / MANIFEST).is_file():
-        manifest = load_manifest(out)
-        if manifest.get("fingerprint") == fp:
-            return Published(out, manifest), True
-
-    records = [published_record(r, recipe.build_id) for r in build.read(stages[-1].name).to_dicts()]
-    rejected = concat([build.read(s.name, "rejected") for s in stages])
-    generate = next(s for s in stages if s.name == "generate")
-    info = {
-        "build_id": recipe.build_id,
-        "fingerprint": fp,
-        "kind": recipe.kind,
-        "recipe": recipe.model_dump(mode="json", exclude={"output_root"}) | {"generate": recipe.fingerprint_payload()["generate"]},
-        "recipe_hash": recipe.content_hash(),
-        "seed": recipe.seed,
-        "models": sorted({r["generator_model"] for r in records}),
-        "prompt_templates": TEMPLATES,
-        "usage": generate.stats.get("usage", {}),
-        "stages": [s.to_json() for s in stages],
-    }
-    examples = [_format_example(r) for r in pick_examples(records, 5, recipe.seed)]
-    lengths = [r["num_words"] for r in records]
-    published = publish_dataset(
-        records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
-        card=lambda m: render_card(m, title=recipe.name, description=recipe.description or
-                                   "TinyStories-style short stories for small language models.", fields=FIELD_DOCS),
-        report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples),
+    return common_publish(
+        recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
+        to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
+        format_example=_format_example, length=lambda r: r["num_words"],
+        default_description="TinyStories-style short stories for small language models.",
     )
-    return published, False
