@@ -88,3 +88,9 @@ def sample_seed(seed: int, sample_index: int) -> int:
     """A 31-bit seed for one sample, stable across runs and platforms."""
     digest = hashlib.sha256(f"{seed}:{sample_index}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from any parts, e.g. ``derive_seed(recipe_seed, "solution", index)``."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
