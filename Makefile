@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11, no GPU, no network beyond PyPI):
-#   make demo   installs into .venv, then runs a real TinyStories build on the CPU
+#   make demo   installs into .venv, then runs real TinyStories and TinyGSM builds on the CPU
 #   make test   installs into .venv, then runs the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 demo: install
 	$(VENV)/bin/tinyforge build flows/recipes/tinystories-demo.toml
+	$(VENV)/bin/tinyforge build flows/recipes/tinygsm-demo.toml
+	$(VENV)/bin/tinyforge verify build/tinygsm-demo/dataset --execute
 
 test: install
 	$(PY) -m pytest
@@ -34,7 +36,7 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 bench: install
-	$(PY) benchmarks/dedup.py
+	$(PY) benchmarks/sandbox.py
 
 clean-build:
 	rm -rf build

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import BuildFailed, UserError
+from pipeline.errors import BuildFailed, IntegrityError, UserError
 
 # Defaults that make Prefect work on a machine with no network and 2 slow cores;
 # a user's own settings (environment or profile) still win.
@@ -77,6 +77,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     shards = sum(len(s["shards"]) for s in ds.manifest["splits"].values())
     rows = sum(s["rows"] for s in ds.manifest["splits"].values())
     print(f"{ds.path}: ok ({shards} shards, {rows} rows, checksums match)")
+    if args.execute:
+        if ds.manifest.get("kind") != "tinygsm":
+            raise UserError(f"--execute re-runs solution code; {ds.path} is a {ds.manifest.get('kind')!r} dataset")
+        import polars as pl
+
+        from pipeline.sandbox import Sandbox
+        from pipeline.tinygsm.verify import reexecute
+
+        records = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.manifest["splits"]]).to_dicts()
+        with Sandbox(workers=os.cpu_count() or 2) as sandbox:
+            problems = reexecute(records, sandbox)
+        for p in problems:
+            print(f"  mismatch: {p}")
+        if problems:
+            raise IntegrityError(f"{len(problems)} of {len(records)} records do not re-execute to their answer")
+        print(f"{ds.path}: all {len(records)} solutions re-executed in the sandbox to their stored answers")
     return 0
 
 
@@ -92,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     v = sub.add_parser("verify", help="verify a published dataset against its manifest")
     v.add_argument("dataset", help="a build's dataset/ folder (or its manifest.json)")
+    v.add_argument("--execute", action="store_true",
+                   help="tinygsm: re-run every record's code in the sandbox and compare with its answer")
     v.set_defaults(func=cmd_verify)
     return p
 

@@ -19,10 +19,10 @@ count = 3
 """
 
 
-@pytest.mark.parametrize("name", ["tinystories-demo.toml", "tinystories.toml"])
+@pytest.mark.parametrize("name", ["tinystories-demo.toml", "tinystories.toml", "tinygsm-demo.toml", "tinygsm.toml"])
 def test_shipped_recipes_validate(name: str) -> None:
     recipe = load_recipe(REPO / "flows" / "recipes" / name)
-    assert recipe.kind == "tinystories"
+    assert recipe.kind == name.split("-")[0].removesuffix(".toml")
     assert recipe.output_root == REPO / "build"  # relative to the recipe file, not the cwd
     assert recipe.build_id.startswith(recipe.name + "-")
 
@@ -48,6 +48,12 @@ BAD = {
     "bad name": (GOOD.replace('"ok"', '"Has Spaces"'), "name: 'Has Spaces' is not a build name"),
     "not toml": ("name = = 1", "not valid TOML"),
     "inverted bounds": (GOOD + "[filter]\nmin_words = 10\nmax_words = 5\n", "filter: min_words (10) is larger"),
+    "missing seeds": ('name = "m"\nkind = "tinygsm"\n[generate]\ncount = 2\n[seeds]\npath = "none.jsonl"\n',
+                      "seeds.path: no such seed file"),
+    "missing eval set": ('name = "m"\nkind = "tinygsm"\n[generate]\ncount = 2\n[decontaminate]\n'
+                         'eval_sets = [{path = "test.jsonl"}]\n', "decontaminate.eval_sets.0.path: no such file"),
+    "bad agreement": ('name = "m"\nkind = "tinygsm"\n[generate]\ncount = 2\n[verify]\nmin_agreement = 1.5\n',
+                      "verify.min_agreement: must be less than or equal to 1"),
 }
 
 

@@ -1,0 +1,51 @@
+"""TinyGSM build flow: generate -> verify -> decontaminate -> dedup -> publish.
+
+Generation is one Prefect task per batch of problems; verification is one
+task that runs every sampled solution through the sandbox's worker pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import publish_build_artifacts
+from flows.common import build_summary, generate_in_batches, log_stages
+from pipeline.recipe import TinyGSMRecipe, load_recipe
+from pipeline.tinygsm import build as gsm
+
+_task = task(cache_policy=NO_CACHE, persist_result=False)
+
+
+@_task(task_run_name="generate-batch-{batch}")
+def generate_batch(recipe: TinyGSMRecipe, batch: int) -> dict[str, Any]:
+    return gsm.generate_batch(recipe, batch)
+
+
+finish_generate = _task(gsm.finish_generate, name="gather-generate")
+verify_stage = _task(gsm.verify_stage, name="verify")
+decontaminate_stage = _task(gsm.decontaminate_stage, name="decontaminate")
+dedup_stage = _task(gsm.dedup_stage, name="dedup")
+publish_stage = _task(gsm.publish_stage, name="publish")
+
+
+@flow(name="tinygsm", log_prints=True)
+def tinygsm_flow(recipe_path: str, output_root: str | None = None) -> dict[str, Any]:
+    """Build a TinyGSM corpus from a recipe file; returns where the dataset is and what it cost."""
+    recipe = load_recipe(recipe_path, output_root=output_root)
+    if not isinstance(recipe, TinyGSMRecipe):
+        raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinygsm")
+    get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
+
+    run_usage = generate_in_batches(recipe, gsm, generate_batch)
+    generated = finish_generate(recipe)
+    verified = verify_stage(recipe, generated)
+    clean = decontaminate_stage(recipe, verified)
+    deduped = dedup_stage(recipe, clean)
+    stages = [generated, verified, clean, deduped]
+    log_stages(stages)
+    published, reused = publish_stage(recipe, stages)
+    publish_build_artifacts(recipe.name, published)
+    return build_summary(recipe, published, reused, stages, run_usage)

@@ -1,0 +1,100 @@
+"""Decontamination: drop records that share a long n-gram with an evaluation set.
+
+As in TinyGSM (13-grams against GSM8K test), text is compared after removing
+punctuation and numbers, so a copied problem with changed numbers still
+matches. The evaluation files are the user's; tinyforge ships none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.records import rejection
+
+_LETTERS = re.compile(r"[a-z]+")
+
+
+def ngram_words(text: str) -> list[str]:
+    """Lower-case words with punctuation and numbers removed."""
+    return _LETTERS.findall(text.lower())
+
+
+def _key(gram: Iterable[str]) -> bytes:
+    return hashlib.blake2b(" ".join(gram).encode(), digest_size=8).digest()
+
+
+@dataclass
+class NgramIndex:
+    n: int = 13
+    _grams: dict[bytes, str] = field(default_factory=dict)  # n-gram hash -> where it came from
+
+    def add(self, text: str, source: str) -> None:
+        w = ngram_words(text)
+        for i in range(len(w) - self.n + 1):
+            self._grams.setdefault(_key(w[i : i + self.n]), source)
+
+    def match(self, text: str) -> tuple[str, str] | None:
+        """(the shared n-gram, where it came from) for the first match, else None."""
+        w = ngram_words(text)
+        for i in range(len(w) - self.n + 1):
+            src = self._grams.get(_key(w[i : i + self.n]))
+            if src is not None:
+                return " ".join(w[i : i + self.n]), src
+        return None
+
+    def __len__(self) -> int:
+        return len(self._grams)
+
+
+def load_texts(path: Path, text_field: str) -> list[str]:
+    """Texts of one field from JSONL or Parquet, or the lines of a .txt file."""
+    if path.suffix == ".parquet":
+        import polars as pl
+
+        df = pl.read_parquet(path)
+        if text_field not in df.columns:
+            raise UserError(f"{path}: no column {text_field!r}")
+        return [t for t in df[text_field].to_list() if isinstance(t, str)]
+    if path.suffix == ".txt":
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line).get(text_field)
+            except (json.JSONDecodeError, AttributeError):
+                raise UserError(f"{path}:{lineno}: not a JSON object line") from None
+            if isinstance(value, str):
+                texts.append(value)
+    return texts
+
+
+def build_index(sets: Iterable[tuple[Path, str]], n: int) -> NgramIndex:
+    index = NgramIndex(n)
+    for path, text_field in sets:
+        for i, text in enumerate(load_texts(path, text_field)):
+            index.add(text, f"{path.name}#{i}")
+    return index
+
+
+def decontaminate(records: list[dict[str, Any]], index: NgramIndex, text_field: str
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    kept, rejected = [], []
+    for r in records:
+        hit = index.match(r[text_field])
+        if hit is None:
+            kept.append(r)
+        else:
+            gram, src = hit
+            rejected.append(rejection(r, "decontaminate", "contaminated", f"{index.n}-gram {gram!r} in {src}",
+                                      text_field))
+    return kept, rejected

@@ -1,0 +1,1 @@
+"""TinyGSM-style math: word problems with Python solutions, verified by execution."""

@@ -1,0 +1,160 @@
+"""The stages of a TinyGSM build as plain functions over the build directory.
+
+generate -> verify -> decontaminate -> dedup -> publish. Generation writes a
+problem from a seed and samples k solutions for it (one Prefect task per
+batch); verification executes every sample in the sandbox.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import polars as pl
+
+from pipeline.common_stages import dedup_stage as common_dedup
+from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
+from pipeline.common_stages import publish_stage as common_publish
+from pipeline.decontam import build_index, decontaminate
+from pipeline.fingerprint import digest
+from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
+from pipeline.publish import Published
+from pipeline.recipe import TinyGSMRecipe
+from pipeline.records import rejected_frame
+from pipeline.sandbox import Sandbox
+from pipeline.stages import BuildDir, StageResult
+from pipeline.text import words
+from pipeline.tinygsm.generate import generate_problems
+from pipeline.tinygsm.prompts import QUESTION_TEMPLATE_ID, SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem
+from pipeline.tinygsm.seeds import format_example, load_seeds
+from pipeline.tinygsm.verify import verify_problems
+
+SCHEMA_ID = "tinygsm.v1"
+VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 1, "dedup": 1, "publish": 1}
+
+FIELD_DOCS = {
+    "id": "content hash of the normalised question (16 hex digits)",
+    "question": "the word problem",
+    "code": "`def simple_math_problem() -> int|float:` with the question as its docstring; returns the answer",
+    "answer": "the majority answer of the sampled solutions, which the stored code reproduces",
+    "answer_agreement": "share of the k sampled solutions that reached the answer",
+    "samples": "status, value and error of every sampled solution, in sampling order",
+    "seed_id / parent_id": "the seed problem this one was written from",
+    "prompt / prompt_template_id / solution_template_id": "the question prompt and both templates' ids",
+    "generator_model / sampling / solution_sampling": "model id and sampling parameters, seeds included",
+    "verification": "`passed`: executed in the sandbox, finite, agreed and deterministic",
+    "dedup_cluster": "id of the record kept for this record's duplicate cluster",
+    "num_words / num_tokens": "question length in words; generator tokens spent (question and all samples)",
+}
+
+
+def build_dir(recipe: TinyGSMRecipe) -> BuildDir:
+    return BuildDir(recipe.build_dir)
+
+
+def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
+    p = recipe.fingerprint_payload()
+    return digest({"stage": "generate", "v": VERSIONS["generate"], "seed": recipe.seed, "generate": p["generate"],
+                   "seeds": p["seeds"], "sampling": p["sampling"], "solution_sampling": p["solution_sampling"],
+                   "filter": p["filter"], "backend": p["backend"],
+                   "templates": [QUESTION_TEMPLATE_ID, SOLUTION_TEMPLATE_ID]})
+
+
+def batch_ranges(recipe: TinyGSMRecipe) -> list[tuple[int, int]]:
+    n, size = recipe.generate.count, recipe.generate.batch_size
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def generate_batch(recipe: TinyGSMRecipe, batch: int) -> dict[str, Any]:
+    fp = generate_fingerprint(recipe)
+    parts = build_dir(recipe).parts("generate", fp)
+    start, stop = batch_ranges(recipe)[batch]
+    if parts.has(batch):
+        return skipped_batch(batch, stop - start)
+    t0 = time.perf_counter()
+    seeds = load_seeds(recipe.seeds)
+    specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
+    cache = ResponseCache(cache_path(recipe.output_root))
+    try:
+        backend = CachedBackend(load_backend(recipe.backend), cache)
+        records, rejected = generate_problems(
+            specs, backend, sampling_params(recipe.sampling), sampling_params(recipe.solution_sampling),
+            recipe.generate.samples, format_example(), recipe.filter)
+    finally:
+        cache.close()
+    stats = {"batch": batch, "items": stop - start, "skipped": False, **backend.stats.as_dict(),
+             "seconds": time.perf_counter() - t0}
+    parts.write(batch, {"records": pl.DataFrame(records, infer_schema_length=None),
+                        "rejected": rejected_frame(rejected)}, stats)
+    return stats
+
+
+def finish_generate(recipe: TinyGSMRecipe) -> StageResult:
+    return gather_batches(build_dir(recipe), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
+                          recipe.generate.count)
+
+
+def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
+    build = build_dir(recipe)
+    cfg = recipe.verify
+    fp = digest({"stage": "verify", "v": VERSIONS["verify"], "in": upstream.fingerprint,
+                 "verify": {"min_agreement": cfg.min_agreement, "timeout_s": cfg.timeout_s,
+                            "memory_mb": cfg.memory_mb}})
+    if (done := build.done("verify", fp)) is not None:
+        return done
+    t0 = time.perf_counter()
+    records = build.read(upstream.name).to_dicts()
+    with Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb) as sandbox:
+        kept, rejected = verify_problems(records, sandbox, cfg.min_agreement)
+    rej = rejected_frame(rejected)
+    programs = sum(sum(c is not None for c in r["solutions"]) for r in records) + len(kept)
+    return build.commit("verify", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
+                        {"in": len(records), "programs_run": programs, "rejected_by_reason": reasons(rej)},
+                        time.perf_counter() - t0)
+
+
+def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
+    build = build_dir(recipe)
+    p = recipe.fingerprint_payload()
+    fp = digest({"stage": "decontaminate", "v": VERSIONS["decontaminate"], "in": upstream.fingerprint,
+                 "decontaminate": p["decontaminate"]})
+    if (done := build.done("decontaminate", fp)) is not None:
+        return done
+    t0 = time.perf_counter()
+    records = build.read(upstream.name).to_dicts()
+    sets = [(e.path, e.field) for e in recipe.decontaminate.eval_sets]
+    index = build_index(sets, recipe.decontaminate.ngram)
+    kept, rejected = decontaminate(records, index, "question")
+    rej = rejected_frame(rejected)
+    return build.commit("decontaminate", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
+                        {"in": len(records), "eval_ngrams": len(index), "rejected_by_reason": reasons(rej)},
+                        time.perf_counter() - t0)
+
+
+def dedup_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
+    return common_dedup(build_dir(recipe), upstream, recipe.dedup, text_field="question", version=VERSIONS["dedup"])
+
+
+def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
+    return {
+        "id": r["id"], "build_id": build_id, "question": r["question"], "code": r["code"], "answer": r["answer"],
+        "answer_agreement": r["answer_agreement"], "samples": r["samples"], "seed_id": r["seed_id"],
+        "parent_id": r["seed_id"], "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
+        "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
+        "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
+        "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
+    }
+
+
+def _format_example(r: dict[str, Any]) -> str:
+    return (f"`{r['id']}` · answer {r['answer']:g} · agreement {r['answer_agreement']:.0%} · seed {r['seed_id']}"
+            f"\n\n```python\n{r['code'].rstrip()}\n```")
+
+
+def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+    return common_publish(
+        recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
+        to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
+        format_example=_format_example, length=lambda r: r["num_words"],
+        default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
+    )
