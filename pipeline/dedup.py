@@ -1,107 +1,185 @@
 """Duplicate removal: exact (normalised-text hash), then near-duplicate (MinHash LSH).
 
-``find_duplicates`` maps every text to the representative of its cluster;
-the first text seen in a cluster is kept. Candidate pairs from LSH banding
-are confirmed with the MinHash Jaccard estimate before they are merged, so
-banding's false positives do not chain unrelated texts together.
+    from pipeline.dedup import find_duplicates
+    rep = find_duplicates(texts, threshold=0.8, num_perm=128, ngram=5)
+    # rep[i] == i for the kept representative of each cluster,
+    # otherwise the index of the representative it duplicates
+
+Exact duplicates are found first and skip hashing. Signatures come from
+:class:`~pipeline.minhash.MinHasher` in bulk; LSH banding uses the bands and
+rows datasketch's ``MinHashLSH`` picks for the threshold; every candidate pair
+is confirmed with the signature Jaccard estimate before it joins a cluster
+(connected components). The keep policy picks each cluster's representative.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
+import polars as pl
+from datasketch.lsh import _optimal_param
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
+from pipeline.minhash import MinHasher, estimate_jaccard
 from pipeline.records import rejection
-from pipeline.text import normalize
+
+KeepPolicy = Literal["first", "longest", "score"]
 
 
-def shingles(text: str, ngram: int) -> set[bytes]:
-    """Word n-grams of the normalised text; a text shorter than n is one shingle."""
-    tokens = normalize(text).split()
-    if len(tokens) <= ngram:
-        return {" ".join(tokens).encode()}
-    return {" ".join(tokens[i : i + ngram]).encode() for i in range(len(tokens) - ngram + 1)}
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band), exactly as datasketch.MinHashLSH chooses them (equal FP/FN weights)."""
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit hash per (document, band) of that band's signature rows."""
+    h = np.zeros((sig.shape[0], bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(rows):
+            h = h * np.uint64(0x100000001B3) + sig[:, r : bands * rows : rows].astype(np.uint64)
+            h ^= h >> np.uint64(29)
+    return h
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # the smaller index wins: first seen is kept
-            self.parent[max(ra, rb)] = min(ra, rb)
+def candidate_pairs(bh: np.ndarray) -> np.ndarray:
+    """Pairs (i, j), i < j, that share a band hash: each document is paired with its bucket's first."""
+    pairs = []
+    idx = np.arange(bh.shape[0])
+    for b in range(bh.shape[1]):
+        order = np.lexsort((idx, bh[:, b]))
+        h = bh[order, b]
+        new = np.ones(len(h), dtype=bool)
+        new[1:] = h[1:] != h[:-1]
+        first = order[np.maximum.accumulate(np.where(new, np.arange(len(h)), 0))]
+        keep = ~new
+        pairs.append(np.stack([first[keep], order[keep]], axis=1))
+    if not pairs:
+        return np.empty((0, 2), dtype=np.int64)
+    allp = np.concatenate(pairs)
+    return np.unique(allp, axis=0) if len(allp) else allp
 
 
 @dataclass(frozen=True)
 class DuplicateReport:
-    representative: list[int]  # representative[i] == i for kept texts
-    exact: list[bool]  # True where i duplicates its representative exactly
+    representative: np.ndarray  # representative[i] == i for kept texts
+    exact: np.ndarray  # True where i duplicates its representative exactly
+    similarity: np.ndarray  # estimated Jaccard with the representative (1.0 for kept and exact)
+    signatures: np.ndarray  # (n, num_perm) uint32, reusable for cross-build checks
 
     @property
-    def kept(self) -> list[int]:
-        return [i for i, r in enumerate(self.representative) if r == i]
+    def kept(self) -> np.ndarray:
+        return np.flatnonzero(self.representative == np.arange(len(self.representative)))
+
+
+def _choose(labels: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Per component label, the member with the largest key (ties: the smallest index)."""
+    n = len(labels)
+    order = np.lexsort((np.arange(n), -key, labels))  # by label, then key descending, then index
+    best = np.empty(labels.max() + 1 if n else 0, dtype=np.int64)
+    first_of_label = np.ones(n, dtype=bool)
+    first_of_label[1:] = labels[order][1:] != labels[order][:-1]
+    best[labels[order][first_of_label]] = order[first_of_label]
+    return best
 
 
 def find_duplicate_report(
-    texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, seed: int = 1
+    texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, *,
+    keep: KeepPolicy = "first", scores: Sequence[float] | None = None, seed: int = 1,
 ) -> DuplicateReport:
     n = len(texts)
-    uf = _UnionFind(n)
-    exact = [False] * n
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return DuplicateReport(empty, empty.astype(bool), empty.astype(float), np.empty((0, num_perm), np.uint32))
 
-    first_by_hash: dict[bytes, int] = {}
-    for i, text in enumerate(texts):
-        h = hashlib.sha256(normalize(text).encode()).digest()
-        j = first_by_hash.setdefault(h, i)
-        if j != i:
-            uf.union(j, i)
-            exact[i] = True
+    # Exact duplicates (same words, ignoring case, punctuation and spacing) share a
+    # key and a signature; clustering works on one text per key.
+    sig_all, keys = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed).signatures_and_keys(texts)
+    _, first_idx, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    uniq = np.sort(first_idx)  # one text per exact group, in input order
+    sig_u = sig_all[uniq]
 
-    uniques = [i for i in range(n) if not exact[i]]
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    sketches: dict[int, MinHash] = {}
-    for i in uniques:
-        m = MinHash(num_perm=num_perm, seed=seed)
-        m.update_batch(list(shingles(texts[i], ngram)))
-        for j in lsh.query(m):
-            if sketches[j].jaccard(m) >= threshold:
-                uf.union(j, i)
-        lsh.insert(i, m)
-        sketches[i] = m
+    bands, rows = lsh_bands(threshold, num_perm)
+    pairs = candidate_pairs(band_hashes(sig_u, bands, rows))
+    if len(pairs):
+        sim = estimate_jaccard(sig_u[pairs[:, 0]], sig_u[pairs[:, 1]])
+        pairs = pairs[sim >= threshold]
+    m = len(uniq)
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    _, labels_u = connected_components(graph, directed=False)
 
-    return DuplicateReport([uf.find(i) for i in range(n)], exact)
+    # Every text joins the component of its exact group's first text.
+    pos_of_first = np.empty(n, dtype=np.int64)
+    pos_of_first[uniq] = np.arange(m)
+    first_of_text = first_idx[inverse]
+    labels = labels_u[pos_of_first[first_of_text]]
+
+    if keep == "first":
+        key = np.zeros(n)
+    elif keep == "longest":
+        key = np.fromiter((len(t) for t in texts), dtype=float, count=n)
+    elif keep == "score":
+        if scores is None:
+            raise ValueError("keep='score' needs scores")
+        key = np.asarray(scores, dtype=float)
+    else:
+        raise ValueError(f"unknown keep policy {keep!r}")
+    rep = _choose(labels, key)[labels]
+
+    signatures = sig_all
+    exact = (rep != np.arange(n)) & (keys == keys[rep])
+    similarity = np.where(rep == np.arange(n), 1.0, estimate_jaccard(signatures, signatures[rep]))
+    return DuplicateReport(rep, exact, similarity, signatures)
 
 
-def find_duplicates(
-    texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128, ngram: int = 5
-) -> list[int]:
+def find_duplicates(texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
+                    *, keep: KeepPolicy = "first", scores: Sequence[float] | None = None) -> list[int]:
     """``rep[i] == i`` for the kept representative of each cluster, else the index it duplicates."""
-    return find_duplicate_report(texts, threshold, num_perm, ngram).representative
+    return find_duplicate_report(texts, threshold, num_perm, ngram, keep=keep, scores=scores).representative.tolist()
 
 
 def dedup_records(
-    records: list[dict[str, Any]], *, text_field: str, threshold: float, num_perm: int, ngram: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    records: list[dict[str, Any]], *, text_field: str, threshold: float, num_perm: int, ngram: int,
+    keep: KeepPolicy = "first", score_field: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], DuplicateReport]:
     """Keep one record per cluster; every record gets ``dedup_cluster`` (its representative's id)."""
-    report = find_duplicate_report([r[text_field] for r in records], threshold, num_perm, ngram)
+    scores = [r[score_field] or 0.0 for r in records] if keep == "score" and score_field else None
+    report = find_duplicate_report([r[text_field] for r in records], threshold, num_perm, ngram,
+                                   keep=keep, scores=scores)
     kept, rejected = [], []
     for i, record in enumerate(records):
-        rep = report.representative[i]
+        rep = int(report.representative[i])
         record = {**record, "dedup_cluster": records[rep]["id"]}
         if rep == i:
             kept.append(record)
+        elif report.exact[i]:
+            rejected.append(rejection(record, "dedup", "exact_duplicate", f"duplicate of {records[rep]['id']}",
+                                      text_field))
         else:
-            reason = "exact_duplicate" if report.exact[i] else "near_duplicate"
-            rejected.append(rejection(record, "dedup", reason, f"duplicate of {records[rep]['id']}", text_field))
-    return kept, rejected
+            rejected.append(rejection(record, "dedup", "near_duplicate",
+                                      f"duplicate of {records[rep]['id']} (Jaccard ~{report.similarity[i]:.2f})",
+                                      text_field))
+    return kept, rejected, report
+
+
+def matches_against(new: np.ndarray, reference: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """(new row, reference row, estimated Jaccard) for each new signature's best reference match >= threshold."""
+    if len(new) == 0 or len(reference) == 0:
+        return []
+    bands, rows = lsh_bands(threshold, new.shape[1])
+    bn, br = band_hashes(new, bands, rows), band_hashes(reference, bands, rows)
+    left = pl.DataFrame({"i": np.repeat(np.arange(len(new)), bands), "band": np.tile(np.arange(bands), len(new)),
+                         "h": bn.ravel()})
+    right = pl.DataFrame({"j": np.repeat(np.arange(len(reference)), bands),
+                          "band": np.tile(np.arange(bands), len(reference)), "h": br.ravel()})
+    cand = left.join(right, on=["band", "h"]).select("i", "j").unique()
+    if cand.height == 0:
+        return []
+    i, j = cand["i"].to_numpy(), cand["j"].to_numpy()
+    sim = estimate_jaccard(new[i], reference[j])
+    best = (pl.DataFrame({"i": i, "j": j, "sim": sim}).filter(pl.col("sim") >= threshold)
+            .sort(["i", "sim", "j"], descending=[False, True, False]).unique("i", keep="first", maintain_order=True))
+    return [(int(a), int(b), float(s)) for a, b, s in best.iter_rows()]
