@@ -34,9 +34,9 @@ publish_stage = _task(stories.publish_stage, name="publish")
 
 
 @flow(name="tinystories", log_prints=True)
-def tinystories_flow(recipe_path: str, output_root: str | None = None) -> dict[str, Any]:
+def tinystories_flow(recipe_path: str, output_root: str | None = None, name: str | None = None) -> dict[str, Any]:
     """Build a TinyStories corpus from a recipe file; returns where the dataset is and what it cost."""
-    recipe = load_recipe(recipe_path, output_root=output_root)
+    recipe = load_recipe(recipe_path, output_root=output_root, name=name)
     if not isinstance(recipe, TinyStoriesRecipe):
         raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinystories")
     get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)

@@ -43,12 +43,12 @@ def _flow_for(kind: str):
 def cmd_build(args: argparse.Namespace) -> int:
     from pipeline.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, output_root=args.output_root)  # fail fast, before Prefect starts
+    recipe = load_recipe(args.recipe, output_root=args.output_root, name=args.name)  # fail fast, before Prefect
     print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
     _prefect_env()
     flow = _flow_for(recipe.kind)
     result = flow(recipe_path=str(Path(args.recipe).resolve()),
-                  output_root=str(Path(args.output_root).resolve()) if args.output_root else None)
+                  output_root=str(Path(args.output_root).resolve()) if args.output_root else None, name=args.name)
     usage = result["run_usage"]
     splits = ", ".join(f"{k}: {v} rows" for k, v in result["splits"].items())
     print(
@@ -102,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="run a build from a recipe (a Prefect flow)")
     b.add_argument("recipe", help="path to a recipe TOML file")
     b.add_argument("--output-root", help="write builds here instead of the recipe's output_root")
+    b.add_argument("--name", help="build under this name instead of the recipe's (e.g. one per night); "
+                                  "other names' published records are not published again")
     b.set_defaults(func=cmd_build)
     c = sub.add_parser("check", help="validate a recipe without running it")
     c.add_argument("recipe")

@@ -16,8 +16,8 @@ import polars as pl
 from pipeline.dedup import dedup_records
 from pipeline.fingerprint import digest
 from pipeline.publish import MANIFEST, Published, publish_dataset
-from pipeline.recipe import DedupConfig
-from pipeline.records import rejected_frame
+from pipeline.published_index import PublishedIndex
+from pipeline.records import rejected_frame, rejection
 from pipeline.report import pick_examples, render_card, render_report
 from pipeline.schema import load_schema
 from pipeline.shards import load_manifest
@@ -61,22 +61,39 @@ def gather_batches(build: BuildDir, name: str, fingerprint: str, batches: int, c
     return result
 
 
-def dedup_stage(build: BuildDir, upstream: StageResult, cfg: DedupConfig, *, text_field: str,
-                version: int) -> StageResult:
+def dedup_stage(recipe: Any, upstream: StageResult, *, text_field: str, version: int,
+                score_field: str | None = None) -> StageResult:
+    """Within-build duplicates, then records other builds already published (cross-build index)."""
+    build, cfg = BuildDir(recipe.build_dir), recipe.dedup
+    index = PublishedIndex(recipe.output_root, recipe.kind, cfg.num_perm, cfg.ngram)
     fp = digest({"stage": "dedup", "v": version, "in": upstream.fingerprint, "dedup": cfg.model_dump(mode="json"),
-                 "field": text_field})
+                 "field": text_field, "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
     if (done := build.done("dedup", fp)) is not None:
         return done
     t0 = time.perf_counter()
     records = build.read(upstream.name).to_dicts()
     if cfg.enabled:
-        kept, rejected = dedup_records(records, text_field=text_field, threshold=cfg.threshold,
-                                       num_perm=cfg.num_perm, ngram=cfg.ngram)
+        kept, rejected, _ = dedup_records(records, text_field=text_field, threshold=cfg.threshold,
+                                          num_perm=cfg.num_perm, ngram=cfg.ngram, keep=cfg.keep,
+                                          score_field=score_field)
     else:
         kept, rejected = [{**r, "dedup_cluster": r["id"]} for r in records], []
+    by_build: dict[str, int] = {}
+    if cfg.enabled and cfg.cross_build:
+        matches = {m.index: m for m in index.find([r[text_field] for r in kept], cfg.threshold, recipe.name)}
+        fresh = []
+        for i, r in enumerate(kept):
+            if (m := matches.get(i)) is None:
+                fresh.append(r)
+                continue
+            by_build[m.build_id] = by_build.get(m.build_id, 0) + 1
+            rejected.append(rejection(r, "dedup", "already_published",
+                                      f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})", text_field))
+        kept = fresh
     rej = rejected_frame(rejected)
     return build.commit("dedup", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
+                        {"in": len(records), "rejected_by_reason": reasons(rej), "already_published": by_build},
+                        time.perf_counter() - t0)
 
 
 def publish_stage(
@@ -91,6 +108,7 @@ def publish_stage(
     format_example: Callable[[dict[str, Any]], str],
     length: Callable[[dict[str, Any]], int],
     default_description: str,
+    text_field: str,
 ) -> tuple[Published, bool]:
     """Publish the last stage's records. Returns (dataset, whether an identical one was reused)."""
     build = BuildDir(recipe.build_dir)
@@ -107,6 +125,7 @@ def publish_stage(
     records = [to_record(r) for r in build.read(stages[-1].name).to_dicts()]
     rejected = concat([build.read(s.name, "rejected") for s in stages])
     usage = {k: sum(s.stats.get("usage", {}).get(k, 0) for s in stages) for k in USAGE_KEYS}
+    already = next((s.stats.get("already_published", {}) for s in stages if s.name == "dedup"), {})
     payload = recipe.fingerprint_payload()
     info = {
         "build_id": recipe.build_id,
@@ -118,6 +137,7 @@ def publish_stage(
         "models": sorted({r["generator_model"] for r in records}),
         "prompt_templates": templates,
         "usage": usage,
+        "dropped_already_published": {"total": sum(already.values()), "by_build": already},
         "stages": [s.to_json() for s in stages],
     }
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
@@ -128,4 +148,7 @@ def publish_stage(
                                    fields=field_docs),
         report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples),
     )
+    if recipe.dedup.enabled and recipe.dedup.cross_build:
+        PublishedIndex(recipe.output_root, recipe.kind, recipe.dedup.num_perm, recipe.dedup.ngram).register(
+            recipe.name, recipe.build_id, [r["id"] for r in records], [r[text_field] for r in records])
     return published, False

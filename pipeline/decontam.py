@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.dedup import matches_against
 from pipeline.errors import UserError
+from pipeline.minhash import MinHasher
 from pipeline.records import rejection
 
 _LETTERS = re.compile(r"[a-z]+")
@@ -78,16 +80,34 @@ def load_texts(path: Path, text_field: str) -> list[str]:
     return texts
 
 
-def build_index(sets: Iterable[tuple[Path, str]], n: int) -> NgramIndex:
-    index = NgramIndex(n)
+@dataclass
+class EvalSets:
+    """Evaluation texts with where each came from, and their n-gram index."""
+
+    texts: list[str]
+    sources: list[str]
+    ngrams: NgramIndex
+
+
+def load_eval_sets(sets: Iterable[tuple[Path, str]], n: int) -> EvalSets:
+    texts, sources, index = [], [], NgramIndex(n)
     for path, text_field in sets:
         for i, text in enumerate(load_texts(path, text_field)):
-            index.add(text, f"{path.name}#{i}")
-    return index
+            texts.append(text)
+            sources.append(f"{path.name}#{i}")
+            index.add(text, sources[-1])
+    return EvalSets(texts, sources, index)
 
 
-def decontaminate(records: list[dict[str, Any]], index: NgramIndex, text_field: str
+def build_index(sets: Iterable[tuple[Path, str]], n: int) -> NgramIndex:
+    return load_eval_sets(sets, n).ngrams
+
+
+def decontaminate(records: list[dict[str, Any]], evals: EvalSets | NgramIndex, text_field: str, *,
+                  near_threshold: float | None = None, num_perm: int = 128, ngram: int = 5,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Drop records sharing an n-gram with an eval text, then (optionally) MinHash near-duplicates of one."""
+    index = evals.ngrams if isinstance(evals, EvalSets) else evals
     kept, rejected = [], []
     for r in records:
         hit = index.match(r[text_field])
@@ -97,4 +117,17 @@ def decontaminate(records: list[dict[str, Any]], index: NgramIndex, text_field: 
             gram, src = hit
             rejected.append(rejection(r, "decontaminate", "contaminated", f"{index.n}-gram {gram!r} in {src}",
                                       text_field))
+    if near_threshold is not None and isinstance(evals, EvalSets) and evals.texts and kept:
+        hasher = MinHasher(num_perm=num_perm, ngram=ngram)
+        near = {i: (j, s) for i, j, s in matches_against(
+            hasher.signatures([r[text_field] for r in kept]), hasher.signatures(evals.texts), near_threshold)}
+        fresh = []
+        for i, r in enumerate(kept):
+            if i in near:
+                j, sim = near[i]
+                rejected.append(rejection(r, "decontaminate", "contaminated",
+                                          f"near-duplicate of {evals.sources[j]} (Jaccard ~{sim:.2f})", text_field))
+            else:
+                fresh.append(r)
+        kept = fresh
     return kept, rejected

@@ -111,6 +111,10 @@ class DedupConfig(_Strict):
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of word n-gram sets")
     num_perm: int = Field(128, ge=16, le=1024)
     ngram: int = Field(5, ge=1, le=32, description="words per shingle")
+    keep: Literal["first", "longest", "score"] = Field(
+        "first", description="which record of a cluster is kept: first seen, longest, or highest score "
+        "(tinygsm: answer agreement)")
+    cross_build: bool = Field(True, description="drop records that other builds under output_root published")
 
 
 class PublishConfig(_Strict):
@@ -239,6 +243,8 @@ class EvalSetConfig(_Strict):
 
 class DecontaminateConfig(_Strict):
     ngram: int = Field(13, ge=3, le=64, description="words per n-gram (after removing punctuation and numbers)")
+    near_duplicates: bool = Field(True, description="also drop MinHash near-duplicates of eval texts")
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     eval_sets: tuple[EvalSetConfig, ...] = ()
 
 
@@ -277,7 +283,7 @@ RECIPE_KINDS: dict[str, type[_RecipeBase]] = {"tinystories": TinyStoriesRecipe, 
 Recipe = TinyStoriesRecipe | TinyGSMRecipe
 
 
-def load_recipe(path: str | Path, *, output_root: str | Path | None = None) -> Recipe:
+def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name: str | None = None) -> Recipe:
     """Read, validate and resolve a recipe file. Raises RecipeError with one line."""
     path = Path(path)
     if not path.is_file():
@@ -288,6 +294,8 @@ def load_recipe(path: str | Path, *, output_root: str | Path | None = None) -> R
         raise RecipeError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
+    if name is not None:
+        raw = {**raw, "name": name}
     recipe = parse_recipe(raw, source=str(path), base_dir=path.resolve().parent)
     if output_root is not None:
         recipe = recipe.model_copy(update={"output_root": Path(output_root).resolve()})

@@ -107,13 +107,15 @@ def test_sigkill_during_generation_resumes_with_only_missing_calls(prefect_serve
     db = out / "cache" / "responses.sqlite"
     proc = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while _cached(db) < 3:
-        assert proc.poll() is None, "the build ended before it could be killed"
-        assert time.monotonic() < deadline, "no completions were cached within 5 minutes"
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while _cached(db) < 3:
+            assert proc.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, "no completions were cached within 5 minutes"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # never leave a build running behind a failed test
+        proc.wait()
     before = _cached(db)
     assert 3 <= before < 6, "killed during generation"
     assert not (out / "killme" / "dataset").exists()
@@ -128,3 +130,24 @@ def test_sigkill_during_generation_resumes_with_only_missing_calls(prefect_serve
     generated = ds.manifest["stages"][0]
     assert generated["name"] == "generate" and generated["stats"]["in"] == 6
     assert json.loads((ds.path / "manifest.json").read_text())["build_id"] == load_recipe(recipe).build_id
+
+
+def test_a_second_build_publishes_nothing_already_published(prefect_server: str, tiny_recipe: Path) -> None:
+    """A nightly-style second build of the same recipe, under its own name, asking for more stories."""
+    from flows.tinystories import tinystories_flow
+
+    first = verify_dataset(tinystories_flow(recipe_path=str(tiny_recipe))["dataset"])
+    first_ids = set(pl.concat([read_split(first.path, s) for s in first.manifest["splits"]])["id"])
+    tiny_recipe.write_text(tiny_recipe.read_text().replace("count = 4", "count = 8"))
+
+    result = tinystories_flow(recipe_path=str(tiny_recipe), name="tiny-nightly")
+    second = verify_dataset(result["dataset"])
+    second_ids = set(pl.concat([read_split(second.path, s) for s in second.manifest["splits"]])["id"])
+    assert second.path != first.path and second_ids and not (first_ids & second_ids)
+    # stories 0-3 are the same prompts and seeds, so the same completions: all dropped as published
+    dropped = second.manifest["dropped_already_published"]
+    assert dropped == {"total": len(first_ids), "by_build": {first.manifest["build_id"]: len(first_ids)}}
+    assert result["run_usage"]["cache_hits"] >= 4  # and they were not paid for twice
+    rejected = pl.read_parquet(second.path / "rejected.parquet").filter(pl.col("reason") == "already_published")
+    assert set(rejected["id"]) == first_ids
+    assert "already_published" in (second.path / "report.md").read_text()

@@ -27,3 +27,19 @@ def test_copied_eval_problem_with_new_numbers_is_caught() -> None:
 def test_short_overlap_is_not_contamination() -> None:
     index = build_index([(FIXTURE, "question")], n=13)
     assert index.match("A bakery sells muffins in the morning.") is None
+
+
+def test_near_duplicates_of_eval_texts_are_caught_without_a_shared_13_gram() -> None:
+    from pipeline.decontam import load_eval_sets
+
+    evals = load_eval_sets([(FIXTURE, "question")], n=13)
+    original = ("Nina reads 15 pages every day. Her book has 240 pages and she has already read 60 pages. "
+                "How many more days does she need to finish the book?")
+    # every 12th word replaced: no 13-gram is left in common, but most of the text still is
+    edited = " ".join(w if (k + 1) % 12 else "zzz" for k, w in enumerate(original.split()))
+    assert evals.ngrams.match(edited) is None
+    kept, rejected = decontaminate([{"id": "b", "question": edited}], evals, "question", near_threshold=0.3,
+                                   ngram=3)
+    assert kept == [] and "near-duplicate of eval_sample.jsonl#2" in rejected[0]["detail"]
+    kept, _ = decontaminate([{"id": "b", "question": edited}], evals, "question", near_threshold=None)
+    assert len(kept) == 1  # n-grams alone miss it

@@ -15,7 +15,7 @@ import polars as pl
 from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
 from pipeline.common_stages import publish_stage as common_publish
-from pipeline.decontam import build_index, decontaminate
+from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import digest
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
 from pipeline.publish import Published
@@ -30,7 +30,7 @@ from pipeline.tinygsm.seeds import format_example, load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v1"
-VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 1, "dedup": 1, "publish": 1}
+VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2, "dedup": 2, "publish": 1}
 
 FIELD_DOCS = {
     "id": "content hash of the normalised question (16 hex digits)",
@@ -117,22 +117,25 @@ def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageRe
     build = build_dir(recipe)
     p = recipe.fingerprint_payload()
     fp = digest({"stage": "decontaminate", "v": VERSIONS["decontaminate"], "in": upstream.fingerprint,
-                 "decontaminate": p["decontaminate"]})
+                 "decontaminate": p["decontaminate"], "dedup": p["dedup"]})
     if (done := build.done("decontaminate", fp)) is not None:
         return done
     t0 = time.perf_counter()
     records = build.read(upstream.name).to_dicts()
-    sets = [(e.path, e.field) for e in recipe.decontaminate.eval_sets]
-    index = build_index(sets, recipe.decontaminate.ngram)
-    kept, rejected = decontaminate(records, index, "question")
+    cfg = recipe.decontaminate
+    evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
+    near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
+    kept, rejected = decontaminate(records, evals, "question", near_threshold=near,
+                                   num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
     rej = rejected_frame(rejected)
     return build.commit("decontaminate", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), "eval_ngrams": len(index), "rejected_by_reason": reasons(rej)},
-                        time.perf_counter() - t0)
+                        {"in": len(records), "eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams),
+                         "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
 
 
 def dedup_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
-    return common_dedup(build_dir(recipe), upstream, recipe.dedup, text_field="question", version=VERSIONS["dedup"])
+    return common_dedup(recipe, upstream, text_field="question", version=VERSIONS["dedup"],
+                        score_field="answer_agreement")
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -155,6 +158,6 @@ def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Pub
     return common_publish(
         recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
         to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
-        format_example=_format_example, length=lambda r: r["num_words"],
+        format_example=_format_example, length=lambda r: r["num_words"], text_field="question",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
     )

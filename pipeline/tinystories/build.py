@@ -30,7 +30,7 @@ from pipeline.tinystories.vocab import load_vocabulary
 
 SCHEMA_ID = "tinystories.v1"
 # Bump a stage's version when its logic changes, so old outputs are not reused.
-VERSIONS = {"generate": 1, "filter": 1, "dedup": 1, "publish": 1}
+VERSIONS = {"generate": 1, "filter": 1, "dedup": 2, "publish": 1}
 
 FIELD_DOCS = {
     "id": "content hash of the normalised story (16 hex digits)",
@@ -117,7 +117,7 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
 
 
 def dedup_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
-    return common_dedup(build_dir(recipe), upstream, recipe.dedup, text_field="story", version=VERSIONS["dedup"])
+    return common_dedup(recipe, upstream, text_field="story", version=VERSIONS["dedup"])
 
 
 # --- publish ----------------------------------------------------------------------
@@ -146,6 +146,6 @@ def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple
     return common_publish(
         recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
         to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
-        format_example=_format_example, length=lambda r: r["num_words"],
+        format_example=_format_example, length=lambda r: r["num_words"], text_field="story",
         default_description="TinyStories-style short stories for small language models.",
     )

@@ -1,0 +1,80 @@
+"""What earlier builds published, so a new build never publishes it again.
+
+Under ``<output_root>/index/<kind>/minhash-p<num_perm>-n<ngram>/`` there is one
+Parquet file per build name: the ids, build id and MinHash signatures of the
+records that build last published. A build checks its records against every
+other name's file; its own file is replaced each time it publishes, so
+re-running a changed recipe supersedes its earlier output instead of
+deduplicating against it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.dedup import matches_against
+from pipeline.fingerprint import digest
+from pipeline.minhash import MinHasher
+
+
+@dataclass(frozen=True)
+class PublishedMatch:
+    index: int  # row of the new record
+    id: str  # id of the published record it duplicates
+    build_id: str
+    similarity: float
+
+
+class PublishedIndex:
+    def __init__(self, output_root: str | Path, kind: str, num_perm: int, ngram: int):
+        self.num_perm, self.ngram = num_perm, ngram
+        self.dir = Path(output_root) / "index" / kind / f"minhash-p{num_perm}-n{ngram}"
+
+    def _files(self, exclude: str | None) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.glob("*.parquet") if p.stem != exclude)
+
+    def fingerprint(self, exclude: str | None) -> str:
+        """Changes whenever another build publishes: a dedup stage that used the index must run again."""
+        return digest([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self._files(exclude)])
+
+    def load(self, exclude: str | None) -> pl.DataFrame:
+        files = self._files(exclude)
+        if not files:
+            return pl.DataFrame(schema={"id": pl.String, "build_id": pl.String,
+                                        "signature": pl.Array(pl.UInt32, self.num_perm)})
+        return pl.concat([pl.read_parquet(f) for f in files])
+
+    def find(self, texts: list[str], threshold: float, exclude: str | None) -> list[PublishedMatch]:
+        published = self.load(exclude)
+        if published.height == 0 or not texts:
+            return []
+        sig = MinHasher(self.num_perm, self.ngram).signatures(texts)
+        ref = published["signature"].to_numpy()
+        ids, builds = published["id"].to_list(), published["build_id"].to_list()
+        return [PublishedMatch(i, ids[j], builds[j], s) for i, j, s in matches_against(sig, ref, threshold)]
+
+    def register(self, name: str, build_id: str, ids: list[str], texts: list[str]) -> Path:
+        """Record (atomically) what build ``name`` now publishes, replacing what it published before."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        sig = MinHasher(self.num_perm, self.ngram).signatures(texts)
+        df = pl.DataFrame({"id": ids, "build_id": [build_id] * len(ids),
+                           "signature": pl.Series(sig, dtype=pl.Array(pl.UInt32, self.num_perm))})
+        final = self.dir / f"{name}.parquet"
+        if final.is_file() and pl.read_parquet(final).equals(df):
+            return final  # unchanged: leave its mtime alone, so other builds' fingerprints hold
+        tmp = self.dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+        df.write_parquet(tmp)
+        os.replace(tmp, final)
+        return final
+
+    def size(self, exclude: str | None = None) -> int:
+        return sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in self._files(exclude))
+
+
