@@ -1,0 +1,69 @@
+"""All difficulty scores for a set of (instruction, response) records, in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.difficulty.learning_percentage import difficulty_percentile, learning_percentage
+from pipeline.difficulty.proxy import loss_trajectories
+from pipeline.difficulty.s2l import balanced_select, kmeans
+from pipeline.recipe import DifficultyConfig
+
+from pipeline.difficulty import COLUMNS
+
+__all__ = ["COLUMNS", "DifficultyResult", "score_pairs"]
+
+
+@dataclass
+class DifficultyResult:
+    columns: dict[str, list[Any]]  # one list per COLUMNS entry, one value per record
+    summary: dict[str, Any]
+
+
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def score_pairs(pairs: Sequence[tuple[str, str]], cfg: DifficultyConfig, seed: int) -> DifficultyResult:
+    n = len(pairs)
+    traj = loss_trajectories(pairs, cfg, seed)
+    lp = learning_percentage(traj.losses, traj.epoch_columns)
+    difficulty = difficulty_percentile(lp)
+    labels = kmeans(traj.losses, cfg.s2l_clusters, seed)
+    budget = max(1, round(cfg.s2l_budget * n))
+    selected = np.zeros(n, dtype=bool)
+    selected[balanced_select(labels, budget, seed)] = True
+
+    ifd = ic_ifd = np.full(n, np.nan)
+    ifd_summary = None
+    if cfg.ifd:
+        from pipeline.difficulty.ifd import LlamaScorer, ifd_scores
+
+        scores = ifd_scores(pairs, LlamaScorer(cfg.ifd_model))
+        ifd, ic_ifd = scores.ifd, scores.ic_ifd
+        finite = ifd[np.isfinite(ifd)]
+        ifd_summary = {"model": cfg.ifd_model, "mean": float(finite.mean()) if len(finite) else None,
+                       "above_1": int((finite > 1).sum())}
+
+    sizes = np.bincount(labels)
+    clusters = [{"cluster": int(c), "size": int(sizes[c]), "selected": int(selected[labels == c].sum()),
+                 "final_loss": round(float(traj.losses[labels == c, -1].mean()), 3),
+                 "learning_percentage": round(float(lp[labels == c].mean()), 3)} for c in range(len(sizes))]
+    return DifficultyResult(
+        columns={
+            "loss_trajectory": [[float(x) for x in row] for row in traj.losses.astype(np.float32)],
+            "learning_percentage": [float(x) for x in lp],
+            "difficulty": [float(x) for x in difficulty],
+            "s2l_cluster": [int(x) for x in labels],
+            "s2l_selected": [bool(x) for x in selected],
+            "ifd": _finite_or_none(ifd),
+            "ic_ifd": _finite_or_none(ic_ifd),
+        },
+        summary={"proxy": traj.stats, "epoch_columns": traj.epoch_columns, "s2l_budget": budget,
+                 "s2l_selected": int(selected.sum()), "clusters": clusters, "ifd": ifd_summary,
+                 "learning_percentage_mean": float(lp.mean()) if n else None},
+    )
