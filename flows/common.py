@@ -9,7 +9,13 @@ from prefect import get_run_logger
 
 from flows.artifacts import Progress
 from pipeline.publish import Published
-from pipeline.stages import StageResult
+from pipeline.stages import StageResult, write_json_atomic
+
+
+def save_recipe(recipe: Any) -> None:
+    """Keep the resolved recipe in the build directory: `tinyforge score BUILD_DIR` rebuilds from it."""
+    recipe.build_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(recipe.model_dump(mode="json"), recipe.build_dir / "recipe.json")
 
 
 def generate_in_batches(recipe: Any, kind: ModuleType, generate_batch: Any) -> dict[str, int]:

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_build_artifacts
-from flows.common import build_summary, generate_in_batches, log_stages
+from flows.common import build_summary, generate_in_batches, log_stages, save_recipe
 from pipeline.recipe import TinyGSMRecipe, load_recipe
 from pipeline.tinygsm import build as gsm
 
@@ -28,6 +28,7 @@ finish_generate = _task(gsm.finish_generate, name="gather-generate")
 verify_stage = _task(gsm.verify_stage, name="verify")
 decontaminate_stage = _task(gsm.decontaminate_stage, name="decontaminate")
 dedup_stage = _task(gsm.dedup_stage, name="dedup")
+score_stage = _task(gsm.score_stage, name="score")
 publish_stage = _task(gsm.publish_stage, name="publish")
 
 
@@ -38,13 +39,15 @@ def tinygsm_flow(recipe_path: str, output_root: str | None = None, name: str | N
     if not isinstance(recipe, TinyGSMRecipe):
         raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinygsm")
     get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
+    save_recipe(recipe)
 
     run_usage = generate_in_batches(recipe, gsm, generate_batch)
     generated = finish_generate(recipe)
     verified = verify_stage(recipe, generated)
     clean = decontaminate_stage(recipe, verified)
     deduped = dedup_stage(recipe, clean)
-    stages = [generated, verified, clean, deduped]
+    scored = score_stage(recipe, deduped)
+    stages = [generated, verified, clean, deduped, scored]
     log_stages(stages)
     published, reused = publish_stage(recipe, stages)
     publish_build_artifacts(recipe.name, published)

@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_build_artifacts
-from flows.common import build_summary, generate_in_batches, log_stages
+from flows.common import build_summary, generate_in_batches, log_stages, save_recipe
 from pipeline.recipe import TinyStoriesRecipe, load_recipe
 from pipeline.tinystories import build as stories
 
@@ -30,6 +30,7 @@ def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
 finish_generate = _task(stories.finish_generate, name="gather-generate")
 filter_stage = _task(stories.filter_stage, name="filter")
 dedup_stage = _task(stories.dedup_stage, name="dedup")
+score_stage = _task(stories.score_stage, name="score")
 publish_stage = _task(stories.publish_stage, name="publish")
 
 
@@ -40,12 +41,14 @@ def tinystories_flow(recipe_path: str, output_root: str | None = None, name: str
     if not isinstance(recipe, TinyStoriesRecipe):
         raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinystories")
     get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
+    save_recipe(recipe)
 
     run_usage = generate_in_batches(recipe, stories, generate_batch)
     generated = finish_generate(recipe)
     filtered = filter_stage(recipe, generated)
     deduped = dedup_stage(recipe, filtered)
-    stages = [generated, filtered, deduped]
+    scored = score_stage(recipe, deduped)
+    stages = [generated, filtered, deduped, scored]
     log_stages(stages)
     published, reused = publish_stage(recipe, stages)
     publish_build_artifacts(recipe.name, published)

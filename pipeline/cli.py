@@ -1,6 +1,7 @@
 """The ``tinyforge`` command.
 
     tinyforge build RECIPE [--output-root DIR]   run a build as a Prefect flow
+    tinyforge score BUILD_DIR                    add difficulty scores to a build, re-publish
     tinyforge check RECIPE                       validate a recipe, print its build id
     tinyforge verify DATASET_DIR                 check a published dataset's checksums
 
@@ -62,6 +63,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Add difficulty scores to an existing build: every earlier stage is reused, then it re-publishes."""
+    import json
+
+    build = Path(args.build_dir)
+    saved = build / "recipe.json"
+    if not saved.is_file():
+        raise UserError(f"{build}: no recipe.json (not a tinyforge build directory, or built before scores existed)")
+    raw = json.loads(saved.read_text())
+    raw.setdefault("difficulty", {})["enabled"] = True
+    scoring = build / "recipe.score.json"
+    scoring.write_text(json.dumps(raw, indent=2))
+    args.recipe, args.name = str(scoring), None
+    args.output_root = args.output_root or None
+    return cmd_build(args)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from pipeline.recipe import load_recipe
 
@@ -75,7 +93,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     ds = verify_dataset(args.dataset)
     shards = sum(len(s["shards"]) for s in ds.manifest["splits"].values())
-    rows = sum(s["rows"] for s in ds.manifest["splits"].values())
+    rows = sum(ds.manifest["splits"][s]["rows"] for s in ds.splits)
     print(f"{ds.path}: ok ({shards} shards, {rows} rows, checksums match)")
     if args.execute:
         if ds.manifest.get("kind") != "tinygsm":
@@ -85,7 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from pipeline.sandbox import Sandbox
         from pipeline.tinygsm.verify import reexecute
 
-        records = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.manifest["splits"]]).to_dicts()
+        records = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.splits]).to_dicts()
         with Sandbox(workers=os.cpu_count() or 2) as sandbox:
             problems = reexecute(records, sandbox)
         for p in problems:
@@ -105,6 +123,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--name", help="build under this name instead of the recipe's (e.g. one per night); "
                                   "other names' published records are not published again")
     b.set_defaults(func=cmd_build)
+    s = sub.add_parser("score", help="add proxy-model difficulty scores to an existing build, then re-publish")
+    s.add_argument("build_dir", help="a build's folder, e.g. build/tinystories-demo")
+    s.set_defaults(func=cmd_score, output_root=None)
     c = sub.add_parser("check", help="validate a recipe without running it")
     c.add_argument("recipe")
     c.set_defaults(func=cmd_check)

@@ -14,16 +14,52 @@ from typing import Any
 import polars as pl
 
 from pipeline.dedup import dedup_records
+from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import digest
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
 from pipeline.records import rejected_frame, rejection
-from pipeline.report import pick_examples, render_card, render_report
+from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
 from pipeline.schema import load_schema
 from pipeline.shards import load_manifest
 from pipeline.stages import BuildDir, StageResult, concat
 
 USAGE_KEYS = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens")
+
+
+def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
+                       format_example: Callable[[dict[str, Any]], str]) -> str | None:
+    """Markdown: proxy model, learning-percentage histogram, S2L clusters, easiest and hardest records."""
+    if not summary or not summary.get("enabled") or not records:
+        return None
+    proxy = summary["proxy"]
+    ordered = sorted(records, key=lambda r: (r["difficulty"], r["id"]))
+    lines = [
+        f"Proxy model: {proxy['parameters']:,} parameters, BPE vocabulary {proxy['vocab']}, "
+        f"{proxy['epochs']} epochs on {proxy['records']} records, {proxy['checkpoints']} loss checkpoints, "
+        f"{proxy['seconds']} s on {proxy['device']} ({proxy['train_tokens_per_s']} tokens/s training).",
+        "",
+        "Learning percentage (share of the loss drop in epoch 1; low = hard), in percent:",
+        "",
+        "```",
+        histogram([round(100 * r["learning_percentage"]) for r in records]),
+        "```",
+        "",
+        f"S2L: {len(summary['clusters'])} trajectory clusters; the balanced subset (`s2l` config) keeps "
+        f"{summary['s2l_selected']} of {len(records)} records.",
+        "",
+        md_table(summary["clusters"]),
+        "",
+    ]
+    if summary.get("ifd"):
+        i = summary["ifd"]
+        lines += [f"IFD with `{i['model']}`: mean {i['mean']:.3f}; {i['above_1']} records above 1 "
+                  "(the instruction does not help the model predict the response).", ""]
+    for title, picks in (("Easiest", ordered[:2]), ("Hardest", ordered[-2:][::-1])):
+        for r in picks:
+            lines += [f"**{title}** (difficulty {r['difficulty']:.2f}, LP {r['learning_percentage']:.3f})", "",
+                      format_example(r), ""]
+    return "\n".join(lines)
 
 
 def reasons(rejected: pl.DataFrame) -> dict[str, int]:
@@ -96,6 +132,30 @@ def dedup_stage(recipe: Any, upstream: StageResult, *, text_field: str, version:
                         time.perf_counter() - t0)
 
 
+def score_stage(recipe: Any, upstream: StageResult, *, pair: Callable[[dict[str, Any]], tuple[str, str]],
+                version: int) -> StageResult:
+    """Proxy-model difficulty scores for every record (null columns when the recipe turns them off)."""
+    build, cfg = BuildDir(recipe.build_dir), recipe.difficulty
+    fp = digest({"stage": "score", "v": version, "in": upstream.fingerprint, "seed": recipe.seed,
+                 "difficulty": cfg.model_dump(mode="json")})
+    if (done := build.done("score", fp)) is not None:
+        return done
+    t0 = time.perf_counter()
+    records = build.read(upstream.name).to_dicts()
+    summary: dict[str, Any] = {"enabled": cfg.enabled}
+    if cfg.enabled and records:
+        from pipeline.difficulty.score import score_pairs
+
+        result = score_pairs([pair(r) for r in records], cfg, recipe.seed)
+        summary |= result.summary
+        records = [r | {k: v[i] for k, v in result.columns.items()} for i, r in enumerate(records)]
+    else:
+        records = [r | dict.fromkeys(DIFFICULTY_COLUMNS) for r in records]
+    empty = rejected_frame([])
+    return build.commit("score", fp, {"records": stage_frame(records, build, upstream), "rejected": empty},
+                        {"in": len(records), "difficulty": summary}, time.perf_counter() - t0)
+
+
 def publish_stage(
     recipe: Any,
     stages: list[StageResult],
@@ -126,6 +186,7 @@ def publish_stage(
     rejected = concat([build.read(s.name, "rejected") for s in stages])
     usage = {k: sum(s.stats.get("usage", {}).get(k, 0) for s in stages) for k in USAGE_KEYS}
     already = next((s.stats.get("already_published", {}) for s in stages if s.name == "dedup"), {})
+    difficulty = next((s.stats.get("difficulty") for s in stages if s.name == "score"), None)
     payload = recipe.fingerprint_payload()
     info = {
         "build_id": recipe.build_id,
@@ -138,6 +199,7 @@ def publish_stage(
         "prompt_templates": templates,
         "usage": usage,
         "dropped_already_published": {"total": sum(already.values()), "by_build": already},
+        "difficulty": difficulty,
         "stages": [s.to_json() for s in stages],
     }
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
@@ -146,7 +208,9 @@ def publish_stage(
         records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
         card=lambda m: render_card(m, title=recipe.name, description=recipe.description or default_description,
                                    fields=field_docs),
-        report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples),
+        report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples,
+                                       difficulty=difficulty_section(records, difficulty, format_example)),
+        subsets={"s2l": "s2l_selected"} if difficulty and difficulty.get("enabled") else {},
     )
     if recipe.dedup.enabled and recipe.dedup.cross_build:
         PublishedIndex(recipe.output_root, recipe.kind, recipe.dedup.num_perm, recipe.dedup.ngram).register(

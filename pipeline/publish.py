@@ -87,8 +87,13 @@ def publish_dataset(
     card: Callable[[dict[str, Any]], str],
     report: Callable[[dict[str, Any]], str],
     token_field: str = "num_tokens",
+    subsets: dict[str, str] | None = None,
 ) -> Published:
-    """Write the dataset folder. ``info`` goes into the manifest as it is (build id, recipe, usage...)."""
+    """Write the dataset folder. ``info`` goes into the manifest as it is (build id, recipe, usage...).
+
+    ``subsets`` maps a name to a boolean column: the train rows where it is true
+    are also published as their own split (e.g. the S2L selection).
+    """
     if not records:
         raise BuildFailed(
             f"nothing to publish: no record survived the build ({rejected.height} rejected; "
@@ -99,7 +104,12 @@ def publish_dataset(
     (tmp / "data").mkdir(parents=True)
     try:
         splits_meta: dict[str, Any] = {}
-        for split, part in split_and_shuffle(table, seed, cfg.validation_fraction).items():
+        parts = split_and_shuffle(table, seed, cfg.validation_fraction)
+        for name, column in (subsets or {}).items():
+            chosen = parts["train"].filter(pc.fill_null(parts["train"][column], False))
+            if chosen.num_rows:
+                parts[name] = chosen
+        for split, part in parts.items():
             bounds = shard_bounds(part, cfg)
             shards = []
             for k, (a, b) in enumerate(bounds):
@@ -111,6 +121,7 @@ def publish_dataset(
                 shards.append({"path": rel, "rows": piece.num_rows, "bytes": (tmp / rel).stat().st_size,
                                "sha256": file_sha256(tmp / rel), "num_tokens": tokens})
             splits_meta[split] = {
+                **({"subset_of": "train", "selected_by": subsets[split]} if subsets and split in subsets else {}),
                 "rows": sum(s["rows"] for s in shards),
                 "num_tokens": sum(s["num_tokens"] or 0 for s in shards),
                 "shards": shards,

@@ -12,6 +12,7 @@ so a recipe means the same thing whatever directory it is run from.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -125,6 +126,33 @@ class PublishConfig(_Strict):
     compression_level: int = Field(3, ge=1, le=22)
 
 
+class DifficultyConfig(_Strict):
+    """Proxy-model difficulty scores (see docs/difficulty.md)."""
+
+    enabled: bool = True
+    epochs: int = Field(3, ge=1, le=100)
+    checkpoints_per_epoch: int = Field(2, ge=1, le=100, description="loss snapshots per epoch (trajectory points)")
+    vocab_size: int = Field(2048, ge=300, le=65536, description="BPE vocabulary trained on the records")
+    d_model: int = Field(128, ge=16, le=4096)
+    n_layers: int = Field(4, ge=1, le=64)
+    n_heads: int = Field(4, ge=1, le=64)
+    seq_len: int = Field(256, ge=16, le=8192)
+    batch_size: int = Field(16, ge=1, le=4096)
+    lr: float = Field(3e-3, gt=0.0, le=1.0)
+    warmup: float = Field(0.03, ge=0.0, lt=1.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    s2l_clusters: int = Field(8, ge=1, le=10_000)
+    s2l_budget: float = Field(0.5, gt=0.0, le=1.0, description="share of records the S2L subset keeps")
+    ifd: bool = Field(True, description="IFD / IC-IFD with a pretrained small model")
+    ifd_model: str = Field("smollm2-135m-instruct", description="a shipped model name or a .gguf path")
+
+    @model_validator(mode="after")
+    def _heads(self) -> DifficultyConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
+
+
 # --- recipes ------------------------------------------------------------------
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -138,6 +166,7 @@ class _RecipeBase(_Strict):
     backend: Annotated[LlamaCppBackendConfig, Field(discriminator="kind")] = LlamaCppBackendConfig()
     sampling: SamplingConfig = SamplingConfig()
     dedup: DedupConfig = DedupConfig()
+    difficulty: DifficultyConfig = DifficultyConfig()
     publish: PublishConfig = PublishConfig()
 
     @field_validator("name")
@@ -289,9 +318,13 @@ def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        # A build directory keeps its resolved recipe as JSON (recipe.json); users write TOML.
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise RecipeError(f"{path}: not valid JSON: {exc}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
     if name is not None:

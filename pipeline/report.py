@@ -56,7 +56,7 @@ def stage_table(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _md_table(rows: list[dict[str, Any]]) -> str:
+def md_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(none)"
     head = list(rows[0])
@@ -72,14 +72,15 @@ def render_report(
     lengths: Sequence[int],
     examples: Sequence[str],
     length_unit: str = "words",
+    difficulty: str | None = None,
 ) -> str:
     splits = manifest["splits"]
     usage = manifest.get("usage", {})
     generated = next((s["rows"].get("records", 0) + s["rows"].get("rejected", 0)
                       for s in manifest.get("stages", []) if s["name"] == "generate"), 0)
     rej_rows = [{**r, "share": f"{r['count'] / generated:.1%}" if generated else ""} for r in rejection_table(rejected)]
-    split_rows = [{"split": k, "rows": v["rows"], "shards": len(v["shards"]), "tokens": v["num_tokens"]}
-                  for k, v in splits.items()]
+    split_rows = [{"split": k + (f" (subset of {v['subset_of']})" if v.get("subset_of") else ""), "rows": v["rows"],
+                   "shards": len(v["shards"]), "tokens": v["num_tokens"]} for k, v in splits.items()]
     out = [
         f"# Build report: {manifest['recipe']['name']}",
         "",
@@ -91,19 +92,19 @@ def render_report(
         "",
         "## Published",
         "",
-        _md_table(split_rows),
+        md_table(split_rows),
         "",
         "## Stages",
         "",
-        _md_table(stage_table(manifest.get("stages", []))),
+        md_table(stage_table(manifest.get("stages", []))),
         "",
         "## Rejections",
         "",
-        _md_table(rej_rows),
+        md_table(rej_rows),
         "",
         "## Generation",
         "",
-        _md_table([{"model calls": usage.get("model_calls", 0), "cache hits": usage.get("cache_hits", 0),
+        md_table([{"model calls": usage.get("model_calls", 0), "cache hits": usage.get("cache_hits", 0),
                     "prompt tokens": usage.get("prompt_tokens", 0),
                     "completion tokens": usage.get("completion_tokens", 0)}]),
         "",
@@ -116,6 +117,10 @@ def render_report(
         histogram(list(lengths)),
         "```",
         "",
+    ]
+    if difficulty:
+        out += ["## Difficulty", "", difficulty, ""]
+    out += [
         f"## {len(examples)} random examples",
         "",
     ]
@@ -135,13 +140,17 @@ _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K
 
 def render_card(manifest: dict[str, Any], *, title: str, description: str, fields: dict[str, str]) -> str:
     """README.md whose YAML header lets Hugging Face `datasets` load the folder."""
-    total = sum(s["rows"] for s in manifest["splits"].values())
+    total = sum(s["rows"] for s in manifest["splits"].values() if not s.get("subset_of"))
     size = next((label for limit, label in _SIZE_CATEGORIES if total < limit), "n>100M")
     yaml = ["---", f"pretty_name: {title}", "language:", "- en", "task_categories:", "- text-generation",
             "size_categories:", f"- {size}", "tags:", "- synthetic", "- tinyforge", "configs:",
             "- config_name: default", "  data_files:"]
+    subsets = {k for k, v in manifest["splits"].items() if v.get("subset_of")}
     for split in manifest["splits"]:
-        yaml += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
+        if split not in subsets:
+            yaml += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
+    for subset in sorted(subsets):
+        yaml += [f"- config_name: {subset}", "  data_files:", "  - split: train", f"    path: data/{subset}-*.parquet"]
     yaml.append("---")
     lines = [
         *yaml,

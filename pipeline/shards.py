@@ -20,6 +20,11 @@ class VerifiedDataset:
     path: Path
     manifest: dict[str, Any]
 
+    @property
+    def splits(self) -> list[str]:
+        """The splits that partition the records (not subsets such as the S2L selection)."""
+        return [k for k, v in self.manifest["splits"].items() if not v.get("subset_of")]
+
     def files(self, split: str) -> list[Path]:
         try:
             return [self.path / s["path"] for s in self.manifest["splits"][split]["shards"]]

@@ -35,19 +35,26 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
     # the model really ran: 4 stories plus the summaries the recipe asked for
     assert result["run_usage"]["model_calls"] >= 4 and result["run_usage"]["completion_tokens"] > 40
     assert m["models"][0].startswith("llamacpp/SmolLM2-135M-Instruct")
-    published = sum(s["rows"] for s in m["splits"].values())
+    published = sum(m["splits"][s]["rows"] for s in ds.splits)
     stages = {s["name"]: s for s in m["stages"]}
     assert stages["generate"]["stats"]["in"] == 4
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
     assert published + rejected.height == 4  # every story is either published or rejected with a reason
     assert rejected.filter(pl.col("reason").is_null()).height == 0
 
-    rows = pl.concat([read_split(ds.path, s) for s in m["splits"]])
+    rows = pl.concat([read_split(ds.path, s) for s in ds.splits])
     for r in rows.iter_rows(named=True):
         assert r["story"].strip() and r["build_id"] == m["build_id"]
         assert r["prompt"].startswith("Words to use: ") and all(f'"{w}"' in r["prompt"] for w in r["words"])
         assert r["sampling"]["max_tokens"] == 200 and r["dedup_cluster"] == r["id"]
     assert "# Build report: tiny" in (ds.path / "report.md").read_text()
+
+    # difficulty scores from the proxy model (and IFD from the embedded one) on every record
+    for r in rows.iter_rows(named=True):
+        assert len(r["loss_trajectory"]) == 1 + 3 * 2 and 0.0 <= r["difficulty"] <= 1.0
+        assert r["s2l_cluster"] is not None and r["ifd"] is not None and r["ic_ifd"] is not None
+    assert m["schema"]["id"] == "tinystories.v2" and m["difficulty"]["proxy"]["parameters"] > 0
+    assert "## Difficulty" in (ds.path / "report.md").read_text()
 
     report = Artifact.get("tiny-report")
     assert report is not None and "# Build report: tiny" in report.data
@@ -70,7 +77,8 @@ def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, tiny_
     tiny_recipe.write_text(text)
     result = tinystories_flow(recipe_path=str(tiny_recipe))
     assert result["run_usage"]["model_calls"] == 0
-    assert result["stages"] == {"generate": "reused", "filter": "ran", "dedup": "ran", "publish": "ran"}
+    assert result["stages"] == {"generate": "reused", "filter": "ran", "dedup": "ran", "score": "ran",
+                                "publish": "ran"}
 
 
 def _cached(db: Path) -> int:
@@ -137,12 +145,12 @@ def test_a_second_build_publishes_nothing_already_published(prefect_server: str,
     from flows.tinystories import tinystories_flow
 
     first = verify_dataset(tinystories_flow(recipe_path=str(tiny_recipe))["dataset"])
-    first_ids = set(pl.concat([read_split(first.path, s) for s in first.manifest["splits"]])["id"])
+    first_ids = set(pl.concat([read_split(first.path, s) for s in first.splits])["id"])
     tiny_recipe.write_text(tiny_recipe.read_text().replace("count = 4", "count = 8"))
 
     result = tinystories_flow(recipe_path=str(tiny_recipe), name="tiny-nightly")
     second = verify_dataset(result["dataset"])
-    second_ids = set(pl.concat([read_split(second.path, s) for s in second.manifest["splits"]])["id"])
+    second_ids = set(pl.concat([read_split(second.path, s) for s in second.splits])["id"])
     assert second.path != first.path and second_ids and not (first_ids & second_ids)
     # stories 0-3 are the same prompts and seeds, so the same completions: all dropped as published
     dropped = second.manifest["dropped_already_published"]
@@ -151,3 +159,23 @@ def test_a_second_build_publishes_nothing_already_published(prefect_server: str,
     rejected = pl.read_parquet(second.path / "rejected.parquet").filter(pl.col("reason") == "already_published")
     assert set(rejected["id"]) == first_ids
     assert "already_published" in (second.path / "report.md").read_text()
+
+
+def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: str, tiny_recipe: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.tinystories import tinystories_flow
+    from pipeline.cli import main
+
+    tiny_recipe.write_text(tiny_recipe.read_text() + "\n[difficulty]\nenabled = false\n")
+    plain = verify_dataset(tinystories_flow(recipe_path=str(tiny_recipe))["dataset"])
+    rows = read_split(plain.path, "train")
+    assert rows["difficulty"].is_null().all() and "s2l" not in plain.manifest["splits"]
+
+    build_dir = plain.path.parent
+    assert main(["score", str(build_dir)]) == 0
+    assert "0 model calls" in capsys.readouterr().out  # nothing regenerated
+    scored = verify_dataset(build_dir / "dataset")
+    rows = pl.concat([read_split(scored.path, s) for s in scored.splits])
+    assert rows["difficulty"].is_not_null().all() and rows["loss_trajectory"].is_not_null().all()
+    assert scored.manifest["splits"]["s2l"]["subset_of"] == "train"
+    assert set(read_split(scored.path, "s2l")["id"]) <= set(read_split(scored.path, "train")["id"])

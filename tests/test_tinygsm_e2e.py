@@ -46,7 +46,8 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
             == round(r["answer_agreement"] * 4)
         assert f'"""{r["question"]}"""' in r["code"] and r["parent_id"] == r["seed_id"]
     stages = [s["name"] for s in ds.manifest["stages"]]
-    assert stages == ["generate", "verify", "decontaminate", "dedup"]
+    assert stages == ["generate", "verify", "decontaminate", "dedup", "score"]
+    assert all(len(t) == 7 for t in rows["loss_trajectory"].to_list()) and rows["difficulty"].is_not_null().all()
     assert ds.manifest["stages"][2]["stats"]["eval_ngrams"] > 0
 
     # the user-facing check: re-run every stored solution in the sandbox

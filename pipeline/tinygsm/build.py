@@ -15,6 +15,8 @@ import polars as pl
 from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
 from pipeline.common_stages import publish_stage as common_publish
+from pipeline.common_stages import score_stage as common_score
+from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import digest
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
@@ -29,8 +31,8 @@ from pipeline.tinygsm.prompts import QUESTION_TEMPLATE_ID, SOLUTION_TEMPLATE_ID,
 from pipeline.tinygsm.seeds import format_example, load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
-SCHEMA_ID = "tinygsm.v1"
-VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2, "dedup": 2, "publish": 1}
+SCHEMA_ID = "tinygsm.v2"
+VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2, "dedup": 2, "score": 1, "publish": 2}
 
 FIELD_DOCS = {
     "id": "content hash of the normalised question (16 hex digits)",
@@ -138,6 +140,11 @@ def dedup_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
                         score_field="answer_agreement")
 
 
+def score_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
+    """Proxy-model difficulty: the instruction is the question, the response the code."""
+    return common_score(recipe, upstream, pair=lambda r: (r["question"], r["code"]), version=VERSIONS["score"])
+
+
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     return {
         "id": r["id"], "build_id": build_id, "question": r["question"], "code": r["code"], "answer": r["answer"],
@@ -146,6 +153,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
         "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
+        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
 

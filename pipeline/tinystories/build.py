@@ -16,6 +16,8 @@ import polars as pl
 from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
 from pipeline.common_stages import publish_stage as common_publish
+from pipeline.common_stages import score_stage as common_score
+from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import digest
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
 from pipeline.publish import Published
@@ -28,9 +30,9 @@ from pipeline.tinystories.generate import generate_stories
 from pipeline.tinystories.prompts import STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID, TEMPLATES, plan_stories
 from pipeline.tinystories.vocab import load_vocabulary
 
-SCHEMA_ID = "tinystories.v1"
+SCHEMA_ID = "tinystories.v2"
 # Bump a stage's version when its logic changes, so old outputs are not reused.
-VERSIONS = {"generate": 1, "filter": 1, "dedup": 2, "publish": 1}
+VERSIONS = {"generate": 1, "filter": 1, "dedup": 2, "score": 1, "publish": 2}
 
 FIELD_DOCS = {
     "id": "content hash of the normalised story (16 hex digits)",
@@ -123,6 +125,11 @@ def dedup_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult
 # --- publish ----------------------------------------------------------------------
 
 
+def score_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
+    """Proxy-model difficulty: the instruction is the prompt, the response the story."""
+    return common_score(recipe, upstream, pair=lambda r: (r["prompt"], r["story"]), version=VERSIONS["score"])
+
+
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     """A stage record projected onto the shard contract (tinystories.v1)."""
     return {
@@ -131,6 +138,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "summary_template_id": r["summary_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "parent_id": None, "verification": None, "dedup_cluster": r["dedup_cluster"],
         "num_words": len(words(r["story"])), "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
+        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
 
