@@ -147,6 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildFailed as exc:
         print(f"tinyforge: build failed: {exc}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        from pipeline.llm.openai_backend import BackendFailed
+
+        if not isinstance(exc, BackendFailed):
+            raise
+        print(f"tinyforge: {exc}; finished completions are cached: run the same command to resume",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tinyforge: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

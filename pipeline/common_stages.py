@@ -24,7 +24,7 @@ from pipeline.schema import load_schema
 from pipeline.shards import load_manifest
 from pipeline.stages import BuildDir, StageResult, concat
 
-USAGE_KEYS = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens")
+USAGE_KEYS = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")
 
 
 def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,

@@ -46,11 +46,46 @@ class LlamaCppBackendConfig(_Strict):
         "smollm2-135m-instruct",
         description="a model shipped by a registry package, or a path to a .gguf file",
     )
-    n_ctx: int = Field(2048, ge=256, le=131072)
+    n_ctx: int = Field(2048, ge=256, le=131072, description="context per sequence")
     n_threads: int | None = Field(None, ge=1, description="default: all cores")
+    parallel: int = Field(1, ge=1, le=256, description="sequences decoded together (1: one plain stream)")
 
 
-BACKEND_KINDS: dict[str, type[_Strict]] = {"llamacpp": LlamaCppBackendConfig}
+class OpenAIBackendConfig(_Strict):
+    """Any OpenAI-compatible endpoint: vLLM's `vllm serve`, llama.cpp's server, a hosted API."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., description="the model name the server expects")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (never logged)")
+    max_concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at most")
+    min_concurrency: int = Field(1, ge=1, le=4096)
+    timeout_s: float = Field(120.0, gt=0.0, le=3600.0, description="per request")
+    max_retries: int = Field(8, ge=0, le=100)
+    backoff_s: float = Field(0.5, gt=0.0, le=60.0, description="first retry delay; doubles each time, with jitter")
+    max_backoff_s: float = Field(30.0, gt=0.0, le=600.0)
+    repeat_penalty_param: str | None = Field(
+        None, description="body field for repeat_penalty: 'repeat_penalty' (llama.cpp), 'repetition_penalty' (vLLM)")
+    structured_output: bool = Field(False, description="send JSON schemas as response_format where a request has one")
+
+
+class VLLMBackendConfig(_Strict):
+    """vLLM's in-process engine on GPUs (pip install '.[gpu]')."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = Field(..., description="a Hugging Face model id or local directory")
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(None, ge=256)
+    max_num_seqs: int = Field(256, ge=1, le=65536)
+    dtype: str = "auto"
+    structured_output: bool = Field(True, description="use StructuredOutputsParams where a request has a schema")
+
+
+BACKEND_KINDS: dict[str, type[_Strict]] = {
+    "llamacpp": LlamaCppBackendConfig, "openai": OpenAIBackendConfig, "vllm": VLLMBackendConfig,
+}
+BackendConfig = Annotated[LlamaCppBackendConfig | OpenAIBackendConfig | VLLMBackendConfig, Field(discriminator="kind")]
 
 
 class SamplingConfig(_Strict):
@@ -163,7 +198,7 @@ class _RecipeBase(_Strict):
     description: str = ""
     seed: int = Field(0, ge=0, le=2**63 - 1)
     output_root: Path = Path("build")
-    backend: Annotated[LlamaCppBackendConfig, Field(discriminator="kind")] = LlamaCppBackendConfig()
+    backend: BackendConfig = LlamaCppBackendConfig()
     sampling: SamplingConfig = SamplingConfig()
     dedup: DedupConfig = DedupConfig()
     difficulty: DifficultyConfig = DifficultyConfig()

@@ -106,7 +106,7 @@ def render_report(
         "",
         md_table([{"model calls": usage.get("model_calls", 0), "cache hits": usage.get("cache_hits", 0),
                     "prompt tokens": usage.get("prompt_tokens", 0),
-                    "completion tokens": usage.get("completion_tokens", 0)}]),
+                    "completion tokens": usage.get("completion_tokens", 0), "retries": usage.get("retries", 0)}]),
         "",
         "What producing the generated records cost, summed over the runs that made them; cache hits are "
         "completions taken from the response cache instead of the model.",

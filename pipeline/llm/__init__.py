@@ -7,28 +7,44 @@ from pathlib import Path
 
 from pipeline.llm.cache import CachedBackend, ResponseCache
 from pipeline.llm.types import Backend, ChatRequest, Completion, Message, SamplingParams, sample_seed
-from pipeline.recipe import LlamaCppBackendConfig, SamplingConfig
+from pipeline.recipe import BackendConfig, SamplingConfig
 
 __all__ = [
     "Backend", "CachedBackend", "ChatRequest", "Completion", "Message", "ResponseCache", "SamplingParams",
     "load_backend", "sampling_params", "sample_seed",
 ]
 
-_BACKENDS: dict[LlamaCppBackendConfig, Backend] = {}
+_BACKENDS: dict[BackendConfig, Backend] = {}
 _LOCK = threading.Lock()
 
 
-def load_backend(config: LlamaCppBackendConfig) -> Backend:
+def load_backend(config: BackendConfig) -> Backend:
     """The backend a recipe names, loaded once per process and reused by every task."""
     with _LOCK:
         if config not in _BACKENDS:
-            if config.kind == "llamacpp":
-                from pipeline.llm.llamacpp import LlamaCppBackend
-
-                _BACKENDS[config] = LlamaCppBackend(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads)
-            else:  # pragma: no cover - recipe validation admits only known kinds
-                raise ValueError(f"unknown backend {config.kind!r}")
+            _BACKENDS[config] = _make(config)
         return _BACKENDS[config]
+
+
+def _make(config: BackendConfig) -> Backend:
+    if config.kind == "llamacpp" and config.parallel > 1:
+        from pipeline.llm.llamacpp_batched import BatchedLlamaCppBackend
+
+        return BatchedLlamaCppBackend(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads,
+                                      parallel=config.parallel)
+    if config.kind == "llamacpp":
+        from pipeline.llm.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+    if config.kind == "openai":
+        from pipeline.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(config)
+    if config.kind == "vllm":
+        from pipeline.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(config)
+    raise ValueError(f"unknown backend {config.kind!r}")  # pragma: no cover - recipes admit known kinds
 
 
 def sampling_params(config: SamplingConfig) -> SamplingParams:

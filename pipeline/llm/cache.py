@@ -47,6 +47,8 @@ def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
         "seed": request.seed,
         "sample": sample_index,
     }
+    if request.json_schema is not None:  # absent otherwise, so older keys stay valid
+        payload["schema"] = request.json_schema
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -109,9 +111,11 @@ class CacheStats:
     prompt_tokens: int = 0  # spent on misses only: what this run paid for
     completion_tokens: int = 0
 
+    retries: int = 0  # requests the backend had to repeat (rate limits, errors, timeouts)
+
     def as_dict(self) -> dict[str, int]:
         return {"cache_hits": self.hits, "model_calls": self.misses, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens, "retries": self.retries}
 
 
 class CachedBackend:
@@ -143,7 +147,7 @@ class CachedBackend:
                     start = offset
                 elif c is not None and start is not None:
                     sub = ChatRequest(request.messages, request.params, request.seed, n=offset - start,
-                                      first_sample=request.first_sample + start)
+                                      first_sample=request.first_sample + start, json_schema=request.json_schema)
                     pending.append((ri, sub))
                     start = None
             if on_done and all(c is not None for c in got):
@@ -164,8 +168,17 @@ class CachedBackend:
                 on_done(ri, results[ri])  # type: ignore[arg-type]
 
         if pending:
-            returned = self.backend.generate([sub for _, sub in pending], on_done=persist)
+            before = _retries(self.backend)
+            try:
+                returned = self.backend.generate([sub for _, sub in pending], on_done=persist)
+            finally:
+                self.stats.retries += _retries(self.backend) - before
             for pi, completions in enumerate(returned):
                 if pi not in persisted:  # a backend that ignores on_done still gets cached
                     persist(pi, completions)
         return results  # type: ignore[return-value]
+
+
+def _retries(backend: Backend) -> int:
+    stats = getattr(backend, "stats", None)
+    return stats()["retries"] if callable(stats) else 0

@@ -47,6 +47,7 @@ class ChatRequest:
     seed: int = 0
     n: int = 1
     first_sample: int = 0
+    json_schema: dict | None = field(default=None, hash=False)  # structured output, where the backend can
 
     @property
     def sample_indices(self) -> range:
