@@ -81,7 +81,7 @@ def main() -> None:
 
     base_rate = args.n / rows[0][1]
     print(f"{args.n} solutions, {args.workers} workers, Python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
-    print(f"| method | seconds | solutions/s | vs baseline | correct |")
+    print("| method | seconds | solutions/s | vs baseline | correct |")
     print("|---|---|---|---|---|")
     for name, secs, values in rows:
         correct = sum(v is not None and abs(v - a) < 1e-9 for v, a in zip(values, answers, strict=True))

@@ -16,6 +16,7 @@ import polars as pl
 from pipeline.dedup import dedup_records
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import digest
+from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
 from pipeline.records import rejected_frame, rejection
@@ -76,6 +77,37 @@ def stage_frame(rows: list[dict[str, Any]], build: BuildDir, upstream: StageResu
 
 def skipped_batch(batch: int, size: int) -> dict[str, Any]:
     return {"batch": batch, "items": size, "skipped": True, "seconds": 0.0, **dict.fromkeys(USAGE_KEYS, 0)}
+
+
+def batch_ranges(count: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + batch_size, count)) for a in range(0, count, batch_size)]
+
+
+Produce = Callable[[int, int, Any], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+
+
+def generate_batch(recipe: Any, batch: int, fingerprint: str, produce: Produce) -> dict[str, Any]:
+    """Run one generation batch into the stage's parts through the cached backend; skip a finished one.
+
+    ``produce(start, stop, backend)`` makes the records of items ``start..stop``.
+    Returns this run's usage for the batch: model calls, cache hits, tokens, retries.
+    """
+    parts = BuildDir(recipe.build_dir).parts("generate", fingerprint)
+    start, stop = batch_ranges(recipe.generate.count, recipe.generate.batch_size)[batch]
+    if parts.has(batch):
+        return skipped_batch(batch, stop - start)
+    t0 = time.perf_counter()
+    cache = ResponseCache(cache_path(recipe.output_root))
+    try:
+        backend = CachedBackend(load_backend(recipe.backend), cache)
+        records, rejected = produce(start, stop, backend)
+    finally:
+        cache.close()
+    stats = {"batch": batch, "items": stop - start, "skipped": False, **backend.stats.as_dict(),
+             "seconds": time.perf_counter() - t0}
+    parts.write(batch, {"records": pl.DataFrame(records, infer_schema_length=None),
+                        "rejected": rejected_frame(rejected)}, stats)
+    return stats
 
 
 def gather_batches(build: BuildDir, name: str, fingerprint: str, batches: int, count: int) -> StageResult:

@@ -33,7 +33,7 @@ def requests(k: int, n: int = 1) -> list[ChatRequest]:
 
 
 def test_real_server_completions_with_usage_and_seeds(server_url: str) -> None:
-    backend = OpenAIBackend(config(server_url))
+    backend = OpenAIBackend(config(server_url, timeout_s=60.0))  # the first request also warms the server up
     first = backend.generate(requests(3, n=2))
     assert [len(c) for c in first] == [2, 2, 2]
     for c in (c for cs in first for c in cs):
@@ -45,7 +45,7 @@ def test_real_server_completions_with_usage_and_seeds(server_url: str) -> None:
 
 
 def test_faults_are_retried_and_nothing_is_lost_or_duplicated(server_url: str) -> None:
-    direct = OpenAIBackend(config(server_url)).generate(requests(12))
+    direct = OpenAIBackend(config(server_url, timeout_s=60.0)).generate(requests(12))
     with FaultProxy(server_url) as proxy:
         backend = OpenAIBackend(config(proxy.url))
         done: list[int] = []

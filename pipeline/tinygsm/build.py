@@ -10,16 +10,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import polars as pl
 
 from pipeline.common_stages import dedup_stage as common_dedup
-from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
+from pipeline.common_stages import batch_ranges as common_batch_ranges
+from pipeline.common_stages import gather_batches, reasons, stage_frame
+from pipeline.common_stages import generate_batch as common_generate_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import digest
-from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
+from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe
 from pipeline.records import rejected_frame
@@ -63,32 +64,20 @@ def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
 
 
 def batch_ranges(recipe: TinyGSMRecipe) -> list[tuple[int, int]]:
-    n, size = recipe.generate.count, recipe.generate.batch_size
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
+    return common_batch_ranges(recipe.generate.count, recipe.generate.batch_size)
 
 
 def generate_batch(recipe: TinyGSMRecipe, batch: int) -> dict[str, Any]:
-    fp = generate_fingerprint(recipe)
-    parts = build_dir(recipe).parts("generate", fp)
-    start, stop = batch_ranges(recipe)[batch]
-    if parts.has(batch):
-        return skipped_batch(batch, stop - start)
-    t0 = time.perf_counter()
-    seeds = load_seeds(recipe.seeds)
-    specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
-    cache = ResponseCache(cache_path(recipe.output_root))
-    try:
-        backend = CachedBackend(load_backend(recipe.backend), cache)
-        records, rejected = generate_problems(
-            specs, backend, sampling_params(recipe.sampling), sampling_params(recipe.solution_sampling),
-            recipe.generate.samples, format_example(), recipe.filter)
-    finally:
-        cache.close()
-    stats = {"batch": batch, "items": stop - start, "skipped": False, **backend.stats.as_dict(),
-             "seconds": time.perf_counter() - t0}
-    parts.write(batch, {"records": pl.DataFrame(records, infer_schema_length=None),
-                        "rejected": rejected_frame(rejected)}, stats)
-    return stats
+    """Write one batch of problems and their sampled solutions; a finished batch is skipped."""
+
+    def produce(start: int, stop: int, backend: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        seeds = load_seeds(recipe.seeds)
+        specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
+        return generate_problems(specs, backend, sampling_params(recipe.sampling),
+                                 sampling_params(recipe.solution_sampling), recipe.generate.samples,
+                                 format_example(), recipe.filter)
+
+    return common_generate_batch(recipe, batch, generate_fingerprint(recipe), produce)
 
 
 def finish_generate(recipe: TinyGSMRecipe) -> StageResult:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import polars as pl
 
 from pipeline.common_stages import dedup_stage as common_dedup
-from pipeline.common_stages import gather_batches, reasons, skipped_batch, stage_frame
+from pipeline.common_stages import batch_ranges as common_batch_ranges
+from pipeline.common_stages import gather_batches, reasons, stage_frame
+from pipeline.common_stages import generate_batch as common_generate_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import digest
-from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
+from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
 from pipeline.records import rejected_frame
@@ -64,34 +65,18 @@ def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
 
 
 def batch_ranges(recipe: TinyStoriesRecipe) -> list[tuple[int, int]]:
-    n, size = recipe.generate.count, recipe.generate.batch_size
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
+    return common_batch_ranges(recipe.generate.count, recipe.generate.batch_size)
 
 
 def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
-    """Generate one batch of stories into the stage's parts; a finished batch is skipped.
+    """Generate one batch of stories into the stage's parts; a finished batch is skipped."""
 
-    Returns this run's usage for the batch: model calls, cache hits, tokens.
-    """
-    fp = generate_fingerprint(recipe)
-    parts = build_dir(recipe).parts("generate", fp)
-    start, stop = batch_ranges(recipe)[batch]
-    if parts.has(batch):
-        return skipped_batch(batch, stop - start)
-    t0 = time.perf_counter()
-    vocab = load_vocabulary(recipe.generate.vocab_dir)
-    specs = plan_stories(start, stop, recipe.seed, recipe.generate, vocab)
-    cache = ResponseCache(cache_path(recipe.output_root))
-    try:
-        backend = CachedBackend(load_backend(recipe.backend), cache)
-        records, rejected = generate_stories(specs, backend, sampling_params(recipe.sampling))
-    finally:
-        cache.close()
-    stats = {"batch": batch, "items": stop - start, "skipped": False, **backend.stats.as_dict(),
-             "seconds": time.perf_counter() - t0}
-    parts.write(batch, {"records": pl.DataFrame(records, infer_schema_length=None),
-                        "rejected": rejected_frame(rejected)}, stats)
-    return stats
+    def produce(start: int, stop: int, backend: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        vocab = load_vocabulary(recipe.generate.vocab_dir)
+        specs = plan_stories(start, stop, recipe.seed, recipe.generate, vocab)
+        return generate_stories(specs, backend, sampling_params(recipe.sampling))
+
+    return common_generate_batch(recipe, batch, generate_fingerprint(recipe), produce)
 
 
 def finish_generate(recipe: TinyStoriesRecipe) -> StageResult:
