@@ -129,39 +129,58 @@ def gather_batches(build: BuildDir, name: str, fingerprint: str, batches: int, c
     return result
 
 
-def dedup_stage(recipe: Any, upstream: StageResult, *, text_field: str, version: int,
-                score_field: str | None = None) -> StageResult:
-    """Within-build duplicates, then records other builds already published (cross-build index)."""
-    build, cfg = BuildDir(recipe.build_dir), recipe.dedup
-    index = PublishedIndex(recipe.output_root, recipe.kind, cfg.num_perm, cfg.ngram)
-    fp = digest({"stage": "dedup", "v": version, "in": upstream.fingerprint, "dedup": cfg.model_dump(mode="json"),
-                 "field": text_field, "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
-    if (done := build.done("dedup", fp)) is not None:
+Run = Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]]
+
+
+def record_stage(recipe: Any, name: str, upstream: StageResult, *, version: int, inputs: dict[str, Any],
+                 run: Run) -> StageResult:
+    """A stage that keeps or rejects the upstream stage's records, skipped when its fingerprint matches.
+
+    ``inputs`` is everything besides the upstream output that decides the result
+    (configs, digests of files); ``run(records)`` returns (kept, rejected, extra stats).
+    """
+    build = BuildDir(recipe.build_dir)
+    fp = digest({"stage": name, "v": version, "in": upstream.fingerprint, **inputs})
+    if (done := build.done(name, fp)) is not None:
         return done
     t0 = time.perf_counter()
     records = build.read(upstream.name).to_dicts()
-    if cfg.enabled:
-        kept, rejected, _ = dedup_records(records, text_field=text_field, threshold=cfg.threshold,
-                                          num_perm=cfg.num_perm, ngram=cfg.ngram, keep=cfg.keep,
-                                          score_field=score_field)
-    else:
-        kept, rejected = [{**r, "dedup_cluster": r["id"]} for r in records], []
-    by_build: dict[str, int] = {}
-    if cfg.enabled and cfg.cross_build:
-        matches = {m.index: m for m in index.find([r[text_field] for r in kept], cfg.threshold, recipe.name)}
-        fresh = []
-        for i, r in enumerate(kept):
-            if (m := matches.get(i)) is None:
-                fresh.append(r)
-                continue
-            by_build[m.build_id] = by_build.get(m.build_id, 0) + 1
-            rejected.append(rejection(r, "dedup", "already_published",
-                                      f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})", text_field))
-        kept = fresh
+    kept, rejected, extra = run(records)
     rej = rejected_frame(rejected)
-    return build.commit("dedup", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), "rejected_by_reason": reasons(rej), "already_published": by_build},
-                        time.perf_counter() - t0)
+    return build.commit(name, fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
+                        {"in": len(records), **extra, "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
+
+
+def dedup_stage(recipe: Any, upstream: StageResult, *, text_field: str, version: int,
+                score_field: str | None = None) -> StageResult:
+    """Within-build duplicates, then records other builds already published (cross-build index)."""
+    cfg = recipe.dedup
+    index = PublishedIndex(recipe.output_root, recipe.kind, cfg.num_perm, cfg.ngram)
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        if cfg.enabled:
+            kept, rejected, _ = dedup_records(records, text_field=text_field, threshold=cfg.threshold,
+                                              num_perm=cfg.num_perm, ngram=cfg.ngram, keep=cfg.keep,
+                                              score_field=score_field)
+        else:
+            kept, rejected = [{**r, "dedup_cluster": r["id"]} for r in records], []
+        by_build: dict[str, int] = {}
+        if cfg.enabled and cfg.cross_build:
+            matches = {m.index: m for m in index.find([r[text_field] for r in kept], cfg.threshold, recipe.name)}
+            fresh = []
+            for i, r in enumerate(kept):
+                if (m := matches.get(i)) is None:
+                    fresh.append(r)
+                    continue
+                by_build[m.build_id] = by_build.get(m.build_id, 0) + 1
+                rejected.append(rejection(r, "dedup", "already_published",
+                                          f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})", text_field))
+            kept = fresh
+        return kept, rejected, {"already_published": by_build}
+
+    return record_stage(recipe, "dedup", upstream, version=version, run=run, inputs={
+        "dedup": cfg.model_dump(mode="json"), "field": text_field,
+        "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
 
 
 def score_stage(recipe: Any, upstream: StageResult, *, pair: Callable[[dict[str, Any]], tuple[str, str]],

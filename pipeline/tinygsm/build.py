@@ -7,13 +7,12 @@ batch); verification executes every sample in the sandbox.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 
 from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import batch_ranges as common_batch_ranges
-from pipeline.common_stages import gather_batches, reasons, stage_frame
+from pipeline.common_stages import gather_batches, record_stage
 from pipeline.common_stages import generate_batch as common_generate_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
@@ -23,7 +22,6 @@ from pipeline.fingerprint import digest
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe
-from pipeline.records import rejected_frame
 from pipeline.sandbox import Sandbox
 from pipeline.stages import BuildDir, StageResult
 from pipeline.text import words
@@ -86,42 +84,31 @@ def finish_generate(recipe: TinyGSMRecipe) -> StageResult:
 
 
 def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
-    build = build_dir(recipe)
     cfg = recipe.verify
-    fp = digest({"stage": "verify", "v": VERSIONS["verify"], "in": upstream.fingerprint,
-                 "verify": {"min_agreement": cfg.min_agreement, "timeout_s": cfg.timeout_s,
-                            "memory_mb": cfg.memory_mb}})
-    if (done := build.done("verify", fp)) is not None:
-        return done
-    t0 = time.perf_counter()
-    records = build.read(upstream.name).to_dicts()
-    with Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb) as sandbox:
-        kept, rejected = verify_problems(records, sandbox, cfg.min_agreement)
-    rej = rejected_frame(rejected)
-    programs = sum(sum(c is not None for c in r["solutions"]) for r in records) + len(kept)
-    return build.commit("verify", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), "programs_run": programs, "rejected_by_reason": reasons(rej)},
-                        time.perf_counter() - t0)
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        with Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb) as sandbox:
+            kept, rejected = verify_problems(records, sandbox, cfg.min_agreement)
+        programs = sum(sum(c is not None for c in r["solutions"]) for r in records) + len(kept)
+        return kept, rejected, {"programs_run": programs}
+
+    return record_stage(recipe, "verify", upstream, version=VERSIONS["verify"], run=run, inputs={
+        "verify": {"min_agreement": cfg.min_agreement, "timeout_s": cfg.timeout_s, "memory_mb": cfg.memory_mb}})
 
 
 def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
-    build = build_dir(recipe)
-    p = recipe.fingerprint_payload()
-    fp = digest({"stage": "decontaminate", "v": VERSIONS["decontaminate"], "in": upstream.fingerprint,
-                 "decontaminate": p["decontaminate"], "dedup": p["dedup"]})
-    if (done := build.done("decontaminate", fp)) is not None:
-        return done
-    t0 = time.perf_counter()
-    records = build.read(upstream.name).to_dicts()
     cfg = recipe.decontaminate
-    evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
-    near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
-    kept, rejected = decontaminate(records, evals, "question", near_threshold=near,
-                                   num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
-    rej = rejected_frame(rejected)
-    return build.commit("decontaminate", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), "eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams),
-                         "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
+    p = recipe.fingerprint_payload()
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
+        near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
+        kept, rejected = decontaminate(records, evals, "question", near_threshold=near,
+                                       num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
+        return kept, rejected, {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams)}
+
+    return record_stage(recipe, "decontaminate", upstream, version=VERSIONS["decontaminate"], run=run,
+                        inputs={"decontaminate": p["decontaminate"], "dedup": p["dedup"]})
 
 
 def dedup_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:

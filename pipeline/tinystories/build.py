@@ -8,13 +8,12 @@ existing output returns at once. Orchestration (Prefect) lives in ``flows/``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 
 from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import batch_ranges as common_batch_ranges
-from pipeline.common_stages import gather_batches, reasons, stage_frame
+from pipeline.common_stages import gather_batches, record_stage
 from pipeline.common_stages import generate_batch as common_generate_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
@@ -23,7 +22,6 @@ from pipeline.fingerprint import digest
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
-from pipeline.records import rejected_frame
 from pipeline.stages import BuildDir, StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import filter_stories
@@ -89,18 +87,13 @@ def finish_generate(recipe: TinyStoriesRecipe) -> StageResult:
 
 
 def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
-    build = build_dir(recipe)
     vocab = load_vocabulary(recipe.generate.vocab_dir)
-    fp = digest({"stage": "filter", "v": VERSIONS["filter"], "in": upstream.fingerprint,
-                 "filter": recipe.filter.model_dump(mode="json"), "vocab": vocab.digest})
-    if (done := build.done("filter", fp)) is not None:
-        return done
-    t0 = time.perf_counter()
-    records = build.read(upstream.name).to_dicts()
-    kept, rejected = filter_stories(records, vocab, recipe.filter)
-    rej = rejected_frame(rejected)
-    return build.commit("filter", fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        return (*filter_stories(records, vocab, recipe.filter), {})
+
+    return record_stage(recipe, "filter", upstream, version=VERSIONS["filter"], run=run,
+                        inputs={"filter": recipe.filter.model_dump(mode="json"), "vocab": vocab.digest})
 
 
 def dedup_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
