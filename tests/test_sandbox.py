@@ -186,3 +186,14 @@ def test_non_json_results_are_reported_not_pickled(sandbox) -> None:
     assert r.ok and r.value is None and r.value_repr == "inf"
     r = sandbox.run("result = object()")
     assert r.ok and r.value is None and r.value_repr.startswith("<object object")
+
+
+def test_results_that_arrive_together_are_all_read() -> None:
+    """Several queued programs on one worker: their result lines can reach us in one read."""
+    with Sandbox(workers=1, timeout_s=TIMEOUT) as sb:
+        (worker,) = sb._workers
+        for i in range(3):
+            assert worker.send(f"result = {i}", 1.0)
+        time.sleep(0.5)  # all three result lines are now waiting in the pipe
+        got = [worker.receive(0.5) for _ in range(3)]
+        assert [r.value if r else None for r in got] == [0, 1, 2]

@@ -82,6 +82,7 @@ class _Worker:
         return [unshare, *ns, "--", sys.executable, "-I", "-S", str(SERVER), json.dumps(self.config)]
 
     def start(self) -> None:
+        self._pending = b""  # bytes read from the worker that do not yet end a line
         # The worker starts with an empty environment: no API key or token can reach a program.
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -97,11 +98,25 @@ class _Worker:
             raise SandboxUnavailable(f"the sandbox worker could not start: {why if isinstance(why, str) else why[0]}")
 
     def _readline(self, timeout_s: float) -> bytes | None:
+        """The worker's next line, or None after ``timeout_s`` without one or at end of output.
+
+        Reads the pipe's file descriptor into a buffer of our own: with requests
+        pipelined, one read can bring several result lines, and select() on the
+        descriptor would not see those left in a file object's buffer.
+        """
         assert self.proc and self.proc.stdout
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        if not ready:
-            return None
-        return self.proc.stdout.readline() or None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
 
     def _drain_stderr(self) -> str:
         assert self.proc and self.proc.stderr
