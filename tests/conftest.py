@@ -31,9 +31,9 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def embedded_backend():
     """The real embedded model (SmolLM2-135M-Instruct on llama.cpp), loaded once."""
-    from pipeline.llm.llamacpp import LlamaCppBackend
+    from pipeline.llm.llamacpp import LlamaCppStream
 
-    return LlamaCppBackend(n_threads=2)
+    return LlamaCppStream(n_threads=2)
 
 
 def write_recipe(path: Path, body: str) -> Path:

@@ -52,9 +52,25 @@ BAD = {
                       "seeds.path: no such seed file"),
     "missing eval set": ('name = "m"\nkind = "tinygsm"\n[generate]\ncount = 2\n[decontaminate]\n'
                          'eval_sets = [{path = "test.jsonl"}]\n', "decontaminate.eval_sets.0.path: no such file"),
+    "engines without threads": (GOOD + "[backend]\nn_threads = 2\nengines = 4\n",
+                                "backend: engines (4) is more than n_threads (2)"),
+    "unknown weights": (GOOD + '[backend]\nweights = "q2"\n', "backend.weights:"),
+    "bad structured dialect": (GOOD + '[backend]\nkind = "openai"\nbase_url = "http://x/v1"\nmodel = "m"\n'
+                               'structured_output = "yaml"\n', "backend.structured_output:"),
     "bad agreement": ('name = "m"\nkind = "tinygsm"\n[generate]\ncount = 2\n[verify]\nmin_agreement = 1.5\n',
                       "verify.min_agreement: must be less than or equal to 1"),
 }
+
+
+def test_structured_output_true_means_the_standard_dialect(tmp_path: Path) -> None:
+    from pipeline.recipe import wants_structured_output
+
+    body = GOOD + '[backend]\nkind = "openai"\nbase_url = "http://x/v1"\nmodel = "m"\nstructured_output = true\n'
+    recipe = load_recipe(write_recipe(tmp_path / "s.toml", body))
+    assert recipe.backend.structured_output == "json_schema" and wants_structured_output(recipe.backend)
+    assert wants_structured_output(load_recipe(write_recipe(tmp_path / "d.toml", GOOD)).backend)  # embedded: on
+    openai = GOOD + '[backend]\nkind = "openai"\nbase_url = "http://x/v1"\nmodel = "m"\n'
+    assert not wants_structured_output(load_recipe(write_recipe(tmp_path / "o.toml", openai)).backend)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -13,13 +13,20 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).parent / "fixtures" / "eval_sample.jsonl"
+MIN_AGREEMENT = 0.25
 
 
 def small_recipe(tmp_path: Path) -> Path:
-    """The demo recipe cut to its first 8 problems, with a decontamination set."""
+    """The demo recipe cut to its first 8 problems, with a decontamination set.
+
+    A 135M model's math is mostly wrong: with 8 problems, whether two of four samples agree on any of
+    them is down to the sampled text, so the test asks for one (``MIN_AGREEMENT``) and checks the
+    invariants against that threshold.
+    """
     text = (REPO / "flows" / "recipes" / "tinygsm-demo.toml").read_text()
     text = text.replace('output_root = "../../build"', f'output_root = "{tmp_path / "out"}"')
-    text = text.replace("count = 48", "count = 8").replace("batch_size = 8", "batch_size = 4")
+    text = text.replace("count = 48", "count = 8").replace("batch_size = 24", "batch_size = 4")
+    text = text.replace("min_agreement = 0.5", f"min_agreement = {MIN_AGREEMENT}")
     text = text.replace("[decontaminate]\n", f'[decontaminate]\neval_sets = [{{path = "{FIXTURE}"}}]\n')
     path = tmp_path / "gsm.toml"
     path.write_text(text)
@@ -40,11 +47,13 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
     assert set(rejected["stage"]) <= {"generate", "verify", "decontaminate", "dedup"}
 
     for r in rows.iter_rows(named=True):
-        assert r["verification"] == "passed" and r["answer_agreement"] >= 0.5
+        assert r["verification"] == "passed" and r["answer_agreement"] >= MIN_AGREEMENT
         assert len(r["samples"]) == 4
         assert sum(s["value"] is not None and round(s["value"], 6) == r["answer"] for s in r["samples"]) \
             == round(r["answer_agreement"] * 4)
         assert f'"""{r["question"]}"""' in r["code"] and r["parent_id"] == r["seed_id"]
+        # the embedded backend enforces the problem's JSON schema with a grammar, so the prompt asked for JSON
+        assert r["prompt_template_id"].startswith("tinygsm.question-json@") and r["prompt"].endswith('"..."}')
     stages = [s["name"] for s in ds.manifest["stages"]]
     assert stages == ["generate", "verify", "decontaminate", "dedup", "score"]
     assert all(len(t) == 7 for t in rows["loss_trajectory"].to_list()) and rows["difficulty"].is_not_null().all()

@@ -27,15 +27,12 @@ def load_backend(config: BackendConfig) -> Backend:
 
 
 def _make(config: BackendConfig) -> Backend:
-    if config.kind == "llamacpp" and config.parallel > 1:
-        from pipeline.llm.llamacpp_batched import BatchedLlamaCppBackend
-
-        return BatchedLlamaCppBackend(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads,
-                                      parallel=config.parallel)
     if config.kind == "llamacpp":
-        from pipeline.llm.llamacpp import LlamaCppBackend
+        from pipeline.llm.llamacpp_engine import LlamaCppEngine
 
-        return LlamaCppBackend(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+        return LlamaCppEngine(config.model, n_ctx=config.n_ctx, n_threads=config.n_threads, parallel=config.parallel,
+                              engines=config.engines, weights=config.weights,
+                              structured_output=config.structured_output)
     if config.kind == "openai":
         from pipeline.llm.openai_backend import OpenAIBackend
 

@@ -7,11 +7,13 @@ contacts a model hub. The chat template comes from the GGUF's own metadata.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from pipeline.errors import UserError
 from pipeline.fingerprint import file_sha256
@@ -43,16 +45,36 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
-class LlamaCppBackend:
-    """One llama.cpp model instance; requests run one after another."""
+def _require_llama_cpp() -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise UserError(
+            "the llamacpp backend needs llama-cpp-python (pip install -e '.[embedded]', or `make install`)"
+        )
+
+
+@functools.cache
+def lowlevel() -> ModuleType:
+    """llama-cpp-python's low-level API, quiet, with llama.cpp's backend initialised once."""
+    _require_llama_cpp()
+    import llama_cpp
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)  # llama.cpp logs every tensor it loads otherwise
+    llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+class LlamaCppStream:
+    """One llama.cpp stream through llama-cpp-python's ``Llama``; requests run one after another.
+
+    The plain way to run a GGUF model, and the baseline the engine
+    (:mod:`pipeline.llm.llamacpp_engine`) is measured against.
+    """
 
     def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 2048, n_threads: int | None = None):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise UserError(
-                "the llamacpp backend needs llama-cpp-python (pip install -e '.[embedded]', or `make install`)"
-            ) from None
+        _require_llama_cpp()
+        from llama_cpp import Llama
+
         self.path = resolve_model_path(model)
         self._model_id = f"llamacpp/{self.path.stem}@{file_sha256(self.path)[:12]}"
         self._llm = Llama(
