@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -10,6 +11,7 @@ from pipeline.errors import UserError
 from pipeline.llm import CachedBackend, ChatRequest, Message, ResponseCache, SamplingParams
 from pipeline.llm.openai_backend import AdaptiveLimit, OpenAIBackend
 from pipeline.recipe import OpenAIBackendConfig
+from pipeline.structured import object_schema
 from tests.servers import FaultProxy, llama_server
 
 pytestmark = pytest.mark.slow
@@ -83,6 +85,31 @@ def test_each_sample_is_sent_with_its_own_seed() -> None:
     assert [b["seed"] for b in bodies] == [sample_seed(req.seed, i) for i in range(3)]
     assert bodies[0]["extra_body"] == {"repeat_penalty": 1.1} and bodies[0]["max_tokens"] == 16
     assert "response_format" not in bodies[0]
+
+
+def test_a_json_schema_is_sent_in_the_configured_dialect() -> None:
+    schema = object_schema(animal={"type": "string"})
+    req = ChatRequest((Message("user", "Name an animal."),), PARAMS, json_schema=schema)
+    body = lambda dialect: OpenAIBackend(config("http://127.0.0.1:9/v1", structured_output=dialect))._body(req, 0)  # noqa: E731
+    assert body("json_schema")["response_format"] == {"type": "json_schema",
+                                                      "json_schema": {"name": "record", "schema": schema}}
+    assert body("json_object")["response_format"] == {"type": "json_object", "schema": schema}
+    assert "response_format" not in body("none")
+    plain = ChatRequest((Message("user", "Name an animal."),), PARAMS)  # no schema: nothing to enforce
+    assert "response_format" not in OpenAIBackend(config("http://x/v1", structured_output="json_schema"))._body(plain, 0)
+
+
+def test_structured_output_through_the_real_server(server_url: str) -> None:
+    schema = object_schema(animal={"type": "string"}, legs={"type": "integer"})
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=48, repeat_penalty=1.05)
+    reqs = [ChatRequest((Message("user", f"Describe animal number {i} as JSON."),), params, seed=i, json_schema=schema)
+            for i in range(4)]
+    out = OpenAIBackend(config(server_url, timeout_s=60.0, structured_output="json_object")).generate(reqs)
+    finished = [c for cs in out for c in cs if c.finish_reason == "stop"]
+    assert len(finished) >= 3
+    for c in finished:  # the server turned the schema into a grammar: every finished answer is the object
+        obj = json.loads(c.text)
+        assert set(obj) == {"animal", "legs"} and isinstance(obj["legs"], int)
 
 
 def test_client_errors_fail_at_once_with_one_line(server_url: str) -> None:

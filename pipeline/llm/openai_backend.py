@@ -130,9 +130,11 @@ class OpenAIBackend:
         extra: dict[str, Any] = {}
         if cfg.repeat_penalty_param:
             extra[cfg.repeat_penalty_param] = p.repeat_penalty
-        if cfg.structured_output and request.json_schema is not None:
+        if cfg.structured_output == "json_schema" and request.json_schema is not None:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "record", "schema": request.json_schema}}
+        elif cfg.structured_output == "json_object" and request.json_schema is not None:
+            body["response_format"] = {"type": "json_object", "schema": request.json_schema}
         if extra:
             body["extra_body"] = extra
         return body

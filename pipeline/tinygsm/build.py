@@ -21,12 +21,12 @@ from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import digest
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
-from pipeline.recipe import TinyGSMRecipe
+from pipeline.recipe import TinyGSMRecipe, wants_structured_output
 from pipeline.sandbox import Sandbox
 from pipeline.stages import BuildDir, StageResult
 from pipeline.text import words
 from pipeline.tinygsm.generate import generate_problems
-from pipeline.tinygsm.prompts import QUESTION_TEMPLATE_ID, SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem
+from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem, question_template_id
 from pipeline.tinygsm.seeds import format_example, load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
@@ -58,7 +58,7 @@ def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
     return digest({"stage": "generate", "v": VERSIONS["generate"], "seed": recipe.seed, "generate": p["generate"],
                    "seeds": p["seeds"], "sampling": p["sampling"], "solution_sampling": p["solution_sampling"],
                    "filter": p["filter"], "backend": p["backend"],
-                   "templates": [QUESTION_TEMPLATE_ID, SOLUTION_TEMPLATE_ID]})
+                   "templates": _templates(recipe)})
 
 
 def batch_ranges(recipe: TinyGSMRecipe) -> list[tuple[int, int]]:
@@ -73,7 +73,7 @@ def generate_batch(recipe: TinyGSMRecipe, batch: int) -> dict[str, Any]:
         specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
         return generate_problems(specs, backend, sampling_params(recipe.sampling),
                                  sampling_params(recipe.solution_sampling), recipe.generate.samples,
-                                 format_example(), recipe.filter)
+                                 format_example(), recipe.filter, wants_structured_output(recipe.backend))
 
     return common_generate_batch(recipe, batch, generate_fingerprint(recipe), produce)
 
@@ -138,10 +138,16 @@ def _format_example(r: dict[str, Any]) -> str:
             f"\n\n```python\n{r['code'].rstrip()}\n```")
 
 
+def _templates(recipe: TinyGSMRecipe) -> list[str]:
+    """The prompt templates this recipe's build uses."""
+    return [question_template_id(wants_structured_output(recipe.backend)), SOLUTION_TEMPLATE_ID]
+
+
 def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
     return common_publish(
         recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
-        to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
+        to_record=lambda r: published_record(r, recipe.build_id),
+        templates={t: TEMPLATES[t] for t in _templates(recipe)}, field_docs=FIELD_DOCS,
         format_example=_format_example, length=lambda r: r["num_words"], text_field="question",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
     )

@@ -13,6 +13,8 @@ import ast
 import re
 import textwrap
 
+from pipeline.structured import json_field
+
 FUNCTION = "simple_math_problem"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
 _LABEL = re.compile(r"^\s*(?:\*\*|#+\s*)?(?:new\s+)?(?:math\s+)?(?:word\s+)?(?:problem|question)\s*\d*\s*(?:\*\*)?\s*[:.-]\s*",
@@ -20,7 +22,9 @@ _LABEL = re.compile(r"^\s*(?:\*\*|#+\s*)?(?:new\s+)?(?:math\s+)?(?:word\s+)?(?:p
 
 
 def extract_question(text: str) -> str:
-    """The problem statement: labels dropped, cut after its first question."""
+    """The problem statement: from ``{"question": ...}`` if present; labels dropped, cut after its first question."""
+    if (value := json_field(text, "question")) is not None:
+        text = value
     text = text.strip().strip('"').strip()
     text = _LABEL.sub("", text, count=1)
     if (q := text.find("?")) != -1:

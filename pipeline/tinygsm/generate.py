@@ -11,11 +11,12 @@ from pipeline.records import make_id, rejection
 from pipeline.tinygsm.extract import extract_function, extract_question
 from pipeline.tinygsm.filters import check_question
 from pipeline.tinygsm.prompts import (
-    QUESTION_TEMPLATE_ID,
+    QUESTION_SCHEMA,
     SOLUTION_TEMPLATE_ID,
     ProblemSpec,
     question_messages,
     question_prompt,
+    question_template_id,
     solution_prompt,
 )
 from pipeline.tinygsm.seeds import Seed
@@ -28,17 +29,23 @@ def _chat(prompt: str) -> tuple[Message, ...]:
 def generate_problems(
     specs: Sequence[ProblemSpec], backend: Backend, question_params: SamplingParams,
     solution_params: SamplingParams, samples: int, example: Seed, checks: QuestionFilterConfig,
+    structured: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Returns (records with k candidate solutions each, rejected problems)."""
-    prompts = [question_prompt(s.seed) for s in specs]
-    outputs = backend.generate([ChatRequest(question_messages(s.seed), question_params, seed=s.question_seed)
-                                for s in specs])
+    """Returns (records with k candidate solutions each, rejected problems).
+
+    ``structured``: the backend constrains output to a JSON schema, so the
+    problem is asked for as ``{"question": ...}``; the parser reads either form.
+    """
+    prompts = [question_prompt(s.seed, structured) for s in specs]
+    schema = QUESTION_SCHEMA if structured else None
+    outputs = backend.generate([ChatRequest(question_messages(s.seed, structured), question_params,
+                                            seed=s.question_seed, json_schema=schema) for s in specs])
     records, rejected = [], []
     for spec, prompt, (completion,) in zip(specs, prompts, outputs, strict=True):
         question = extract_question(completion.text)
         record = {
             "id": make_id(question or completion.text), "index": spec.index, "question": question,
-            "seed_id": spec.seed.id, "prompt": prompt, "prompt_template_id": QUESTION_TEMPLATE_ID,
+            "seed_id": spec.seed.id, "prompt": prompt, "prompt_template_id": question_template_id(structured),
             "solution_template_id": SOLUTION_TEMPLATE_ID, "generator_model": backend.model_id,
             "sampling": {**question_params.to_dict(), "seed": spec.question_seed, "sample_index": 0},
             "solution_sampling": {**solution_params.to_dict(), "seed": spec.solution_seed, "samples": samples},

@@ -11,11 +11,13 @@ The wording is tinyforge's own; a template id carries a hash of its text.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
 from pipeline.fingerprint import digest
 from pipeline.llm.types import Message, derive_seed
+from pipeline.structured import object_schema
 from pipeline.tinygsm.seeds import Seed
 
 QUESTION_TEMPLATE = (
@@ -41,14 +43,33 @@ SOLUTION_TEMPLATE = (
     "Now write a Python function named simple_math_problem that solves this new problem the same way."
     "\n\nProblem: {question}"
 )
+# With structured output the rewrite is a JSON object, and the examples show one.
+QUESTION_JSON_SUFFIX = ' Answer with JSON: {{"question": "..."}}'  # a format string, like the template
+QUESTION_SCHEMA = object_schema(question={"type": "string"})
+
 QUESTION_TEMPLATE_ID = "tinygsm.question@" + digest([QUESTION_TEMPLATE, QUESTION_EXAMPLES])[:8]
+QUESTION_JSON_TEMPLATE_ID = "tinygsm.question-json@" + digest(
+    [QUESTION_TEMPLATE, QUESTION_EXAMPLES, QUESTION_JSON_SUFFIX, QUESTION_SCHEMA])[:8]
 SOLUTION_TEMPLATE_ID = "tinygsm.solution@" + digest(SOLUTION_TEMPLATE)[:8]
+
+
+def _question_turns(structured: bool) -> list[tuple[str, str]]:
+    suffix = QUESTION_JSON_SUFFIX if structured else ""
+    return [(QUESTION_TEMPLATE + suffix, json.dumps({"question": a}) if structured else a)
+            for _, a in QUESTION_EXAMPLES]
+
+
+def question_template_id(structured: bool) -> str:
+    return QUESTION_JSON_TEMPLATE_ID if structured else QUESTION_TEMPLATE_ID
+
+
 TEMPLATES = {
-    QUESTION_TEMPLATE_ID: "\n\n".join(
-        [f"[user] {QUESTION_TEMPLATE.format(question=q)}\n[assistant] {a}" for q, a in QUESTION_EXAMPLES]
-        + [f"[user] {QUESTION_TEMPLATE}"]),
-    SOLUTION_TEMPLATE_ID: SOLUTION_TEMPLATE,
-}
+    template_id: "\n\n".join(
+        [f"[user] {t.format(question=q)}\n[assistant] {a}"
+         for (q, _), (t, a) in zip(QUESTION_EXAMPLES, _question_turns(structured), strict=True)]
+        + [f"[user] {QUESTION_TEMPLATE + (QUESTION_JSON_SUFFIX if structured else '')}"])
+    for structured, template_id in ((False, QUESTION_TEMPLATE_ID), (True, QUESTION_JSON_TEMPLATE_ID))
+} | {SOLUTION_TEMPLATE_ID: SOLUTION_TEMPLATE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +86,16 @@ def plan_problem(index: int, recipe_seed: int, seeds: list[Seed]) -> ProblemSpec
                        derive_seed(recipe_seed, "solution", index))
 
 
-def question_prompt(seed: Seed) -> str:
-    return QUESTION_TEMPLATE.format(question=seed.question)
+def question_prompt(seed: Seed, structured: bool = False) -> str:
+    return (QUESTION_TEMPLATE + (QUESTION_JSON_SUFFIX if structured else "")).format(question=seed.question)
 
 
-def question_messages(seed: Seed) -> tuple[Message, ...]:
+def question_messages(seed: Seed, structured: bool = False) -> tuple[Message, ...]:
     """The few-shot chat: two example rewrites, then the seed to rewrite."""
     turns: list[Message] = []
-    for q, a in QUESTION_EXAMPLES:
-        turns += [Message("user", QUESTION_TEMPLATE.format(question=q)), Message("assistant", a)]
-    return (*turns, Message("user", question_prompt(seed)))
+    for (q, _), (template, answer) in zip(QUESTION_EXAMPLES, _question_turns(structured), strict=True):
+        turns += [Message("user", template.format(question=q)), Message("assistant", answer)]
+    return (*turns, Message("user", question_prompt(seed, structured)))
 
 
 def solution_prompt(question: str, example: Seed) -> str:
