@@ -330,7 +330,7 @@ class LlamaCppEngine:
         self.path = resolve_model_path(model)
         # The id names the weights as shipped: a float16 re-encoding is the same model.
         self._model_id = f"llamacpp/{self.path.stem}@{file_sha256(self.path)[:12]}"
-        self.threads = cores = n_threads or os.cpu_count() or 1
+        self.threads = cores = n_threads or len(os.sched_getaffinity(0))  # the cores this process may use
         self.engines = engines or cores  # one single-threaded context per core by default
         self.parallel, self.n_ctx_seq, self.structured_output = parallel, n_ctx, structured_output
         self.weights_path = engine_weights(self.path, weights)
