@@ -25,9 +25,10 @@ def small_recipe(tmp_path: Path) -> Path:
     """
     text = (REPO / "flows" / "recipes" / "tinygsm-demo.toml").read_text()
     text = text.replace('output_root = "../../build"', f'output_root = "{tmp_path / "out"}"')
-    text = text.replace("count = 48", "count = 8").replace("batch_size = 24", "batch_size = 4")
+    text = text.replace("count = 96", "count = 8").replace("batch_size = 24", "batch_size = 4")
     text = text.replace("min_agreement = 0.5", f"min_agreement = {MIN_AGREEMENT}")
     text = text.replace("[decontaminate]\n", f'[decontaminate]\neval_sets = [{{path = "{FIXTURE}"}}]\n')
+    assert "count = 8\n" in text and "batch_size = 4" in text, "the demo recipe changed: update this test"
     path = tmp_path / "gsm.toml"
     path.write_text(text)
     return path
