@@ -6,4 +6,5 @@ Each corpus kind has one flow; ``FLOWS`` maps a recipe's ``kind`` to it.
 FLOWS = {
     "tinystories": "flows.tinystories:tinystories_flow",
     "tinygsm": "flows.tinygsm:tinygsm_flow",
+    "evol_instruct": "flows.evolve:evolve_flow",
 }

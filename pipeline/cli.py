@@ -96,14 +96,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     rows = sum(ds.manifest["splits"][s]["rows"] for s in ds.splits)
     print(f"{ds.path}: ok ({shards} shards, {rows} rows, checksums match)")
     if args.execute:
-        if ds.manifest.get("kind") != "tinygsm":
-            raise UserError(f"--execute re-runs solution code; {ds.path} is a {ds.manifest.get('kind')!r} dataset")
+        kind = ds.manifest.get("kind")
+        if kind not in ("tinygsm", "evol_instruct"):
+            raise UserError(f"--execute re-runs solution code; {ds.path} is a {kind!r} dataset")
         import polars as pl
 
         from pipeline.sandbox import Sandbox
         from pipeline.tinygsm.verify import reexecute
 
         records = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.splits]).to_dicts()
+        if kind == "evol_instruct":  # a math pool's response is the verified solution
+            records = [r | {"code": r["response"]} for r in records if r["answer"] is not None]
+            if not records:
+                raise UserError(f"--execute: {ds.path} has no math records (its seeds were not math problems)")
         with Sandbox(workers=os.cpu_count() or 2) as sandbox:
             problems = reexecute(records, sandbox)
         for p in problems:
@@ -132,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="verify a published dataset against its manifest")
     v.add_argument("dataset", help="a build's dataset/ folder (or its manifest.json)")
     v.add_argument("--execute", action="store_true",
-                   help="tinygsm: re-run every record's code in the sandbox and compare with its answer")
+                   help="tinygsm, evolved math: re-run every record's code in the sandbox and compare with its answer")
     v.set_defaults(func=cmd_verify)
     return p
 

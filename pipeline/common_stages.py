@@ -8,7 +8,7 @@ example) and these functions do the rest over the build directory.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
@@ -25,6 +25,7 @@ from pipeline.schema import load_schema
 from pipeline.shards import load_manifest
 from pipeline.stages import BuildDir, StageResult, concat
 
+MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 USAGE_KEYS = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")
 
 
@@ -220,8 +221,12 @@ def publish_stage(
     length: Callable[[dict[str, Any]], int],
     default_description: str,
     text_field: str,
+    extra_sections: Sequence[tuple[str, Callable[[list[dict[str, Any]]], str]]] = (),
 ) -> tuple[Published, bool]:
-    """Publish the last stage's records. Returns (dataset, whether an identical one was reused)."""
+    """Publish the last stage's records. Returns (dataset, whether an identical one was reused).
+
+    ``extra_sections``: (title, render(published records) -> markdown) for the kind's own report sections.
+    """
     build = BuildDir(recipe.build_dir)
     schema = load_schema(schema_id)
     out = build.root / "dataset"
@@ -246,7 +251,7 @@ def publish_stage(
         "recipe": payload,
         "recipe_hash": recipe.content_hash(),
         "seed": recipe.seed,
-        "models": sorted({r["generator_model"] for r in records}),
+        "models": sorted({r[k] for r in records for k in MODEL_FIELDS if r.get(k)}),
         "prompt_templates": templates,
         "usage": usage,
         "dropped_already_published": {"total": sum(already.values()), "by_build": already},
@@ -255,12 +260,14 @@ def publish_stage(
     }
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
     lengths = [length(r) for r in records]
+    sections = [(title, render(records)) for title, render in extra_sections]
     published = publish_dataset(
         records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
         card=lambda m: render_card(m, title=recipe.name, description=recipe.description or default_description,
                                    fields=field_docs),
         report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples,
-                                       difficulty=difficulty_section(records, difficulty, format_example)),
+                                       difficulty=difficulty_section(records, difficulty, format_example),
+                                       sections=sections),
         subsets={"s2l": "s2l_selected"} if difficulty and difficulty.get("enabled") else {},
     )
     if recipe.dedup.enabled and recipe.dedup.cross_build:

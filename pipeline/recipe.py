@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import digest, files_digest
-from pipeline.paths import SEEDS_FILE, VOCAB_DIR
+from pipeline.paths import INSTRUCTIONS_FILE, SEEDS_FILE, VOCAB_DIR
 
 STORY_FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
 Feature = Literal["Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict"]
@@ -379,8 +379,98 @@ class TinyGSMRecipe(_RecipeBase):
                 raise RecipeError(f"{source}: decontaminate.eval_sets.{i}.path: no such file {e.path}")
 
 
-RECIPE_KINDS: dict[str, type[_RecipeBase]] = {"tinystories": TinyStoriesRecipe, "tinygsm": TinyGSMRecipe}
-Recipe = TinyStoriesRecipe | TinyGSMRecipe
+# --- evol-instruct ------------------------------------------------------------
+
+EvolOperation = Literal["add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth"]
+EVOL_OPERATIONS: tuple[EvolOperation, ...] = (
+    "add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
+
+
+class EvolSeedsConfig(_Strict):
+    """Where the instructions to evolve come from."""
+
+    path: Path = Field(INSTRUCTIONS_FILE, description="a JSONL file, or an earlier build's dataset/ folder")
+    field: str | None = Field(None, description="the text field (default: instruction, question or prompt)")
+    math: bool | None = Field(
+        None, description="math problems: every evolution must stay solvable (default: a tinygsm dataset, "
+        "or seeds that all carry an answer)")
+    limit: int | None = Field(None, gt=0, description="use only the first N seeds")
+
+
+class EvolveConfig(_Strict):
+    rounds: int = Field(4, ge=1, le=20, description="each round evolves the survivors of the one before")
+    operations: tuple[EvolOperation, ...] = Field(
+        EVOL_OPERATIONS, min_length=1, description="the operation mix; list one twice to use it twice as often")
+    assignment: Literal["round_robin", "random"] = Field(
+        "round_robin", description="round_robin: an instruction's operation shifts every round; random: drawn "
+        "from the mix")
+    batch_size: int = Field(32, gt=0, le=100_000, description="instructions per Prefect task")
+    retry_failed: bool = Field(True, description="a failed evolution's parent goes back into the next round's pool")
+    judge: bool = Field(False, description="also ask the evolver whether child and parent are Equal (paper's judge)")
+    min_words: int = Field(4, ge=1)
+    max_words: int = Field(200, ge=1)
+    max_growth: float = Field(3.0, gt=1.0, le=100.0, description="in-depth: child words / parent words at most")
+    max_similarity: float = Field(
+        0.9, gt=0.0, le=1.0, description="word-set Jaccard with the parent at or above which nothing was gained")
+    max_template_overlap: float = Field(
+        0.3, ge=0.0, le=1.0, description="share of new 4-grams taken from the evolving prompt above which "
+        "the model copied the prompt")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> EvolveConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
+        return self
+
+
+class EvolResponseConfig(_Strict):
+    min_words: int = Field(3, ge=1, description="a shorter response is degenerate")
+    allow_truncated: bool = Field(False, description="keep responses cut off at max_tokens")
+
+
+class EvolMathConfig(_Strict):
+    """The solvability gate for math pools: k sampled solutions must run and agree."""
+
+    samples: int = Field(4, ge=1, le=64)
+    solution_sampling: SamplingConfig = SamplingConfig(temperature=0.5, max_tokens=320, repeat_penalty=1.05)
+    filter: QuestionFilterConfig = QuestionFilterConfig()
+    verify: VerifyConfig = VerifyConfig()
+
+
+class EvolInstructRecipe(_RecipeBase):
+    kind: Literal["evol_instruct"] = "evol_instruct"
+    seeds: EvolSeedsConfig = EvolSeedsConfig()
+    evolve: EvolveConfig = EvolveConfig()
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_tokens=200, repeat_penalty=1.1)
+    response_backend: BackendConfig | None = Field(None, description="default: the evolver's backend")
+    response_sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_tokens=300, repeat_penalty=1.15)
+    response: EvolResponseConfig = EvolResponseConfig()
+    math: EvolMathConfig = EvolMathConfig()
+
+    _default_response_kind = field_validator("response_backend", mode="before")(_RecipeBase._default_kind.__func__)
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        payload = super().fingerprint_payload()
+        p = self.seeds.path
+        payload["seeds"]["path"] = files_digest([p / "manifest.json"] if p.is_dir() else [p])
+        return payload
+
+    def resolve_paths(self, resolve: Any) -> dict[str, Any]:
+        return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)})}
+
+    def check_files(self, source: str) -> None:
+        p = self.seeds.path
+        if not (p.is_file() or (p / "manifest.json").is_file()):
+            raise RecipeError(f"{source}: seeds.path: no such seed file or published dataset {p}")
+
+    @property
+    def responder(self) -> LlamaCppBackendConfig | OpenAIBackendConfig | VLLMBackendConfig:
+        return self.response_backend or self.backend
+
+
+RECIPE_KINDS: dict[str, type[_RecipeBase]] = {
+    "tinystories": TinyStoriesRecipe, "tinygsm": TinyGSMRecipe, "evol_instruct": EvolInstructRecipe}
+Recipe = TinyStoriesRecipe | TinyGSMRecipe | EvolInstructRecipe
 
 
 def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name: str | None = None) -> Recipe:

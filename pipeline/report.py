@@ -73,6 +73,7 @@ def render_report(
     examples: Sequence[str],
     length_unit: str = "words",
     difficulty: str | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> str:
     splits = manifest["splits"]
     usage = manifest.get("usage", {})
@@ -118,6 +119,8 @@ def render_report(
         "```",
         "",
     ]
+    for title, body in sections:
+        out += [f"## {title}", "", body, ""]
     if difficulty:
         out += ["## Difficulty", "", difficulty, ""]
     out += [

@@ -95,6 +95,24 @@ class ResponseCache:
             self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)", rows)
             self._db.commit()
 
+    def export_rows(self, keys: Sequence[str]) -> list[dict[str, object]]:
+        """The stored rows for these keys, as plain dicts (e.g. to ship real completions as test fixtures)."""
+        cols = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
+                "request_json", "created_at")
+        with self._lock:
+            rows = [self._db.execute(f"SELECT {', '.join(cols)} FROM completions WHERE key = ?", (k,)).fetchone()
+                    for k in keys]
+        return [dict(zip(cols, r, strict=True)) for r in rows if r is not None]
+
+    def import_rows(self, rows: Sequence[dict[str, object]]) -> None:
+        """Store rows made by :meth:`export_rows`, keys as they are."""
+        cols = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
+                "request_json", "created_at")
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)",
+                                 [tuple(r[c] for c in cols) for r in rows])
+            self._db.commit()
+
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]

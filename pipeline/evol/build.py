@@ -1,0 +1,246 @@
+"""The stages of an Evol-Instruct build as plain functions over the build directory.
+
+seeds -> round-1 -> ... -> round-R -> evolved -> dedup -> score -> publish.
+
+The seeds stage fixes the pool. Each round is one stage made of batches (one
+Prefect task each): a batch evolves its share of the pool, eliminates failed
+evolutions, answers (or, for math, solves) the survivors, and writes the
+survivors, the rejections, and its share of the next round's pool. The
+``evolved`` stage gathers the survivors of every round; dedup, difficulty
+scores and publishing are shared with the other corpus kinds.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from typing import Any
+
+import polars as pl
+
+from pipeline.common_stages import USAGE_KEYS, batch_ranges, reasons, skipped_batch
+from pipeline.common_stages import dedup_stage as common_dedup
+from pipeline.common_stages import publish_stage as common_publish
+from pipeline.common_stages import score_stage as common_score
+from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
+from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
+from pipeline.evol.operations import JUDGE_TEMPLATE, JUDGE_TEMPLATE_ID, RESPONSE_TEMPLATE_ID, operation
+from pipeline.evol.report import evolution_section
+from pipeline.evol.seeds import load_seed_pool
+from pipeline.fingerprint import digest
+from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
+from pipeline.publish import Published
+from pipeline.records import rejected_frame
+from pipeline.recipe import EvolInstructRecipe
+from pipeline.stages import BuildDir, StageResult, concat
+
+SCHEMA_ID = "evol_instruct.v1"
+VERSIONS = {"seeds": 1, "round": 1, "evolved": 1, "dedup": 1, "score": 1, "publish": 1}
+
+POOL_SCHEMA = {"id": pl.String, "instruction": pl.String, "root_id": pl.String, "round": pl.Int64,
+               "answer": pl.Float64}
+
+FIELD_DOCS = {
+    "id": "content hash of the normalised instruction (16 hex digits)",
+    "instruction": "the evolved instruction",
+    "response": "the response to it; for math pools, the verified Python solution function",
+    "answer / answer_agreement": "math pools: the majority answer of k sampled solutions and their agreement",
+    "verification": "`passed` (math: solved in the sandbox) or `not_applicable`",
+    "parent_id / root_id / round": "lineage: the instruction this one evolved from, the seed at its root, "
+                                   "and the round that made it (1 = evolved from a seed)",
+    "operation / operation_kind": "the Evol-Instruct operation (add_constraints, deepen, concretize, "
+                                  "increase_reasoning, complicate_input, breadth) and depth/breadth",
+    "evolver_model / responder_model": "the models that evolved the instruction and wrote the response",
+    "prompt / prompt_template_id / response_template_id": "the evolving prompt and the templates' ids",
+    "sampling / response_sampling": "sampling parameters, seeds included",
+    "dedup_cluster": "id of the record kept for this record's duplicate cluster",
+    "num_words / response_words / num_tokens": "instruction and response length in words; generator tokens spent",
+}
+
+
+def build_dir(recipe: EvolInstructRecipe) -> BuildDir:
+    return BuildDir(recipe.build_dir)
+
+
+def _settings(recipe: EvolInstructRecipe) -> EvolveSettings:
+    e = recipe.evolve
+    return EvolveSettings(
+        seed=recipe.seed, operations=e.operations, assignment=e.assignment, min_words=e.min_words,
+        max_words=e.max_words, max_growth=e.max_growth, max_similarity=e.max_similarity,
+        max_template_overlap=e.max_template_overlap, judge=e.judge, retry_failed=e.retry_failed,
+        evolve_params=sampling_params(recipe.sampling), response_params=sampling_params(recipe.response_sampling),
+        response_min_words=recipe.response.min_words, allow_truncated=recipe.response.allow_truncated)
+
+
+# --- seeds --------------------------------------------------------------------
+
+
+def seeds_stage(recipe: EvolInstructRecipe) -> StageResult:
+    """Read the seed pool once; every round starts from what this stage stored."""
+    build, p = build_dir(recipe), recipe.fingerprint_payload()
+    fp = digest({"stage": "seeds", "v": VERSIONS["seeds"], "seeds": p["seeds"]})
+    if (done := build.done("seeds", fp)) is not None:
+        return done
+    t0 = time.perf_counter()
+    cfg = recipe.seeds
+    pool = load_seed_pool(cfg.path, cfg.field, cfg.math, cfg.limit)
+    items = pl.DataFrame([{"id": s.id, "instruction": s.instruction, "root_id": s.id, "round": 0, "answer": s.answer}
+                          for s in pool.seeds], schema=POOL_SCHEMA)
+    return build.commit("seeds", fp, {"records": items, "rejected": rejected_frame([]), "pool": items},
+                        {"in": items.height, "math": pool.math, "source": pool.source}, time.perf_counter() - t0)
+
+
+def is_math(seeds: StageResult) -> bool:
+    return bool(seeds.stats["math"])
+
+
+# --- rounds -------------------------------------------------------------------
+
+
+def _templates(recipe: EvolInstructRecipe, math: bool) -> dict[str, str]:
+    from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES
+
+    used = {op.template_id: op.template for op in (operation(n, math) for n in dict.fromkeys(recipe.evolve.operations))}
+    if recipe.evolve.judge:
+        used[JUDGE_TEMPLATE_ID] = JUDGE_TEMPLATE
+    if math:
+        used[SOLUTION_TEMPLATE_ID] = TEMPLATES[SOLUTION_TEMPLATE_ID]
+    else:
+        used[RESPONSE_TEMPLATE_ID] = "{instruction}"
+    return used
+
+
+def round_fingerprint(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> str:
+    p = recipe.fingerprint_payload()
+    return digest({"stage": "round", "v": VERSIONS["round"], "round": round_, "in": upstream.fingerprint,
+                   "seed": recipe.seed, "evolve": {k: v for k, v in p["evolve"].items() if k != "rounds"},
+                   "sampling": p["sampling"], "response": p["response"], "response_sampling": p["response_sampling"],
+                   "math": p["math"] if math else None, "backend": p["backend"],
+                   "response_backend": p["response_backend"], "templates": sorted(_templates(recipe, math))})
+
+
+def read_pool(recipe: EvolInstructRecipe, upstream: StageResult) -> list[dict[str, Any]]:
+    return build_dir(recipe).read(upstream.name, "pool").to_dicts()
+
+
+def round_batches(recipe: EvolInstructRecipe, upstream: StageResult) -> list[tuple[int, int]]:
+    return batch_ranges(upstream.rows["pool"], recipe.evolve.batch_size)
+
+
+def round_batch(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, batch: int,
+                ) -> dict[str, Any]:
+    """Evolve one batch of the round's pool; a finished batch is skipped. Returns this run's usage."""
+    fp = round_fingerprint(recipe, round_, upstream, math)
+    parts = build_dir(recipe).parts(f"round-{round_}", fp)
+    start, stop = round_batches(recipe, upstream)[batch]
+    if parts.has(batch):
+        return skipped_batch(batch, stop - start)
+    t0 = time.perf_counter()
+    pool = read_pool(recipe, upstream)[start:stop]
+    with ExitStack() as stack:
+        cache = ResponseCache(cache_path(recipe.output_root))
+        stack.callback(cache.close)
+        evolver = CachedBackend(load_backend(recipe.backend), cache)
+        responder = evolver if recipe.response_backend is None else CachedBackend(load_backend(recipe.responder), cache)
+        gate = _math_gate(recipe, stack) if math else None
+        survivors, rejected, retry = evolve_batch(pool, round_, _settings(recipe), evolver, responder, gate)
+    usage = evolver.stats.as_dict()
+    if responder is not evolver:
+        usage = {k: usage.get(k, 0) + responder.stats.as_dict().get(k, 0) for k in USAGE_KEYS}
+    next_pool = [{"id": r["id"], "instruction": r["instruction"], "root_id": r["root_id"], "round": r["round"],
+                  "answer": r.get("answer")} for r in survivors] + retry
+    stats = {"batch": batch, "items": stop - start, "skipped": False, **usage, "seconds": time.perf_counter() - t0}
+    parts.write(batch, {"records": pl.DataFrame(survivors, infer_schema_length=None),
+                        "rejected": rejected_frame(rejected),
+                        "pool": pl.DataFrame(next_pool, schema=POOL_SCHEMA)}, stats)
+    return stats
+
+
+def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
+    from pipeline.sandbox import Sandbox
+    from pipeline.tinygsm.seeds import format_example
+
+    m = recipe.math
+    sandbox = stack.enter_context(Sandbox(workers=m.verify.workers, timeout_s=m.verify.timeout_s,
+                                          memory_mb=m.verify.memory_mb))
+    return MathGate(sampling_params(m.solution_sampling), m.samples, m.verify.min_agreement, m.filter,
+                    format_example(), sandbox)
+
+
+def finish_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> StageResult:
+    """The round's stage from its finished batches: survivors, rejections, and the next pool."""
+    build, name = build_dir(recipe), f"round-{round_}"
+    fp = round_fingerprint(recipe, round_, upstream, math)
+    if (done := build.done(name, fp)) is not None:
+        return done
+    n = len(round_batches(recipe, upstream))
+    parts = build.parts(name, fp)
+    if missing := [b for b in range(n) if not parts.has(b)]:
+        raise RuntimeError(f"{name}: batches {missing} are not finished")
+    stats = [parts.stats(b) for b in range(n)]
+    tables = {t: parts.read(range(n), t) for t in ("records", "rejected", "pool")}
+    tables["rejected"] = tables["rejected"] if tables["rejected"].width else rejected_frame([])
+    tables["pool"] = tables["pool"] if tables["pool"].width else pl.DataFrame(schema=POOL_SCHEMA)
+    result = build.commit(name, fp, tables, {
+        "in": upstream.rows["pool"], "round": round_,
+        "usage": {k: sum(s.get(k, 0) for s in stats) for k in USAGE_KEYS},
+        "rejected_by_reason": reasons(tables["rejected"])}, sum(s["seconds"] for s in stats))
+    build.clear_parts(name)
+    return result
+
+
+# --- after the rounds -----------------------------------------------------------
+
+
+def evolved_stage(recipe: EvolInstructRecipe, rounds: list[StageResult]) -> StageResult:
+    """Every round's survivors in one table, in round order."""
+    build = build_dir(recipe)
+    fp = digest({"stage": "evolved", "v": VERSIONS["evolved"], "in": [r.fingerprint for r in rounds]})
+    if (done := build.done("evolved", fp)) is not None:
+        return done
+    records = concat([build.read(r.name) for r in rounds])
+    return build.commit("evolved", fp, {"records": records, "rejected": rejected_frame([])},
+                        {"in": records.height}, 0.0)
+
+
+def dedup_stage(recipe: EvolInstructRecipe, upstream: StageResult) -> StageResult:
+    return common_dedup(recipe, upstream, text_field="instruction", version=VERSIONS["dedup"])
+
+
+def score_stage(recipe: EvolInstructRecipe, upstream: StageResult) -> StageResult:
+    """Proxy-model difficulty over (instruction, response): IFD says how much the instruction helps."""
+    return common_score(recipe, upstream, pair=lambda r: (r["instruction"], r["response"]),
+                        version=VERSIONS["score"])
+
+
+def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
+    keys = ("id", "instruction", "response", "answer", "answer_agreement", "verification", "parent_id", "root_id",
+            "round", "operation", "operation_kind", "evolver_model", "responder_model", "prompt",
+            "prompt_template_id", "response_template_id", "sampling", "response_sampling", "dedup_cluster",
+            "num_words", "response_words", "num_tokens")
+    return {"build_id": build_id, **{k: r.get(k) for k in keys}, **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
+
+
+def _format_example(r: dict[str, Any]) -> str:
+    lang = "python" if r.get("answer") is not None else "text"
+    return (f"`{r['id']}` · round {r['round']} · {r['operation']} · from `{r['parent_id']}` (root `{r['root_id']}`)"
+            f"\n\n> {r['instruction']}\n\n```{lang}\n{r['response'].rstrip()}\n```")
+
+
+def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult], math: bool) -> tuple[Published, bool]:
+    build = build_dir(recipe)
+    rounds = [s for s in stages if s.name.startswith("round-")]
+    seeds = build.read("seeds")
+
+    def section(records: list[dict[str, Any]]) -> str:
+        return evolution_section(seeds, [(s.stats["round"], build.read(s.name), build.read(s.name, "rejected"))
+                                         for s in rounds], records)
+
+    return common_publish(
+        recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
+        to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
+        field_docs=FIELD_DOCS, format_example=_format_example, length=lambda r: r["num_words"],
+        text_field="instruction", extra_sections=[("Evolution", section)],
+        default_description="Instructions evolved with Evol-Instruct operations by a small model, with responses "
+                            "and full lineage.",
+    )
