@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from pipeline.errors import UserError
 from pipeline.text import normalize
 
 REJECTED_SCHEMA = {
@@ -39,3 +41,18 @@ def rejection(record: dict[str, Any], stage: str, reason: str, detail: str = "",
 
 def rejected_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(list(rows), schema=REJECTED_SCHEMA)
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a bad line is a UserError naming it."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: not a JSON object")
+            yield lineno, row

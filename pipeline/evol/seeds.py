@@ -8,7 +8,6 @@ split except derived subsets (``s2l``) is read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.errors import UserError
-from pipeline.records import make_id
+from pipeline.records import iter_jsonl, make_id
 from pipeline.tinygsm.seeds import parse_answer
 
 # The field that holds the instruction in each kind of source, when the recipe does not name one.
@@ -48,19 +47,7 @@ def _rows_from_dataset(path: Path) -> tuple[list[dict[str, Any]], str]:
 
 
 def _rows_from_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: not a JSON object")
-            rows.append(row | {"_line": lineno})
-    return rows
+    return [row | {"_line": lineno} for lineno, row in iter_jsonl(path)]
 
 
 def load_seed_pool(path: Path, field: str | None = None, math: bool | None = None,

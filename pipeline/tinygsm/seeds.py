@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
 from pipeline.paths import SEEDS_FILE
 from pipeline.recipe import SeedsConfig
+from pipeline.records import iter_jsonl
 
 _GSM8K_ANSWER = re.compile(r"####\s*([-+]?[\d,]*\.?\d+)")
 
@@ -38,23 +38,16 @@ def parse_answer(raw: object) -> float | None:
 
 def load_seeds(cfg: SeedsConfig) -> list[Seed]:
     seeds = []
-    with open(cfg.path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{cfg.path}:{lineno}: not a JSON line ({exc.msg})") from None
-            question = row.get(cfg.question_field)
-            if not isinstance(question, str) or not question.strip():
-                raise UserError(f"{cfg.path}:{lineno}: no text in field {cfg.question_field!r} (seeds.question_field)")
-            solution = row.get(cfg.solution_field) if cfg.solution_field else None
-            answer = parse_answer(row.get(cfg.answer_field)) if cfg.answer_field else None
-            seeds.append(Seed(str(row.get("id", f"line-{lineno}")), question.strip(), answer,
-                              solution if isinstance(solution, str) and solution.strip() else None))
-            if cfg.limit and len(seeds) >= cfg.limit:
-                break
+    for lineno, row in iter_jsonl(cfg.path):
+        question = row.get(cfg.question_field)
+        if not isinstance(question, str) or not question.strip():
+            raise UserError(f"{cfg.path}:{lineno}: no text in field {cfg.question_field!r} (seeds.question_field)")
+        solution = row.get(cfg.solution_field) if cfg.solution_field else None
+        answer = parse_answer(row.get(cfg.answer_field)) if cfg.answer_field else None
+        seeds.append(Seed(str(row.get("id", f"line-{lineno}")), question.strip(), answer,
+                          solution if isinstance(solution, str) and solution.strip() else None))
+        if cfg.limit and len(seeds) >= cfg.limit:
+            break
     if not seeds:
         raise UserError(f"{cfg.path}: no seed problems")
     return seeds
