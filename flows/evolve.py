@@ -13,9 +13,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import Progress, publish_build_artifacts
-from flows.common import build_summary, log_stages, save_recipe
+from flows.common import USAGE, build_summary, log_stages, open_build, run_batches
+from flows.runners import task_runner
 from pipeline.evol import build as evo
-from pipeline.recipe import EvolInstructRecipe, load_recipe
+from pipeline.recipe import EvolInstructRecipe
 from pipeline.stages import StageResult
 
 _task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -36,37 +37,36 @@ def round_batch(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, 
 
 def run_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool,
               usage: dict[str, int]) -> StageResult:
-    log = get_run_logger()
-    batches = evo.round_batches(recipe, upstream)
     fp = evo.round_fingerprint(recipe, round_, upstream, math)
     if evo.build_dir(recipe).done(f"round-{round_}", fp) is None:
         progress = Progress(recipe.name, f"round-{round_}", upstream.rows["pool"])
-        for b in range(len(batches)):
-            s = round_batch(recipe, round_, upstream, math, b)
-            for k in usage:
-                usage[k] += s.get(k, 0)
-            pct = progress.advance(s["items"])
-            log.info("round %d/%d: batch %d/%d %s, %d model calls, %d cache hits (%.0f%% of the round)",
-                     round_, recipe.evolve.rounds, b + 1, len(batches), "reused" if s["skipped"] else "done",
-                     s["model_calls"], s["cache_hits"], pct)
+        spent = run_batches(lambda b: round_batch.submit(recipe, round_, upstream, math, b),
+                            len(evo.round_batches(recipe, upstream)), progress,
+                            f"round {round_}/{recipe.evolve.rounds}")
+        for k in usage:
+            usage[k] += spent[k]
     result = finish_round(recipe, round_, upstream, math)
-    log.info("round %d: %d of %d evolutions survived; next pool %d", round_, result.rows["records"],
-             upstream.rows["pool"], result.rows["pool"])
+    get_run_logger().info("round %d: %d of %d evolutions survived; next pool %d", round_, result.rows["records"],
+                          upstream.rows["pool"], result.rows["pool"])
     return result
 
 
-@flow(name="evol-instruct", log_prints=True)
-def evolve_flow(recipe_path: str, output_root: str | None = None, name: str | None = None) -> dict[str, Any]:
-    """Evolve a pool of instructions over several rounds; returns where the dataset is and what it cost."""
-    recipe = load_recipe(recipe_path, output_root=output_root, name=name)
-    if not isinstance(recipe, EvolInstructRecipe):
-        raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not evol_instruct")
-    get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
-    save_recipe(recipe)
+@flow(name="evol-instruct", task_runner=task_runner(), log_prints=True)
+def evolve_flow(recipe_path: str, output_root: str | None = None, name: str | None = None,
+                seed: int | None = None, dated: bool = False, wait_for_lock: float = 0.0) -> dict[str, Any]:
+    """Evolve a pool of instructions over several rounds; returns where the dataset is and what it cost.
 
+    Parameters besides the recipe override it for this run (see ``flows.common.open_build``).
+    """
+    with open_build(EvolInstructRecipe, recipe_path, output_root=output_root, name=name, seed=seed, dated=dated,
+                    wait_for_lock=wait_for_lock) as recipe:
+        return _build(recipe)
+
+
+def _build(recipe: EvolInstructRecipe) -> dict[str, Any]:
     seeds = seeds_stage(recipe)
     math = evo.is_math(seeds)
-    usage = {"model_calls": 0, "cache_hits": 0, "completion_tokens": 0}
+    usage = dict.fromkeys(USAGE, 0)
     rounds, upstream = [], seeds
     for r in range(1, recipe.evolve.rounds + 1):
         if upstream.rows["pool"] == 0:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_build_artifacts
-from flows.common import build_summary, generate_in_batches, log_stages, save_recipe
-from pipeline.recipe import TinyGSMRecipe, load_recipe
+from flows.common import build_summary, generate_in_batches, log_stages, open_build
+from flows.runners import task_runner
+from pipeline.recipe import TinyGSMRecipe
 from pipeline.tinygsm import build as gsm
 
 _task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -32,15 +33,19 @@ score_stage = _task(gsm.score_stage, name="score")
 publish_stage = _task(gsm.publish_stage, name="publish")
 
 
-@flow(name="tinygsm", log_prints=True)
-def tinygsm_flow(recipe_path: str, output_root: str | None = None, name: str | None = None) -> dict[str, Any]:
-    """Build a TinyGSM corpus from a recipe file; returns where the dataset is and what it cost."""
-    recipe = load_recipe(recipe_path, output_root=output_root, name=name)
-    if not isinstance(recipe, TinyGSMRecipe):
-        raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinygsm")
-    get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
-    save_recipe(recipe)
+@flow(name="tinygsm", task_runner=task_runner(), log_prints=True)
+def tinygsm_flow(recipe_path: str, output_root: str | None = None, name: str | None = None,
+                 seed: int | None = None, dated: bool = False, wait_for_lock: float = 0.0) -> dict[str, Any]:
+    """Build a TinyGSM corpus from a recipe file; returns where the dataset is and what it cost.
 
+    Parameters besides the recipe override it for this run (see ``flows.common.open_build``).
+    """
+    with open_build(TinyGSMRecipe, recipe_path, output_root=output_root, name=name, seed=seed, dated=dated,
+                    wait_for_lock=wait_for_lock) as recipe:
+        return _build(recipe)
+
+
+def _build(recipe: TinyGSMRecipe) -> dict[str, Any]:
     run_usage = generate_in_batches(recipe, gsm, generate_batch)
     generated = finish_generate(recipe)
     verified = verify_stage(recipe, generated)

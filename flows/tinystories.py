@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_build_artifacts
-from flows.common import build_summary, generate_in_batches, log_stages, save_recipe
-from pipeline.recipe import TinyStoriesRecipe, load_recipe
+from flows.common import build_summary, generate_in_batches, log_stages, open_build
+from flows.runners import task_runner
+from pipeline.recipe import TinyStoriesRecipe
 from pipeline.tinystories import build as stories
 
 # tinyforge's own fingerprints and response cache decide what to skip, so
@@ -34,15 +35,19 @@ score_stage = _task(stories.score_stage, name="score")
 publish_stage = _task(stories.publish_stage, name="publish")
 
 
-@flow(name="tinystories", log_prints=True)
-def tinystories_flow(recipe_path: str, output_root: str | None = None, name: str | None = None) -> dict[str, Any]:
-    """Build a TinyStories corpus from a recipe file; returns where the dataset is and what it cost."""
-    recipe = load_recipe(recipe_path, output_root=output_root, name=name)
-    if not isinstance(recipe, TinyStoriesRecipe):
-        raise ValueError(f"{recipe_path} is a {recipe.kind!r} recipe, not tinystories")
-    get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
-    save_recipe(recipe)
+@flow(name="tinystories", task_runner=task_runner(), log_prints=True)
+def tinystories_flow(recipe_path: str, output_root: str | None = None, name: str | None = None,
+                     seed: int | None = None, dated: bool = False, wait_for_lock: float = 0.0) -> dict[str, Any]:
+    """Build a TinyStories corpus from a recipe file; returns where the dataset is and what it cost.
 
+    Parameters besides the recipe override it for this run (see ``flows.common.open_build``).
+    """
+    with open_build(TinyStoriesRecipe, recipe_path, output_root=output_root, name=name, seed=seed, dated=dated,
+                    wait_for_lock=wait_for_lock) as recipe:
+        return _build(recipe)
+
+
+def _build(recipe: TinyStoriesRecipe) -> dict[str, Any]:
     run_usage = generate_in_batches(recipe, stories, generate_batch)
     generated = finish_generate(recipe)
     filtered = filter_stage(recipe, generated)

@@ -1,9 +1,12 @@
 """The ``tinyforge`` command.
 
-    tinyforge build RECIPE [--output-root DIR]   run a build as a Prefect flow
-    tinyforge score BUILD_DIR                    add difficulty scores to a build, re-publish
-    tinyforge check RECIPE                       validate a recipe, print its build id
-    tinyforge verify DATASET_DIR                 check a published dataset's checksums
+    tinyforge build RECIPE [--runner R] [--wait S]  run a build as a Prefect flow
+    tinyforge score BUILD_DIR                       add difficulty scores to a build, re-publish
+    tinyforge check RECIPE                          validate a recipe, print its build id
+    tinyforge verify DATASET_DIR                    check a published dataset's checksums
+    tinyforge serve [RECIPE|DIR ...]                every recipe as a Prefect deployment (UI, schedules)
+    tinyforge builds [--output-root DIR]            the builds under an output root, with counts and status
+    tinyforge inspect BUILD                         a build's report (or how far it got) in the terminal
 
 A user's mistake (bad recipe, missing file) prints one line and exits 2;
 a build that ran but produced nothing exits 1.
@@ -20,6 +23,8 @@ from pathlib import Path
 
 from pipeline.errors import BuildFailed, IntegrityError, UserError
 
+RUNNERS_HELP = "local (default), dask, dask:N (a local Dask cluster of N processes) or tcp://HOST:PORT"
+
 # Defaults that make Prefect work on a machine with no network and 2 slow cores;
 # a user's own settings (environment or profile) still win.
 PREFECT_DEFAULTS = {
@@ -34,7 +39,7 @@ def _prefect_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def _flow_for(kind: str):
+def flow_for(kind: str):
     from flows import FLOWS
 
     module, name = FLOWS[kind].split(":")
@@ -45,11 +50,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pipeline.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, output_root=args.output_root, name=args.name)  # fail fast, before Prefect
-    print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
     _prefect_env()
-    flow = _flow_for(recipe.kind)
+    from flows.runners import start_local_api, task_runner
+    from pipeline.lock import wait_until_free
+
+    if (args.runner or "local") != "local":
+        start_local_api()
+    runner = task_runner(args.runner)
+    # Checked here too so that a busy build is one line, not a failed flow run's traceback;
+    # the flow takes the lock itself (runs started from the UI come through it alone).
+    wait_until_free(recipe.build_dir, args.wait)
+    print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
+    flow = flow_for(recipe.kind).with_options(task_runner=runner)
     result = flow(recipe_path=str(Path(args.recipe).resolve()),
-                  output_root=str(Path(args.output_root).resolve()) if args.output_root else None, name=args.name)
+                  output_root=str(Path(args.output_root).resolve()) if args.output_root else None, name=args.name,
+                  wait_for_lock=5.0)  # the lock was free a moment ago
     usage = result["run_usage"]
     splits = ", ".join(f"{k}: {v} rows" for k, v in result["splits"].items())
     print(
@@ -119,6 +134,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.runners import ENV, task_runner
+
+    task_runner(args.runner)  # a bad --runner fails here, not in every run
+    os.environ[ENV] = args.runner or os.environ.get(ENV, "local")  # served runs are child processes
+    _prefect_env()
+    from flows.serve import serve_recipes
+
+    serve_recipes(args.recipes, output_root=str(Path(args.output_root).resolve()) if args.output_root else None,
+                  limit=args.limit)
+    return 0
+
+
+def cmd_builds(args: argparse.Namespace) -> int:
+    from pipeline.history import format_table, list_builds
+
+    builds = list_builds(args.output_root)
+    if not builds:
+        print(f"{args.output_root}: no builds yet")
+        return 0
+    print(format_table([b.as_row() for b in builds]))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.history import inspect_text, resolve_build
+
+    print(inspect_text(resolve_build(args.build, args.output_root)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinyforge", description="Build and curate synthetic training corpora.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,10 +173,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--output-root", help="write builds here instead of the recipe's output_root")
     b.add_argument("--name", help="build under this name instead of the recipe's (e.g. one per night); "
                                   "other names' published records are not published again")
+    b.add_argument("--runner", default=None, help=f"where batches run: {RUNNERS_HELP}")
+    b.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="if another run holds the build directory, wait this long for it (default: fail at once)")
     b.set_defaults(func=cmd_build)
     s = sub.add_parser("score", help="add proxy-model difficulty scores to an existing build, then re-publish")
     s.add_argument("build_dir", help="a build's folder, e.g. build/tinystories-demo")
-    s.set_defaults(func=cmd_score, output_root=None)
+    s.set_defaults(func=cmd_score, output_root=None, runner=None, wait=0.0)
     c = sub.add_parser("check", help="validate a recipe without running it")
     c.add_argument("recipe")
     c.set_defaults(func=cmd_check)
@@ -139,6 +188,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--execute", action="store_true",
                    help="tinygsm, evolved math: re-run every record's code in the sandbox and compare with its answer")
     v.set_defaults(func=cmd_verify)
+    sv = sub.add_parser("serve", help="serve every recipe as a Prefect deployment (start builds from the UI, "
+                                      "run [schedule] recipes on their cron)")
+    sv.add_argument("recipes", nargs="*", help="recipe files or folders of them (default: flows/recipes)")
+    sv.add_argument("--output-root", help="write every served build here instead of its recipe's output_root")
+    sv.add_argument("--runner", default=None, help=f"where the batches of served runs run: {RUNNERS_HELP}")
+    sv.add_argument("--limit", type=int, default=None, help="at most this many runs at once")
+    sv.set_defaults(func=cmd_serve)
+    ls = sub.add_parser("builds", help="list the builds under an output root with counts and status")
+    ls.add_argument("--output-root", default="build", help="where the builds are (default: build)")
+    ls.set_defaults(func=cmd_builds)
+    i = sub.add_parser("inspect", help="print a build's report, or how far an unfinished build got")
+    i.add_argument("build", help="a build's name (under --output-root), folder or dataset folder")
+    i.add_argument("--output-root", default="build", help="where named builds are (default: build)")
+    i.set_defaults(func=cmd_inspect)
     return p
 
 

@@ -217,6 +217,46 @@ class DifficultyConfig(_Strict):
         return self
 
 
+class ScheduleConfig(_Strict):
+    """When `tinyforge serve` runs the recipe on its own (see docs/operations.md)."""
+
+    cron: str = Field(..., description='e.g. "0 3 * * *" for 03:00 every night')
+    timezone: str = Field("UTC", description="IANA name, e.g. Europe/Berlin")
+    dated: bool = Field(True, description="each scheduled run builds <name>-<YYYY-MM-DD> with a seed of its own, "
+                        "so nights add new records instead of rebuilding the same ones")
+    wait_for_lock: float = Field(3600.0, ge=0.0, description="seconds a run waits for another run of the same "
+                                 "build directory before it fails")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from prefect.schedules import validate_cron_string
+
+        return validate_cron_string(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class CostConfig(_Strict):
+    """Prices for the usage table of the report; the embedded model costs nothing but time."""
+
+    prompt_per_million: float = Field(0.0, ge=0.0, description="price of a million prompt tokens")
+    completion_per_million: float = Field(0.0, ge=0.0, description="price of a million completion tokens")
+    currency: str = "USD"
+
+    def of(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt_per_million + completion_tokens * self.completion_per_million) / 1e6
+
+
 # --- recipes ------------------------------------------------------------------
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -232,6 +272,9 @@ class _RecipeBase(_Strict):
     dedup: DedupConfig = DedupConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
     publish: PublishConfig = PublishConfig()
+    # Operations, not data: neither is part of the build id.
+    schedule: ScheduleConfig | None = None
+    cost: CostConfig = CostConfig()
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -258,7 +301,7 @@ class _RecipeBase(_Strict):
         return digest(self.fingerprint_payload())
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"output_root"})
+        return self.model_dump(mode="json", exclude={"output_root", "schedule", "cost"})
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         """Updates that make this kind's relative paths absolute (``resolve(path) -> path``)."""
@@ -473,7 +516,8 @@ RECIPE_KINDS: dict[str, type[_RecipeBase]] = {
 Recipe = TinyStoriesRecipe | TinyGSMRecipe | EvolInstructRecipe
 
 
-def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name: str | None = None) -> Recipe:
+def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name: str | None = None,
+                seed: int | None = None) -> Recipe:
     """Read, validate and resolve a recipe file. Raises RecipeError with one line."""
     path = Path(path)
     if not path.is_file():
@@ -490,6 +534,8 @@ def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
     if name is not None:
         raw = {**raw, "name": name}
+    if seed is not None:
+        raw = {**raw, "seed": seed}
     recipe = parse_recipe(raw, source=str(path), base_dir=path.resolve().parent)
     if output_root is not None:
         recipe = recipe.model_copy(update={"output_root": Path(output_root).resolve()})

@@ -59,7 +59,18 @@ BAD = {
                                'structured_output = "yaml"\n', "backend.structured_output:"),
     "bad agreement": ('name = "m"\nkind = "tinygsm"\n[generate]\ncount = 2\n[verify]\nmin_agreement = 1.5\n',
                       "verify.min_agreement: must be less than or equal to 1"),
+    "bad cron": (GOOD + '[schedule]\ncron = "every night"\n', 'schedule.cron: Invalid cron string: "every night"'),
+    "bad time zone": (GOOD + '[schedule]\ncron = "0 3 * * *"\ntimezone = "Mars/Olympus"\n',
+                      "schedule.timezone: unknown time zone 'Mars/Olympus'"),
 }
+
+
+def test_schedule_and_cost_are_not_part_of_the_build_id(tmp_path: Path) -> None:
+    plain = load_recipe(write_recipe(tmp_path / "a.toml", GOOD))
+    served = load_recipe(write_recipe(tmp_path / "b.toml", GOOD + '[schedule]\ncron = "0 3 * * *"\n'
+                                      '[cost]\ncompletion_per_million = 0.6\n'))
+    assert served.schedule is not None and served.schedule.dated and served.cost.of(0, 2_000_000) == 1.2
+    assert served.build_id == plain.build_id
 
 
 def test_structured_output_true_means_the_standard_dialect(tmp_path: Path) -> None:

@@ -1,0 +1,142 @@
+"""Operations on real parts: a served deployment, the Dask runner, two runs of one build."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.lock import is_locked
+from pipeline.shards import verify_dataset
+from tests.conftest import write_recipe
+
+pytestmark = pytest.mark.slow
+TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
+
+SMALL = """
+    name = "{name}"
+    kind = "tinystories"
+    seed = 7
+    output_root = "{out}"
+    [generate]
+    count = {count}
+    batch_size = 2
+    max_features = 1
+    [sampling]
+    max_tokens = 120
+    [filter]
+    min_words = 5
+    min_required_words = 0
+    max_oov_fraction = 1.0
+    max_repeated_ngram_fraction = 1.0
+    [difficulty]
+    epochs = 1
+    ifd = false
+    [publish]
+    validation_fraction = 0.25
+"""
+
+
+def small_recipe(path: Path, name: str, out: Path, count: int = 6, extra: str = "") -> Path:
+    return write_recipe(path, SMALL.format(name=name, out=out, count=count) + extra)
+
+
+def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str, tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    from flows.runners import task_runner
+    from flows.tinystories import tinystories_flow
+
+    recipe = small_recipe(tmp_path / "r.toml", "same", tmp_path / "unused", count=8)
+    local = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "local"))
+    # An existing cluster, as a team would point tinyforge at theirs: two worker processes.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        flow = tinystories_flow.with_options(task_runner=task_runner(cluster.scheduler_address))
+        dask = flow(recipe_path=str(recipe), output_root=str(tmp_path / "dask"))  # its own response cache
+        # the batches ran in the workers: each loaded the engine and generated
+        loaded = client.run(lambda: "pipeline.llm.llamacpp_engine" in sys.modules)
+    assert len(loaded) == 2 and all(loaded.values())
+    assert local["run_usage"]["model_calls"] == dask["run_usage"]["model_calls"] >= 8
+    assert dask["run_usage"]["cache_hits"] == 0  # generated afresh, not read back from the local run
+
+    def generated(root: str) -> pl.DataFrame:
+        return pl.read_parquet(Path(root) / "same" / "stages" / "generate" / "records.parquet").sort("id")
+
+    assert generated(str(tmp_path / "local")).equals(generated(str(tmp_path / "dask")))
+    a, b = verify_dataset(local["dataset"]).manifest, verify_dataset(dask["dataset"]).manifest
+    assert a["build_id"] == b["build_id"]
+    shas = {k: [s["sha256"] for s in v["shards"]] for k, v in a["splits"].items()}
+    assert shas == {k: [s["sha256"] for s in v["shards"]] for k, v in b["splits"].items()}  # byte-identical
+
+
+def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_server: str, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    out = tmp_path / "out"
+    manual = small_recipe(tmp_path / "manual.toml", "served", out, count=4)
+    nightly = small_recipe(tmp_path / "nightly.toml", "nightly", out, count=4,
+                           extra='\n[schedule]\ncron = "0 3 * * *"\ntimezone = "Europe/Berlin"\n')
+    log = (tmp_path / "serve.log").open("w")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    proc = subprocess.Popen([TINYFORGE, "serve", str(manual), str(nightly)], env=env, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                try:
+                    served = client.read_deployment_by_name("tinystories/served")
+                    scheduled = client.read_deployment_by_name("tinystories/nightly")
+                    break
+                except Exception:  # not registered yet
+                    assert time.monotonic() < deadline, "serve registered no deployment in 3 minutes"
+                    time.sleep(1)
+        assert served.parameters["recipe_path"] == str(manual.resolve()) and not served.schedules
+        (schedule,) = scheduled.schedules
+        assert schedule.schedule.cron == "0 3 * * *" and schedule.schedule.timezone == "Europe/Berlin"
+        assert schedule.parameters == {"dated": True}
+
+        run = run_deployment("tinystories/served", timeout=600, poll_interval=2, as_subflow=False)
+        assert run.state.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
+        ds = verify_dataset(out / "served" / "dataset")
+        assert ds.manifest["build_id"].startswith("served-") and ds.manifest["stages"][0]["stats"]["in"] == 4
+
+        # a maintainer's parameters from the UI: the same recipe under another name, dated
+        run = run_deployment("tinystories/served", parameters={"name": "served-copy", "dated": True},
+                             timeout=600, poll_interval=2, as_subflow=False)
+        assert run.state.is_completed()
+        (dated,) = [p for p in out.iterdir() if p.name.startswith("served-copy-")]
+        assert verify_dataset(dated / "dataset").manifest["seed"] != ds.manifest["seed"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+
+
+def test_a_second_run_of_the_same_build_fails_clearly(prefect_server: str, tmp_path: Path) -> None:
+    recipe = small_recipe(tmp_path / "r.toml", "busy", tmp_path / "out", count=8)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    first = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not is_locked(tmp_path / "out" / "busy"):
+            assert first.poll() is None and time.monotonic() < deadline, "the first build never took the lock"
+            time.sleep(0.2)
+        second = subprocess.run([TINYFORGE, "build", str(recipe)], env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"tinyforge: error: {tmp_path / 'out' / 'busy'} is being built by pid {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
