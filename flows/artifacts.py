@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +17,7 @@ from prefect.artifacts import (
 )
 
 from pipeline.publish import Published
-from pipeline.report import rejection_table, stage_table
+from pipeline.report import rejection_table, stage_table, usage_table
 
 
 def artifact_key(*parts: str) -> str:
@@ -39,10 +41,25 @@ class Progress:
         return pct
 
 
+def inline_images(markdown: str, root: Path) -> str:
+    """Images the report links by relative path, inlined as data URIs.
+
+    The Prefect UI runs in a browser that cannot read the build's folder; the
+    report on disk keeps plain links so it stays small and readable.
+    """
+    def inline(m: re.Match[str]) -> str:
+        path = root / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", inline, markdown)
+
+
 def publish_build_artifacts(name: str, published: Published) -> None:
-    """The build report as markdown, plus stage counts and rejection reasons as tables."""
+    """The build report as markdown (plots inline), plus stage counts, rejections and usage as tables."""
     manifest = published.manifest
-    report = (published.path / "report.md").read_text(encoding="utf-8")
+    report = inline_images((published.path / "report.md").read_text(encoding="utf-8"), published.path)
     links = "\n".join(f"- `{p}`" for p in published.shards)
     create_markdown_artifact(
         f"{report}\n\n## Files\n\n- dataset: `{published.path}`\n- manifest: `{published.path / 'manifest.json'}`\n"
@@ -55,3 +72,5 @@ def publish_build_artifacts(name: str, published: Published) -> None:
     rejected = pl.read_parquet(published.path / manifest["rejected"]["path"])
     rows: list[dict[str, Any]] = rejection_table(rejected) or [{"stage": "-", "reason": "none", "count": 0}]
     create_table_artifact(rows, key=artifact_key(name, "rejections"), description="Rejected records by reason")
+    create_table_artifact(usage_table(manifest), key=artifact_key(name, "usage"),
+                          description="Model calls, tokens and cost per stage")

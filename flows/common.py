@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.artifacts import Progress
 from pipeline.errors import RecipeError
+from pipeline.llm import ResponseCache, cache_path
 from pipeline.lock import BuildLock
 from pipeline.publish import Published
 from pipeline.recipe import load_recipe
+from pipeline.remote import pull_cache, push_cache, upload_dataset
 from pipeline.stages import StageResult, write_json_atomic
 
 R = TypeVar("R")
@@ -49,7 +53,50 @@ def open_build(recipe_type: type[R], recipe_path: str, *, output_root: str | Non
     with BuildLock(recipe.build_dir, wait=wait_for_lock, run=flow_run.get_id()):
         get_run_logger().info("build %s -> %s", recipe.build_id, recipe.build_dir)
         save_recipe(recipe)
-        yield recipe
+        storage, started = recipe.storage, time.time()
+        if storage.cache_url:
+            pull_cache_task(recipe)
+        try:
+            yield recipe
+        finally:
+            if storage.cache_url:  # also after a failure: what was generated is shared, not lost
+                push_cache_task(recipe, started)
+        if storage.publish_to:
+            upload_task(recipe)
+
+
+def _cache(recipe: Any) -> ResponseCache:
+    return ResponseCache(cache_path(recipe.output_root))
+
+
+@task(name="pull-cache", cache_policy=NO_CACHE, persist_result=False)
+def pull_cache_task(recipe: Any) -> int:
+    cache = _cache(recipe)
+    try:
+        n = pull_cache(cache, recipe.storage.cache_url, recipe.storage.options)
+    finally:
+        cache.close()
+    get_run_logger().info("cache: %d completions imported from %s", n, recipe.storage.cache_url)
+    return n
+
+
+@task(name="push-cache", cache_policy=NO_CACHE, persist_result=False)
+def push_cache_task(recipe: Any, since: float) -> int:
+    cache = _cache(recipe)
+    try:
+        n = push_cache(cache, recipe.storage.cache_url, since, recipe.name, recipe.storage.options)
+    finally:
+        cache.close()
+    get_run_logger().info("cache: %d new completions shared to %s", n, recipe.storage.cache_url)
+    return n
+
+
+@task(name="upload", cache_policy=NO_CACHE, persist_result=False)
+def upload_task(recipe: Any) -> str:
+    url = upload_dataset(recipe.build_dir / "dataset", f"{recipe.storage.publish_to}/{recipe.name}",
+                         recipe.storage.options)
+    get_run_logger().info("publish: dataset copied to %s", url)
+    return url
 
 
 def run_day(recipe: Any) -> date:

@@ -64,6 +64,23 @@ def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | 
     return "\n".join(lines)
 
 
+FIGURE_TITLES = {"length": "Length of the published records (words)",
+                 # The difficulty column is a rank (uniform by construction); the raw signal is more telling.
+                 "learning": "Learning percentage (share of the loss drop in epoch 1; low = hard)"}
+
+
+def build_figures(records: list[dict[str, Any]], lengths: list[int],
+                  difficulty: dict[str, Any] | None) -> dict[str, bytes]:
+    from pipeline.plots import histogram_png
+
+    figures = {"length": histogram_png(lengths, title=FIGURE_TITLES["length"], xlabel="words")}
+    if difficulty and difficulty.get("enabled"):
+        figures["learning"] = histogram_png(
+            [r["learning_percentage"] for r in records if r.get("learning_percentage") is not None],
+            title=FIGURE_TITLES["learning"], xlabel="learning percentage")
+    return figures
+
+
 def reasons(rejected: pl.DataFrame) -> dict[str, int]:
     if rejected.height == 0:
         return {}
@@ -221,10 +238,12 @@ def publish_stage(
     length: Callable[[dict[str, Any]], int],
     default_description: str,
     text_field: str,
+    training_text: Callable[[dict[str, Any]], str],
     extra_sections: Sequence[tuple[str, Callable[[list[dict[str, Any]]], str]]] = (),
 ) -> tuple[Published, bool]:
     """Publish the last stage's records. Returns (dataset, whether an identical one was reused).
 
+    ``training_text(record)`` is what ``input_ids`` tokenizes when the recipe asks for it.
     ``extra_sections``: (title, render(published records) -> markdown) for the kind's own report sections.
     """
     build = BuildDir(recipe.build_dir)
@@ -257,17 +276,28 @@ def publish_stage(
         "dropped_already_published": {"total": sum(already.values()), "by_build": already},
         "difficulty": difficulty,
         "stages": [s.to_json() for s in stages],
+        "cost": recipe.cost.model_dump(mode="json"),
     }
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
     lengths = [length(r) for r in records]
     sections = [(title, render(records)) for title, render in extra_sections]
+    figures = build_figures(records, lengths, difficulty)
+    input_ids, tokenizer = None, None
+    if recipe.publish.tokenizer:
+        from pipeline.tokenize import load_tokenizer
+
+        tok = load_tokenizer(recipe.publish.tokenizer)
+        input_ids = tok.encode([training_text(r) for r in records], append_eos=recipe.publish.append_eos)
+        tokenizer = tok.describe(recipe.publish.append_eos)
     published = publish_dataset(
         records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
         card=lambda m: render_card(m, title=recipe.name, description=recipe.description or default_description,
                                    fields=field_docs),
         report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples,
                                        difficulty=difficulty_section(records, difficulty, format_example),
-                                       sections=sections),
+                                       sections=sections,
+                                       figures=[(t, m["plots"][n]) for n, t in FIGURE_TITLES.items() if n in figures]),
+        figures=figures, input_ids=input_ids, tokenizer=tokenizer,
         subsets={"s2l": "s2l_selected"} if difficulty and difficulty.get("enabled") else {},
     )
     if recipe.dedup.enabled and recipe.dedup.cross_build:

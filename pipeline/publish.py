@@ -36,6 +36,7 @@ from pipeline.schema import RecordSchema
 from pipeline.stages import replace_dir, write_json_atomic
 
 MANIFEST = "manifest.json"
+PLOTS = "plots"
 FORMAT = "tinyforge.dataset"
 FORMAT_VERSION = 1
 
@@ -88,11 +89,17 @@ def publish_dataset(
     report: Callable[[dict[str, Any]], str],
     token_field: str = "num_tokens",
     subsets: dict[str, str] | None = None,
+    figures: dict[str, bytes] | None = None,
+    input_ids: list[list[int]] | None = None,
+    tokenizer: dict[str, Any] | None = None,
 ) -> Published:
     """Write the dataset folder. ``info`` goes into the manifest as it is (build id, recipe, usage...).
 
     ``subsets`` maps a name to a boolean column: the train rows where it is true
     are also published as their own split (e.g. the S2L selection).
+    ``figures`` are PNG files (name -> bytes) stored as ``plots/<name>.png``.
+    ``input_ids`` (one list per record, described by ``tokenizer``) become an
+    extra ``input_ids`` column after the schema's own.
     """
     if not records:
         raise BuildFailed(
@@ -100,6 +107,8 @@ def publish_dataset(
             "see the rejected tables under the build's stages/ folder)"
         )
     table = schema.to_table(records)  # refuses records that break the contract
+    if input_ids is not None:
+        table = table.append_column("input_ids", pa.array(input_ids, type=pa.list_(pa.int32())))
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "data").mkdir(parents=True)
     try:
@@ -128,6 +137,10 @@ def publish_dataset(
             }
 
         rejected.write_parquet(tmp / "rejected.parquet", compression="zstd")
+        if figures:
+            (tmp / PLOTS).mkdir()
+            for fig_name, png in figures.items():
+                (tmp / PLOTS / f"{fig_name}.png").write_bytes(png)
         shutil.copyfile(schema.path, tmp / "schema.json")
         manifest = {
             "format": FORMAT,
@@ -141,6 +154,8 @@ def publish_dataset(
             "rejected": {"path": "rejected.parquet", "rows": rejected.height,
                          "sha256": file_sha256(tmp / "rejected.parquet")},
             "row_group_rows": cfg.row_group_rows,
+            "plots": {n: f"{PLOTS}/{n}.png" for n in figures or {}},
+            "input_ids": tokenizer,
         }
         (tmp / "report.md").write_text(report(manifest), encoding="utf-8")
         (tmp / "README.md").write_text(card(manifest), encoding="utf-8")

@@ -188,6 +188,18 @@ class PublishConfig(_Strict):
     row_group_rows: int = Field(1024, gt=0)
     validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     compression_level: int = Field(3, ge=1, le=22)
+    tokenizer: str | None = Field(None, description="also write an input_ids column, tokenized with this "
+                                  "model's tokenizer: 'smollm2-135m-instruct' (shipped) or a .gguf path")
+    append_eos: bool = Field(True, description="end every input_ids with the tokenizer's EOS token")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer(cls, v: str | None) -> str | None:
+        from pipeline.llm.llamacpp import SHIPPED_MODELS
+
+        if v is not None and v not in SHIPPED_MODELS and not v.endswith(".gguf"):
+            raise ValueError(f"{v!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a .gguf file")
+        return v
 
 
 class DifficultyConfig(_Strict):
@@ -246,6 +258,29 @@ class ScheduleConfig(_Strict):
         return v
 
 
+class StorageConfig(_Strict):
+    """Where builds are shared beyond this machine: any fsspec URL (s3://, gs://, az://, file://, memory://)."""
+
+    publish_to: str | None = Field(None, description="copy every published dataset to <publish_to>/<build name>/ "
+                                   "(manifest last, so a reader never sees half a copy)")
+    cache_url: str | None = Field(None, description="a response cache shared between machines: each run reads "
+                                  "the completions there first and adds the ones it made")
+    options: dict[str, Any] = Field(default_factory=dict, description="fsspec storage options (endpoint, "
+                                    "profile...); keep credentials in the environment, not in the recipe")
+
+    @field_validator("publish_to", "cache_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import fsspec
+
+        protocol = v.split("://", 1)[0] if "://" in v else "file"
+        if protocol not in fsspec.available_protocols():
+            raise ValueError(f"{v!r}: unknown fsspec protocol {protocol!r}")
+        return v.rstrip("/")
+
+
 class CostConfig(_Strict):
     """Prices for the usage table of the report; the embedded model costs nothing but time."""
 
@@ -272,9 +307,10 @@ class _RecipeBase(_Strict):
     dedup: DedupConfig = DedupConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
     publish: PublishConfig = PublishConfig()
-    # Operations, not data: neither is part of the build id.
+    # Operations, not data: none of these is part of the build id.
     schedule: ScheduleConfig | None = None
     cost: CostConfig = CostConfig()
+    storage: StorageConfig = StorageConfig()
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -301,7 +337,7 @@ class _RecipeBase(_Strict):
         return digest(self.fingerprint_payload())
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"output_root", "schedule", "cost"})
+        return self.model_dump(mode="json", exclude={"output_root", "schedule", "cost", "storage"})
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         """Updates that make this kind's relative paths absolute (``resolve(path) -> path``)."""

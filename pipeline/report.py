@@ -56,6 +56,22 @@ def stage_table(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def usage_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Model calls, tokens and cost per stage that called a model, with a total row."""
+    cost = manifest.get("cost") or {}
+    per_m = (cost.get("prompt_per_million", 0.0), cost.get("completion_per_million", 0.0))
+    keys = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")
+
+    def row(stage: str, usage: dict[str, int]) -> dict[str, Any]:
+        price = (usage.get("prompt_tokens", 0) * per_m[0] + usage.get("completion_tokens", 0) * per_m[1]) / 1e6
+        return {"stage": stage, **{k.replace("_", " "): usage.get(k, 0) for k in keys},
+                f"cost ({cost.get('currency', 'USD')})": f"{price:.4f}"}
+
+    rows = [row(s["name"], u) for s in manifest.get("stages", [])
+            if any((u := s["stats"].get("usage") or {}).get(k) for k in keys)]
+    return rows + [row("total", manifest.get("usage", {}))]
+
+
 def md_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(none)"
@@ -74,9 +90,10 @@ def render_report(
     length_unit: str = "words",
     difficulty: str | None = None,
     sections: Sequence[tuple[str, str]] = (),
+    figures: Sequence[tuple[str, str]] = (),
 ) -> str:
+    """``figures``: (title, path relative to the dataset folder) of images to show in the report."""
     splits = manifest["splits"]
-    usage = manifest.get("usage", {})
     generated = next((s["rows"].get("records", 0) + s["rows"].get("rejected", 0)
                       for s in manifest.get("stages", []) if s["name"] == "generate"), 0)
     rej_rows = [{**r, "share": f"{r['count'] / generated:.1%}" if generated else ""} for r in rejection_table(rejected)]
@@ -105,12 +122,11 @@ def render_report(
         "",
         "## Generation",
         "",
-        md_table([{"model calls": usage.get("model_calls", 0), "cache hits": usage.get("cache_hits", 0),
-                    "prompt tokens": usage.get("prompt_tokens", 0),
-                    "completion tokens": usage.get("completion_tokens", 0), "retries": usage.get("retries", 0)}]),
+        md_table(usage_table(manifest)),
         "",
         "What producing the generated records cost, summed over the runs that made them; cache hits are "
-        "completions taken from the response cache instead of the model.",
+        "completions taken from the response cache instead of the model. Prices come from the recipe's "
+        "`[cost]` section (the embedded model costs only time).",
         "",
         f"## Length ({length_unit}, published records)",
         "",
@@ -119,6 +135,8 @@ def render_report(
         "```",
         "",
     ]
+    if figures:
+        out += ["## Plots", ""] + [f"![{title}]({path})\n" for title, path in figures]
     for title, body in sections:
         out += [f"## {title}", "", body, ""]
     if difficulty:

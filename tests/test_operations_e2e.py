@@ -140,3 +140,21 @@ def test_a_second_run_of_the_same_build_fails_clearly(prefect_server: str, tmp_p
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+
+
+def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_server: str, tmp_path: Path) -> None:
+    from flows.tinystories import tinystories_flow
+
+    shared = tmp_path / "bucket"
+    storage = f'\n[storage]\npublish_to = "{(shared / "datasets").as_uri()}"\ncache_url = "{(shared / "cache").as_uri()}"\n'
+    recipe = small_recipe(tmp_path / "r.toml", "shared", tmp_path / "unused", count=4, extra=storage)
+    first = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "machine-a"))
+    assert first["run_usage"]["model_calls"] >= 4
+    # another machine: its own build folder and local cache, the same bucket
+    second = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "machine-b"))
+    assert second["run_usage"]["model_calls"] == 0
+    assert second["run_usage"]["cache_hits"] == first["run_usage"]["model_calls"]
+
+    copy = verify_dataset(shared / "datasets" / "shared")  # checksums of the uploaded copy
+    assert copy.manifest["fingerprint"] == verify_dataset(second["dataset"]).manifest["fingerprint"]
+    assert len(list((shared / "cache").glob("*.parquet"))) == 1  # machine b made nothing new to share

@@ -118,3 +118,28 @@ def test_readers_polars_duckdb_and_datasets(tmp_path: Path) -> None:
     ds = load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     assert ds["train"].num_rows == 45 and ds["validation"].num_rows == 5
     assert set(ds["train"].column_names) == set(SCHEMA.fields)
+
+
+def test_input_ids_column_is_the_shipped_tokenizer_on_each_record(tmp_path: Path) -> None:
+    from pipeline.tokenize import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    records = [story_record(i) for i in range(30)]
+    ids = tok.encode([r["story"] for r in records])
+    out = tmp_path / "dataset"
+    publish_dataset(records, rejected_frame([]), out_dir=out, schema=SCHEMA,
+                    cfg=PublishConfig(shard_max_rows=10, validation_fraction=0.1), seed=1,
+                    info={"build_id": "b", "recipe": {"name": "t"}}, card=lambda m: "", report=lambda m: "",
+                    input_ids=ids, tokenizer=tok.describe(True), figures={"length": b"\x89PNG fake"})
+    ds = verify_dataset(out)
+    assert ds.manifest["input_ids"] == {"name": "smollm2-135m-instruct", "vocab_size": 49152,
+                                        "eos_id": tok.eos_id, "append_eos": True, "bos": False}
+    assert ds.manifest["plots"] == {"length": "plots/length.png"} and (out / "plots" / "length.png").is_file()
+    rows = pl.concat([read_split(out, s) for s in ds.splits])
+    assert rows.schema["input_ids"] == pl.List(pl.Int32) and rows.height == 30
+    by_story = {r["story"]: r["input_ids"] for r in rows.iter_rows(named=True)}  # shuffled, still aligned
+    for r, expected in zip(records, ids, strict=True):
+        assert by_story[r["story"]] == expected and expected[-1] == tok.eos_id
+        assert 30 < len(expected) < 80  # real BPE: ~36 words, not one id per character or per story
+    # the tokenizer round-trips: the ids are the story's
+    assert tok._llama.detokenize(ids[0][:-1]).decode() == records[0]["story"]

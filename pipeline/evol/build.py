@@ -240,7 +240,8 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult], math: b
         recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
         to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
         field_docs=FIELD_DOCS, format_example=_format_example, length=lambda r: r["num_words"],
-        text_field="instruction", extra_sections=[("Evolution", section)],
+        text_field="instruction",
+        training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=[("Evolution", section)],
         default_description="Instructions evolved with Evol-Instruct operations by a small model, with responses "
                             "and full lineage.",
     )

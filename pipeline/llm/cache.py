@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
+_SEGMENTS = """
+CREATE TABLE IF NOT EXISTS remote_segments (url TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (url, name))
+"""
+
+
 def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
     payload = {
         "model": model_id,
@@ -63,6 +68,7 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_SEGMENTS)
         self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
@@ -111,6 +117,22 @@ class ResponseCache:
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)",
                                  [tuple(r[c] for c in cols) for r in rows])
+            self._db.commit()
+
+    def rows_since(self, t: float) -> list[dict[str, object]]:
+        """Rows stored at or after time ``t`` (what a run added, to share with other machines)."""
+        with self._lock:
+            keys = [k for (k,) in self._db.execute("SELECT key FROM completions WHERE created_at >= ?", (t,))]
+        return self.export_rows(keys)
+
+    # Which segments of a shared cache (pipeline.remote) this file already holds.
+    def seen_segments(self, url: str) -> set[str]:
+        with self._lock:
+            return {n for (n,) in self._db.execute("SELECT name FROM remote_segments WHERE url = ?", (url,))}
+
+    def mark_segment(self, url: str, name: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO remote_segments VALUES (?, ?)", (url, name))
             self._db.commit()
 
     def __len__(self) -> int:

@@ -149,5 +149,6 @@ def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Pub
         to_record=lambda r: published_record(r, recipe.build_id),
         templates={t: TEMPLATES[t] for t in _templates(recipe)}, field_docs=FIELD_DOCS,
         format_example=_format_example, length=lambda r: r["num_words"], text_field="question",
+        training_text=lambda r: f"{r['question']}\n\n{r['code']}",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
     )

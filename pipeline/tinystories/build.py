@@ -133,5 +133,6 @@ def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple
         recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
         to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
         format_example=_format_example, length=lambda r: r["num_words"], text_field="story",
+        training_text=lambda r: r["story"],
         default_description="TinyStories-style short stories for small language models.",
     )

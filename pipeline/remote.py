@@ -1,0 +1,95 @@
+"""Datasets and the response cache on any fsspec filesystem.
+
+The build directory itself stays local (stage folders are renamed into place,
+SQLite needs a real file); what leaves the machine are finished things:
+
+* a published dataset, copied to ``<publish_to>/<build name>/`` with its
+  manifest written last, so a reader that finds a manifest finds every shard
+  it lists (``pipeline.loader.ShardDataset`` then verifies the checksums);
+* the response cache, as immutable Parquet segments under ``cache_url``:
+  a run imports the segments it has not seen into its local SQLite before
+  it starts and writes one segment of what it generated when it ends (also
+  when it fails: completions are never lost). Segments are never rewritten,
+  so concurrent builds on many machines need no lock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.llm.cache import ResponseCache
+from pipeline.publish import MANIFEST
+
+def _fs(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def upload_dataset(local: Path, url: str, options: dict[str, Any] | None = None) -> str:
+    """Copy a published dataset folder to ``url``; the manifest goes last. Returns the URL.
+
+    A copy whose manifest already has this dataset's fingerprint is left as it is.
+    """
+    fs, root = _fs(url, options or {})
+    manifest = json.loads((local / MANIFEST).read_text())
+    remote_manifest = f"{root}/{MANIFEST}"
+    if fs.exists(remote_manifest):
+        with fs.open(remote_manifest, "rb") as f:
+            if json.load(f).get("fingerprint") == manifest.get("fingerprint"):
+                return url
+        fs.rm(remote_manifest)  # readers must not pair the old manifest with new shards
+    for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST):
+        target = f"{root}/{path.relative_to(local).as_posix()}"
+        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(str(path), target)
+        if fs.size(target) != path.stat().st_size:
+            raise OSError(f"{target}: upload incomplete ({fs.size(target)} of {path.stat().st_size} bytes)")
+    fs.put_file(str(local / MANIFEST), remote_manifest)
+    return url
+
+
+def pull_cache(cache: ResponseCache, url: str, options: dict[str, Any] | None = None) -> int:
+    """Import the segments under ``url`` this cache has not imported yet; returns the rows imported."""
+    fs, root = _fs(url, options or {})
+    if not fs.exists(root):
+        return 0
+    seen = cache.seen_segments(url)
+    rows = 0
+    for path in sorted(fs.glob(f"{root}/*.parquet")):
+        name = path.rsplit("/", 1)[-1]
+        if name in seen:
+            continue
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        cache.import_rows(table.to_pylist())
+        cache.mark_segment(url, name)
+        rows += table.num_rows
+    return rows
+
+
+def push_cache(cache: ResponseCache, url: str, since: float, label: str,
+               options: dict[str, Any] | None = None) -> int:
+    """Write the completions stored since ``since`` as one new segment; returns its rows (0: no segment)."""
+    rows = cache.rows_since(since)
+    if not rows:
+        return 0
+    fs, root = _fs(url, options or {})
+    fs.makedirs(root, exist_ok=True)
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{label}-{uuid.uuid4().hex[:8]}.parquet"
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf, compression="zstd")
+    # Written under a name no reader globs, then moved: a half-written segment is never imported.
+    tmp = f"{root}/.{name}.tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+    fs.mv(tmp, f"{root}/{name}")
+    cache.mark_segment(url, name)  # our own segment needs no import
+    return len(rows)
