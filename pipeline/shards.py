@@ -71,3 +71,13 @@ def read_split(path: str | Path, split: str = "train") -> pl.DataFrame:
     """A verified split as one polars DataFrame."""
     ds = verify_dataset(path)
     return pl.read_parquet(ds.files(split))
+
+
+def __getattr__(name: str) -> object:
+    # The trainer loader lives in pipeline.loader; importing it here lazily keeps torch
+    # out of `tinyforge verify` and every other reader that does not train.
+    if name in ("ShardDataset", "ShardLoader", "collate"):
+        from pipeline import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

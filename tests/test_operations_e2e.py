@@ -40,6 +40,7 @@ SMALL = """
     ifd = false
     [publish]
     validation_fraction = 0.25
+    tokenizer = "smollm2-135m-instruct"
 """
 
 
@@ -158,3 +159,18 @@ def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_serv
     copy = verify_dataset(shared / "datasets" / "shared")  # checksums of the uploaded copy
     assert copy.manifest["fingerprint"] == verify_dataset(second["dataset"]).manifest["fingerprint"]
     assert len(list((shared / "cache").glob("*.parquet"))) == 1  # machine b made nothing new to share
+
+    # a trainer reads the uploaded copy by URL, two workers, pre-tokenized ids padded into tensors
+    from pipeline.shards import ShardDataset, ShardLoader
+    from pipeline.tokenize import load_tokenizer
+
+    url = (shared / "datasets" / "shared").as_uri()
+    loader = ShardLoader(ShardDataset(url, "train", seed=1), batch_size=2, num_workers=2)
+    stories = {}
+    for batch in loader:
+        for k, story in enumerate(batch["story"]):
+            n = int(batch["attention_mask"][k].sum())
+            stories[story] = batch["input_ids"][k, :n].tolist()
+    assert len(stories) == copy.manifest["splits"]["train"]["rows"] > 0
+    tok = load_tokenizer("smollm2-135m-instruct")
+    assert all(ids == tok.encode([story])[0] for story, ids in stories.items())
