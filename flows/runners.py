@@ -15,15 +15,37 @@ bucket); see docs/operations.md.
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.cli import RUNNERS_HELP
 from pipeline.errors import UserError
 
-
 ENV = "TINYFORGE_RUNNER"
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    kind: Literal["local", "dask"]
+    workers: int = 1  # of a local Dask cluster
+    address: str | None = None  # of an existing Dask scheduler
+
+
+def parse_runner(spec: str | None = None) -> RunnerSpec:
+    """What a ``--runner`` value (default: $TINYFORGE_RUNNER, else local) names; UserError if nothing."""
+    spec = (spec or os.environ.get(ENV) or "local").strip()
+    if spec == "local":
+        return RunnerSpec("local")
+    if "://" in spec:
+        return RunnerSpec("dask", address=spec)
+    if spec == "dask" or spec.startswith("dask:"):
+        workers = spec.partition(":")[2] or str(min(2, os.cpu_count() or 1))
+        if not workers.isdigit() or int(workers) < 1:
+            raise UserError(f"--runner {spec}: the worker count must be a positive integer")
+        return RunnerSpec("dask", workers=int(workers))
+    raise UserError(f"unknown runner {spec!r}: {RUNNERS_HELP}")
 
 
 def task_runner(spec: str | None = None) -> Any:
@@ -32,27 +54,20 @@ def task_runner(spec: str | None = None) -> Any:
     The flows read the variable when they are imported, which is how runs that
     ``tinyforge serve --runner dask`` starts in their own processes get Dask too.
     """
-    spec = (spec or os.environ.get(ENV) or "local").strip()
-    if spec == "local":
+    runner = parse_runner(spec)
+    if runner.kind == "local":
         # One batch at a time: the embedded engine already spreads one batch over every core.
         return ThreadPoolTaskRunner(max_workers=1)
-    if spec == "dask" or spec.startswith("dask:") or "://" in spec:
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError:  # pragma: no cover - prefect-dask is a pinned dependency
-            raise UserError("the Dask runner needs prefect-dask: pip install prefect-dask") from None
-        share_api_url()
-        if "://" in spec:
-            return DaskTaskRunner(address=spec)
-        workers = spec.partition(":")[2] or str(min(2, os.cpu_count() or 1))
-        if not workers.isdigit() or int(workers) < 1:
-            raise UserError(f"--runner {spec}: the worker count must be a positive integer")
-        # Processes, one thread each: a worker's engine uses the cores itself, and the
-        # llama.cpp contexts are not shared between threads.
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": int(workers), "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
-    raise UserError(f"unknown runner {spec!r}: {RUNNERS_HELP}")
+    from prefect_dask import DaskTaskRunner
+
+    share_api_url()
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    # Processes, one thread each: a worker's engine uses the cores itself, and the
+    # llama.cpp contexts are not shared between threads.
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None})
 
 
 def share_api_url() -> None:

@@ -51,11 +51,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, output_root=args.output_root, name=args.name)  # fail fast, before Prefect
     _prefect_env()
-    from flows.runners import start_local_api, task_runner
+    from flows.runners import parse_runner, start_local_api, task_runner
     from pipeline.lock import wait_until_free
 
-    if (args.runner or "local") != "local":
-        start_local_api()
+    if parse_runner(args.runner).kind == "dask":
+        start_local_api()  # before the cluster starts, so that its workers can be told where it is
     runner = task_runner(args.runner)
     # Checked here too so that a busy build is one line, not a failed flow run's traceback;
     # the flow takes the lock itself (runs started from the UI come through it alone).
@@ -135,9 +135,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.runners import ENV, task_runner
+    from flows.runners import ENV, parse_runner
 
-    task_runner(args.runner)  # a bad --runner fails here, not in every run
+    parse_runner(args.runner)  # a bad --runner fails here, not in every run
     os.environ[ENV] = args.runner or os.environ.get(ENV, "local")  # served runs are child processes
     _prefect_env()
     from flows.serve import serve_recipes

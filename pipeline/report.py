@@ -58,14 +58,15 @@ def stage_table(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def usage_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Model calls, tokens and cost per stage that called a model, with a total row."""
-    cost = manifest.get("cost") or {}
-    per_m = (cost.get("prompt_per_million", 0.0), cost.get("completion_per_million", 0.0))
+    from pipeline.recipe import CostConfig
+
+    cost = CostConfig.model_validate(manifest.get("cost") or {})
     keys = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")
 
     def row(stage: str, usage: dict[str, int]) -> dict[str, Any]:
-        price = (usage.get("prompt_tokens", 0) * per_m[0] + usage.get("completion_tokens", 0) * per_m[1]) / 1e6
+        price = cost.of(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         return {"stage": stage, **{k.replace("_", " "): usage.get(k, 0) for k in keys},
-                f"cost ({cost.get('currency', 'USD')})": f"{price:.4f}"}
+                f"cost ({cost.currency})": f"{price:.4f}"}
 
     rows = [row(s["name"], u) for s in manifest.get("stages", [])
             if any((u := s["stats"].get("usage") or {}).get(k) for k in keys)]

@@ -113,3 +113,18 @@ def test_inspect_prints_the_report_by_name_or_folder(tmp_path: Path, capsys: pyt
 def test_format_table_aligns_columns() -> None:
     text = format_table([{"a": "x", "bb": 1}, {"a": "long", "bb": 22}])
     assert text.splitlines() == ["a     bb", "x     1", "long  22"]
+
+
+def test_runner_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.runners import ENV, RunnerSpec, parse_runner
+    from pipeline.errors import UserError
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert parse_runner(None) == RunnerSpec("local")
+    assert parse_runner("dask:3") == RunnerSpec("dask", workers=3)
+    assert parse_runner("tcp://10.0.0.5:8786") == RunnerSpec("dask", address="tcp://10.0.0.5:8786")
+    monkeypatch.setenv(ENV, "dask:1")  # what `tinyforge serve --runner` hands its runs
+    assert parse_runner(None) == RunnerSpec("dask", workers=1)
+    for bad in ("dask:0", "dask:x", "ray"):
+        with pytest.raises(UserError):
+            parse_runner(bad)

@@ -117,3 +117,18 @@ def test_installed_command_rejects_bad_recipes(case: str, tmp_path: Path) -> Non
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert BAD[case][1] in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_usage_table_prices_each_stage_that_called_a_model() -> None:
+    from pipeline.report import usage_table
+
+    used = {"model_calls": 3, "cache_hits": 1, "prompt_tokens": 1_000_000, "completion_tokens": 500_000}
+    manifest = {"cost": {"prompt_per_million": 1.0, "completion_per_million": 2.0, "currency": "EUR"},
+                "stages": [{"name": "generate", "stats": {"usage": used}}, {"name": "filter", "stats": {}}],
+                "usage": used}
+    rows = usage_table(manifest)
+    assert [r["stage"] for r in rows] == ["generate", "total"]  # filter called no model
+    assert rows[0]["cost (EUR)"] == "2.0000" and rows[0]["prompt tokens"] == 1_000_000
+    assert usage_table({"stages": [], "usage": {}}) == [
+        {"stage": "total", "model calls": 0, "cache hits": 0, "prompt tokens": 0, "completion tokens": 0,
+         "retries": 0, "cost (USD)": "0.0000"}]
