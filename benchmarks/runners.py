@@ -53,6 +53,7 @@ def main() -> None:
 
     from flows.runners import start_local_api, task_runner
     from flows.tinystories import tinystories_flow
+    from pipeline.shards import verify_dataset
 
     start_local_api()  # one server for the flow and the Dask workers
     rows = []
@@ -66,13 +67,16 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             usage = result["run_usage"]
             assert usage["cache_hits"] == 0
-            rows.append((label, seconds, usage["model_calls"], usage["completion_tokens"]))
+            shards = [s["sha256"] for v in verify_dataset(result["dataset"]).manifest["splits"].values()
+                      for s in v["shards"]]
+            rows.append((label, seconds, usage["model_calls"], usage["completion_tokens"], shards))
     base = rows[0][1]
     print(f"\n{args.stories} stories, batches of {args.batch_size}, {os.cpu_count()} cores\n")
-    print("| runner | build s | model calls | completion tokens | tok/s | speed vs baseline |")
-    print("|---|---|---|---|---|---|")
-    for label, seconds, calls, tokens in rows:
-        print(f"| {label} | {seconds:.1f} | {calls} | {tokens} | {tokens / seconds:.0f} | {base / seconds:.2f}x |")
+    print("| runner | build s | model calls | completion tokens | tok/s | speed vs baseline | same shards |")
+    print("|---|---|---|---|---|---|---|")
+    for label, seconds, calls, tokens, shards in rows:
+        same = "yes" if shards == rows[0][4] else "NO"
+        print(f"| {label} | {seconds:.1f} | {calls} | {tokens} | {tokens / seconds:.0f} | {base / seconds:.2f}x | {same} |")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ tokens/s of one stream on the project's 2-core machines (docs/benchmarks.md):
   the 4-bit ones and hold the same model (:mod:`pipeline.llm.weights`);
 * **one context per core** ("engines"), each single-threaded, each on its own
   Python thread (llama.cpp releases the GIL while it decodes), sharing one
-  copy of the weights and one queue of samples. When one context runs out of
-  work, the others take its cores for the tail of the call.
+  copy of the weights; a call's samples are dealt to them in turn. When one
+  context runs out of work, the others take its cores for the tail of the call.
 
 Each slot has its own KV stream (``kv_unified = false``), so a token attends
 over its own sequence only; with a unified cache every token attends over all
@@ -22,8 +22,12 @@ prefix: a new sample copies the stream of a slot that already evaluated the
 longest matching prefix, trims it, and evaluates only the rest. Few-shot
 prompts share hundreds of tokens.
 
-Every sample is drawn with its own sampler chain seeded by ``sample_seed``,
-so a sample is the same text whichever context and slot it ran in. A request
+Every sample is drawn with its own sampler chain seeded by ``sample_seed``.
+Which samples share a decode batch still changes the float rounding of the
+logits, and now and then a sampled token, so batches are made deterministic:
+samples are dealt to contexts by position and the KV cache starts empty at
+every call. A call's texts then depend only on its requests and the number
+of contexts: the same on every run, under any load, on any runner. A request
 with a JSON schema is constrained by a llama.cpp grammar made from it.
 """
 
@@ -84,22 +88,30 @@ class _Slot:
 
 
 class _Call:
-    """One ``generate`` call: its samples, which every engine takes from as it has room, and the CPU
-    threads, split among the engines still working (the last one to finish gets them all)."""
+    """One ``generate`` call: its samples, dealt to the engines in turn, and the CPU threads, split
+    among the engines still working (the last one to finish gets them all).
+
+    Dealt, not taken from a shared queue as engines have room: which samples share a llama_decode
+    batch changes the float rounding of their logits, and so, now and then, a sampled token. Dealt
+    samples make a call's texts depend on its requests alone, never on timing, so a build's records
+    are the same on any run, runner or load (the cores a finished engine leaves go to the others).
+    """
 
     def __init__(self, jobs: list[_Job], threads: int, engines: int):
-        self._queue = deque(jobs)
+        self._queues = [deque(jobs[e::engines]) for e in range(engines)]
         self._threads, self._working = threads, engines
         self._lock = threading.Lock()
 
-    def take(self, k: int) -> list[_Job]:
+    def take(self, engine: int, k: int) -> list[_Job]:
         with self._lock:
-            return [self._queue.popleft() for _ in range(min(k, len(self._queue)))]
+            queue = self._queues[engine]
+            return [queue.popleft() for _ in range(min(k, len(queue)))]
 
     def cancel(self) -> None:
         """Stop handing out work: one engine failed, so the call fails; the others finish their slots."""
         with self._lock:
-            self._queue.clear()
+            for queue in self._queues:
+                queue.clear()
 
     def threads(self) -> int:
         with self._lock:
@@ -228,27 +240,34 @@ class _Engine:
         self._cached[i], self._ready[i] = prompt, keep
         return _Slot(job, self.model.sampler(job), prompt[keep:], pos=keep)
 
-    def run(self, call: _Call, deliver) -> None:
-        """Decode until ``call`` has no samples left and every slot is done; ``deliver(job, completion)`` each."""
+    def forget(self) -> None:
+        """Empty the KV cache: no later prompt reuses a prefix evaluated before."""
+        L.llama_memory_clear(self._mem, True)
+        self._cached, self._ready = [[] for _ in range(self.parallel)], [0] * self.parallel
+
+    def run(self, call: _Call, engine: int, deliver) -> None:
+        """Decode until this engine's share of ``call`` is done; ``deliver(job, completion)`` each."""
+        # A prefix evaluated in an earlier call was evaluated in another batch, with other rounding:
+        # reusing it would make this call's texts depend on what ran before. Within a call, prefixes
+        # are still shared (the chat template, a few-shot block).
+        self.forget()
         slots: list[_Slot | None] = [None] * self.parallel
         try:
-            self._run(call, deliver, slots)
+            self._run(call, engine, deliver, slots)
         except BaseException:
-            # Whatever the KV cache holds now is unknown: forget it, so no later prefix is reused from it.
             for slot in slots:
                 if slot is not None:
                     L.llama_sampler_free(slot.sampler)
-            L.llama_memory_clear(self._mem, True)
-            self._cached, self._ready = [[] for _ in range(self.parallel)], [0] * self.parallel
+            self.forget()  # whatever the KV cache holds now is unknown
             raise
 
-    def _run(self, call: _Call, deliver, slots: list[_Slot | None]) -> None:
-        backlog: deque[_Job] = deque()  # taken from the shared queue, not yet placed
+    def _run(self, call: _Call, engine: int, deliver, slots: list[_Slot | None]) -> None:
+        backlog: deque[_Job] = deque()  # taken from this engine's share, not yet placed
         batch, model = self._batch, self.model
         while True:
             free = [i for i, s in enumerate(slots) if s is None]
             if free and len(backlog) < len(free):
-                backlog.extend(call.take(len(free) - len(backlog)))
+                backlog.extend(call.take(engine, len(free) - len(backlog)))
             opened = False
             for i in free:  # continuous batching: refill free slots
                 if not backlog:
@@ -378,16 +397,16 @@ class LlamaCppEngine:
                     if remaining[job.request] == 0 and on_done:
                         on_done(job.request, results[job.request])  # type: ignore[arg-type]
 
-            def run(engine: _Engine) -> None:
+            def run(index: int, engine: _Engine) -> None:
                 try:
-                    engine.run(call, deliver)
+                    engine.run(call, index, deliver)
                 except BaseException:
                     call.cancel()
                     raise
                 finally:
                     call.leave()
 
-            futures = [self._pool.submit(run, e) for e in self._engines]
+            futures = [self._pool.submit(run, i, e) for i, e in enumerate(self._engines)]
             for f in futures:
                 f.result()
             return results  # type: ignore[return-value]
