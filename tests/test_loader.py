@@ -241,7 +241,7 @@ def test_ddp_ranks_from_torch_distributed_step_in_lockstep(dataset: Path, tmp_pa
     """Two real gloo ranks: defaults come from torch.distributed, padded streams give both the same steps."""
     results = tmp_path / "ranks.json"
     torch.multiprocessing.start_processes(_ddp_rank, args=(f"file://{tmp_path / 'store'}", str(dataset), str(results)),
-                                          nprocs=2, start_method="fork")
+                                          nprocs=2, start_method="spawn")
     r0, r1 = json.loads(results.read_text())
     assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
     assert r0["steps"] == r1["steps"] == 13 and len(r0["ids"]) == len(r1["ids"]) == 104  # 207 rows padded to 208
