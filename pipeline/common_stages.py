@@ -66,7 +66,8 @@ def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | 
 
 FIGURE_TITLES = {"length": "Length of the published records (words)",
                  # The difficulty column is a rank (uniform by construction); the raw signal is more telling.
-                 "learning": "Learning percentage (share of the loss drop in epoch 1; low = hard)"}
+                 "learning": "Learning percentage (share of the loss drop in epoch 1; low = hard)",
+                 "ifd": "IFD (loss with the instruction / without; near or above 1 = hard)"}
 
 
 def build_figures(records: list[dict[str, Any]], lengths: list[int],
@@ -78,6 +79,9 @@ def build_figures(records: list[dict[str, Any]], lengths: list[int],
         figures["learning"] = histogram_png(
             [r["learning_percentage"] for r in records if r.get("learning_percentage") is not None],
             title=FIGURE_TITLES["learning"], xlabel="learning percentage")
+        ifd = [r["ifd"] for r in records if r.get("ifd") is not None]
+        if ifd:
+            figures["ifd"] = histogram_png(ifd, title=FIGURE_TITLES["ifd"], xlabel="IFD")
     return figures
 
 

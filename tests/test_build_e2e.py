@@ -64,10 +64,10 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
     assert usage[-1]["stage"] == "total" and usage[-1]["model calls"] == m["usage"]["model_calls"]
     assert usage[-1]["cost (USD)"] == "0.0000"  # the embedded model: no [cost] prices
     # plots: PNG files stored with the build, linked from report.md, inlined in the UI's copy
-    assert set(m["plots"]) == {"length", "learning"}
+    assert set(m["plots"]) == {"length", "learning", "ifd"}
     for path in m["plots"].values():
         assert (ds.path / path).read_bytes().startswith(b"\x89PNG") and f"]({path})" in (ds.path / "report.md").read_text()
-    assert report.data.count("](data:image/png;base64,") == 2
+    assert report.data.count("](data:image/png;base64,") == 3
     progress = Artifact.get("tiny-generate-progress")
     assert progress is not None and float(progress.data) == 100.0
 
