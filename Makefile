@@ -29,6 +29,7 @@ demo: install
 	$(VENV)/bin/tinyforge build flows/recipes/tinygsm-demo.toml
 	$(VENV)/bin/tinyforge verify build/tinygsm-demo/dataset --execute
 	$(VENV)/bin/tinyforge build flows/recipes/evol-demo.toml
+	$(VENV)/bin/tinyforge builds
 
 test: install
 	$(PY) -m pytest
