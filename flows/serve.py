@@ -33,8 +33,9 @@ def recipe_files(paths: Sequence[str]) -> list[Path]:
 
 
 def deployment_parameters(path: Path, recipe: Recipe, output_root: str | None) -> dict[str, Any]:
-    return {"recipe_path": str(path), "output_root": output_root, "name": None, "seed": None,
-            "dated": False, "wait_for_lock": recipe.schedule.wait_for_lock if recipe.schedule else 0.0}
+    """What differs from the flow's own defaults (name, seed, dated), which the UI shows from its signature."""
+    return {"recipe_path": str(path), "output_root": output_root,
+            "wait_for_lock": recipe.schedule.wait_for_lock if recipe.schedule else 0.0}
 
 
 def deployments(files: Sequence[Path], output_root: str | None = None) -> list[Any]:

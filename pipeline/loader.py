@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 import os
 import posixpath
 import threading
@@ -39,13 +38,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import IntegrityError, UserError
 from pipeline.fingerprint import digest
-from pipeline.publish import FORMAT, MANIFEST
+from pipeline.publish import MANIFEST
+from pipeline.shards import read_manifest
 
 Partition = Literal["interleave", "blocks"]
 Balance = Literal["pad", "drop", "none"]
@@ -145,18 +144,6 @@ def _root_of(path: str) -> str:
     return posixpath.dirname(path) if posixpath.basename(path) == MANIFEST else path
 
 
-def _read_manifest(fs: AbstractFileSystem, root: str, where: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(fs.cat_file(f"{root}/{MANIFEST}"))
-    except FileNotFoundError:
-        raise IntegrityError(f"{where}: no manifest (not a published tinyforge dataset, or not finished)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{where}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{where}: not a tinyforge dataset manifest")
-    return manifest
-
-
 class ShardDataset(IterableDataset):
     """One split of a published dataset as a stream of dict samples for one rank.
 
@@ -187,7 +174,7 @@ class ShardDataset(IterableDataset):
         self.source = os.fspath(source)
         self.fs, path = url_to_fs(self.source, **(storage_options or {}))
         self.root = _root_of(path)
-        self.manifest = _read_manifest(self.fs, self.root, self.source)
+        self.manifest = read_manifest(lambda: self.fs.cat_file(f"{self.root}/{MANIFEST}"), self.source)
         meta = self.manifest["splits"].get(split)
         if meta is None:
             raise IntegrityError(f"{self.source}: no split {split!r} (has {', '.join(self.manifest['splits'])})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,19 +33,24 @@ class VerifiedDataset:
             raise IntegrityError(f"{self.path}: no split {split!r} (has {', '.join(self.manifest['splits'])})") from None
 
 
+def read_manifest(read: Callable[[], bytes], where: str) -> dict[str, Any]:
+    """A manifest from ``read()`` (a local file, or any fsspec file), checked to be tinyforge's."""
+    try:
+        manifest = json.loads(read())
+    except FileNotFoundError:
+        raise IntegrityError(f"{where}: no manifest (not a published tinyforge dataset, or not finished)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{where}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{where}: not a tinyforge dataset manifest")
+    return manifest
+
+
 def load_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise IntegrityError(f"{path}: no manifest (not a published tinyforge dataset, or not finished)") from None
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"{path}: unreadable manifest: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{path}: not a tinyforge dataset manifest")
-    return manifest
+    return read_manifest(path.read_bytes, str(path))
 
 
 def verify_dataset(path: str | Path) -> VerifiedDataset:
