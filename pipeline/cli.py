@@ -7,6 +7,7 @@
     tinyforge serve [RECIPE|DIR ...]                every recipe as a Prefect deployment (UI, schedules)
     tinyforge builds [--output-root DIR]            the builds under an output root, with counts and status
     tinyforge inspect BUILD                         a build's report (or how far it got) in the terminal
+    tinyforge doctor [CHECK ...]                    exercise every native path on this machine, one child each
 
 A user's mistake (bad recipe, missing file) prints one line and exits 2;
 a build that ran but produced nothing exits 1.
@@ -51,11 +52,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, output_root=args.output_root, name=args.name)  # fail fast, before Prefect
     _prefect_env()
-    from flows.runners import parse_runner, start_local_api, task_runner
+    from flows.runners import parse_runner, task_runner
+    from flows.temporary_server import start_temporary_server
     from pipeline.lock import wait_until_free
 
-    if parse_runner(args.runner).kind == "dask":
-        start_local_api()  # before the cluster starts, so that its workers can be told where it is
+    parse_runner(args.runner)  # a bad --runner is one line, before a server starts
+    # Our own temporary server (unless PREFECT_API_URL names one): it dies with this process however
+    # this process dies, and it exists before a Dask cluster starts, so its workers can be told where it is.
+    start_temporary_server()
     runner = task_runner(args.runner)
     # Checked here too so that a busy build is one line, not a failed flow run's traceback;
     # the flow takes the lock itself (runs started from the UI come through it alone).
@@ -165,6 +169,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pipeline.doctor import main as doctor
+
+    return doctor(args.checks)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinyforge", description="Build and curate synthetic training corpora.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -202,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("build", help="a build's name (under --output-root), folder or dataset folder")
     i.add_argument("--output-root", default="build", help="where named builds are (default: build)")
     i.set_defaults(func=cmd_inspect)
+    d = sub.add_parser("doctor", help="check that every native part (llama.cpp, MinHash, sandbox) works here")
+    d.add_argument("checks", nargs="*", help="run only these checks (default: all)")
+    d.set_defaults(func=cmd_doctor)
     return p
 
 
