@@ -51,11 +51,12 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-    from flows.runners import start_local_api, task_runner
+    from flows.runners import task_runner
+    from flows.temporary_server import start_temporary_server
     from flows.tinystories import tinystories_flow
     from pipeline.shards import verify_dataset
 
-    start_local_api()  # one server for the flow and the Dask workers
+    start_temporary_server()  # one server for the flow and the Dask workers
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "r.toml"

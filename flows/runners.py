@@ -82,14 +82,3 @@ def share_api_url() -> None:
     url = get_current_settings().api.url
     if url:
         os.environ["PREFECT_API_URL"] = url
-
-
-def start_local_api() -> None:
-    """Start the temporary Prefect server a CLI build would start anyway, early, so workers can share it."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        server = SubprocessASGIServer()  # the same instance Prefect's own ephemeral mode uses
-        server.start()
-        os.environ["PREFECT_API_URL"] = server.api_url

@@ -1,0 +1,104 @@
+"""A build that dies leaves nothing running: its temporary Prefect server and its workers go with it.
+
+The real command is killed the ways a build really dies (SIGKILL as the OOM
+killer sends it, SIGSEGV as a native crash raises it), in the middle of
+generation, and every process it had started must be gone moments later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_recipe
+
+pytestmark = pytest.mark.slow
+TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid``, with its command line."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = {}, list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        if alive(p):
+            found[p] = command(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has already died; it waits only for its reaper
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+@pytest.mark.parametrize(("how", "runner"), [(signal.SIGKILL, "local"), (signal.SIGSEGV, "dask:1")],
+                         ids=["sigkill-local", "segfault-dask"])
+def test_a_killed_build_leaves_no_process_behind(tmp_path: Path, how: signal.Signals, runner: str) -> None:
+    recipe = write_recipe(tmp_path / "dies.toml", f"""
+        name = "dies"
+        kind = "tinystories"
+        seed = 3
+        output_root = "{tmp_path / 'out'}"
+        [generate]
+        count = 64
+        batch_size = 8
+        [sampling]
+        max_tokens = 200
+        """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    build = subprocess.Popen([TINYFORGE, "build", str(recipe), "--runner", runner], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    started: dict[int, str] = {}
+    try:
+        # Wait until a first batch is saved: its server, and for Dask its workers, are then all up.
+        parts = tmp_path / "out" / "dies" / "stages" / "generate.parts"
+        deadline = time.monotonic() + 240
+        while not any(parts.glob("*/*")):
+            assert build.poll() is None, build.stdout.read() if build.stdout else ""
+            assert time.monotonic() < deadline, "the build never started generating"
+            time.sleep(0.5)
+        started = descendants(build.pid)
+        assert any("uvicorn" in c for c in started.values()), started  # its temporary Prefect server
+        if runner.startswith("dask"):
+            assert any("distributed" in c or "dask" in c or "multiprocessing" in c for c in started.values()), started
+
+        os.kill(build.pid, how)
+        build.wait(timeout=30)
+        assert build.returncode == -how
+
+        deadline = time.monotonic() + 20
+        while (left := {p: c for p, c in started.items() if alive(p)}) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert left == {}, f"still running after the build died: {left}"
+    finally:  # whatever failed, leave nothing of this test running either
+        for pid in [build.pid, *started, *descendants(build.pid)]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        build.wait()
