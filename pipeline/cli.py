@@ -19,6 +19,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,12 +64,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     runner = task_runner(args.runner)
     # Checked here too so that a busy build is one line, not a failed flow run's traceback;
     # the flow takes the lock itself (runs started from the UI come through it alone).
+    started = time.monotonic()
     wait_until_free(recipe.build_dir, args.wait)
     print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
     flow = flow_for(recipe.kind).with_options(task_runner=runner)
     result = flow(recipe_path=str(Path(args.recipe).resolve()),
                   output_root=str(Path(args.output_root).resolve()) if args.output_root else None, name=args.name,
-                  wait_for_lock=5.0)  # the lock was free a moment ago
+                  # The lock was free a moment ago; another waiter may still win the race for it, so the
+                  # flow keeps what is left of --wait (at least a few seconds), not a fixed 5 s.
+                  wait_for_lock=max(5.0, args.wait - (time.monotonic() - started)))
     usage = result["run_usage"]
     splits = ", ".join(f"{k}: {v} rows" for k, v in result["splits"].items())
     print(
