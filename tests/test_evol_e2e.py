@@ -9,10 +9,12 @@ import polars as pl
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import BuildFailed
 from pipeline.evol.operations import OPERATIONS
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO
+from tests.replay import embedded_model_id, import_rows, preload_evolution
+
+CASES = json.loads((Path(__file__).parent / "fixtures" / "evol_cases.json").read_text())
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +39,24 @@ def demo_recipe(tmp_path: Path, **replace: str) -> Path:
 def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str, tmp_path: Path) -> None:
     from flows.evolve import evolve_flow
 
+    # Two of the eight seeds evolve in round 1 exactly as the real model evolved them when
+    # fixtures/evol_cases.json was recorded (the demo recipe's seed and settings are the fixture's): their
+    # completions are replayed from the response cache, so something survives whatever the model samples
+    # on this CPU for the rest (the other six seeds in round 1, everything in round 2).
+    survived = [c for c in CASES["cases"] if c["reason"] == "survived" and c["round"] == 1]
+    assert len(survived) == 2 and CASES["model_id"] == embedded_model_id()
+    lines = (REPO / "data" / "seeds" / "instructions.jsonl").read_text().splitlines()
+    replayed = {c["parent"]["id"] for c in survived}
+    chosen = [line for line in lines if json.loads(line)["id"] in replayed]
+    chosen += [line for line in lines if json.loads(line)["id"] not in replayed][: 8 - len(chosen)]
+    (tmp_path / "seeds.jsonl").write_text("\n".join(chosen) + "\n")
     recipe = demo_recipe(tmp_path, **{"limit = 24": "limit = 8", "rounds = 4": "rounds = 2",
-                                      "batch_size = 24": "batch_size = 4"})
+                                      "batch_size = 24": "batch_size = 4",
+                                      str(REPO / "data" / "seeds" / "instructions.jsonl"): str(tmp_path / "seeds.jsonl")})
+    import_rows(tmp_path / "out", [row for c in survived for row in c["rows"]])
     result = evolve_flow(recipe_path=str(recipe))
+    assert result["run_usage"]["cache_hits"] == 4  # both evolutions and both responses were replayed
+    assert result["run_usage"]["model_calls"] >= 6 + 8  # the model evolved the rest, in both rounds
     ds = verify_dataset(result["dataset"])
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
@@ -57,10 +74,11 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
     assert set(evolution["reason"]) <= EVOLUTION_REASONS | RESPONSE_REASONS
     assert rows.height + evolution.height + rejected.filter(pl.col("stage") == "dedup").height == 16
 
-    seeds = {json.loads(line)["id"]: json.loads(line)["instruction"]
-             for line in (REPO / "data" / "seeds" / "instructions.jsonl").read_text().splitlines()[:8]}
+    seeds = {json.loads(line)["id"]: json.loads(line)["instruction"] for line in chosen}
     evolved = pl.read_parquet(Path(stages["evolved"]["path"]) / "records.parquet")
     by_id = {r["id"]: r for r in evolved.iter_rows(named=True)}
+    round_1 = evolved.filter(pl.col("round") == 1)
+    assert replayed <= set(round_1["root_id"])  # the replayed evolutions survived round 1
     assert rows.height >= 1
     for r in rows.iter_rows(named=True):
         assert r["root_id"] in seeds and r["operation"] in OPERATIONS and r["round"] in (1, 2)
@@ -86,23 +104,39 @@ def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: st
         'path = "' + str(REPO / "data" / "seeds" / "instructions.jsonl") + '"':
             'path = "' + str(REPO / "data" / "seeds" / "gsm_seeds.jsonl") + '"',
         "limit = 24": "limit = 12", "rounds = 4": "rounds = 1", "batch_size = 24": "batch_size = 12",
-        # Loose on purpose: the test checks the gate's plumbing, not the 135M model's arithmetic.
-        "[publish]": "[math.filter]\nmin_words = 6\nmin_numbers = 1\nrequire_question = false\n\n"
-                     "[math.verify]\nmin_agreement = 0.25\n\n[publish]"})
-    try:
-        result = evolve_flow(recipe_path=str(recipe))
-    except BuildFailed:
-        rej = pl.read_parquet(tmp_path / "out" / "evol-demo" / "stages" / "round-1" / "rejected.parquet")
-        pytest.fail(f"nothing survived: {rej.select('reason', 'detail').rows()}")
+        # Loose problem checks, so that more of the model's evolutions reach the sandbox; the agreement
+        # threshold is the default (two of four samples).
+        "[publish]": "[math.filter]\nmin_words = 6\nmin_numbers = 1\nrequire_question = false\n\n[publish]"})
+    # The first seed's evolution and its four solutions are preloaded into the response cache (three of
+    # the four agree): something passes the gate whatever the model samples for the other eleven seeds.
+    seed = json.loads((REPO / "data" / "seeds" / "gsm_seeds.jsonl").read_text().splitlines()[0])
+    preload_evolution(recipe, {"id": seed["id"], "instruction": seed["question"]}, 1, MATH_EVOLUTION,
+                      solutions=MATH_SOLUTIONS)
+    result = evolve_flow(recipe_path=str(recipe))
+    assert result["run_usage"]["cache_hits"] == 1 + 4 and result["run_usage"]["model_calls"] >= 11
     ds = verify_dataset(result["dataset"])
     assert ds.manifest["stages"][0]["stats"]["math"] is True
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
     assert rows.height + rejected.height == 12
+    mine = rows.filter(pl.col("instruction") == MATH_EVOLUTION)
+    assert mine.height == 1 and mine["answer"][0] == 3.5 and mine["answer_agreement"][0] == 0.75
+    assert mine["root_id"][0] == seed["id"]
     for r in rows.iter_rows(named=True):
-        assert r["verification"] == "passed" and r["answer"] is not None and r["answer_agreement"] >= 0.25
+        assert r["verification"] == "passed" and r["answer"] is not None and r["answer_agreement"] >= 0.5
         assert r["response"].startswith("def simple_math_problem()") and f'"""{r["instruction"]}"""' in r["response"]
     assert main(["verify", str(ds.path), "--execute"]) == 0  # the stored solutions re-run to their answers
     unsolvable = rejected.filter(pl.col("reason") == "unsolvable")
     for d in unsolvable["detail"]:
         assert d.split(":")[0] in {"low_agreement", "no_numeric_answer", "no_code", "nondeterministic"}
+
+
+MATH_EVOLUTION = ("Maya buys 3 notebooks that cost $4 each and 2 pens that cost $1.25 each. She also buys a ruler "
+                  "for $2 and pays with a $20 bill. How much change does she get back from the cashier?")
+MATH_SOLUTIONS = [
+    "```python\ndef simple_math_problem():\n    spent = 3 * 4 + 2 * 1.25 + 2\n    return 20 - spent\n```",
+    "def simple_math_problem():\n    notebooks = 3 * 4\n    pens = 2 * 1.25\n    ruler = 2\n"
+    "    return 20 - (notebooks + pens + ruler)\n",
+    "Here it is:\n```python\ndef simple_math_problem():\n    change = 20 - 16.5\n    return change\n```",
+    "def simple_math_problem():\n    return 20 - 3 * 4 - 2 * 1.25\n",  # forgot the ruler: 5.5
+]

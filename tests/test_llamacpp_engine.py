@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -30,10 +31,49 @@ def reqs(k: int, n: int = 1) -> list[ChatRequest]:
             for i in range(k)]
 
 
-def test_defaults_are_one_context_per_core_on_float16_weights(engine) -> None:
-    assert engine.engines == 2 and engine.parallel == 4
-    assert engine.weights_path.name.endswith(".f16.gguf")
-    assert engine.model_id.startswith("llamacpp/SmolLM2-135M-Instruct.Q4_1@")  # named for the weights as shipped
+DEFAULTS = """
+import json, os, sys
+if len(sys.argv) > 1:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # this process may use one core only
+from pipeline.llm import load_backend
+from pipeline.recipe import parse_recipe
+recipe = parse_recipe({"name": "d", "kind": "tinystories", "generate": {"count": 1}})  # no [backend] at all
+e = load_backend(recipe.backend)
+print(json.dumps({"cores": len(os.sched_getaffinity(0)), "threads": e.threads, "engines": e.engines,
+                  "contexts": len(e._engines), "parallel": [c.parallel for c in e._engines],
+                  "n_ctx": [c.n_ctx_seq for c in e._engines], "weights": e.weights_path.name,
+                  "structured": e.structured_output, "model_id": e.model_id}))
+"""
+
+
+def _defaults(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", DEFAULTS, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_defaults_are_one_context_per_core_on_float16_weights() -> None:
+    """A recipe that says nothing about the backend: every value below comes from the defaults."""
+    d = _defaults()
+    assert d["cores"] == len(os.sched_getaffinity(0))  # the cores this process may use
+    assert d["threads"] == d["engines"] == d["contexts"] == d["cores"]  # one single-threaded context per core
+    assert d["parallel"] == [16] * d["cores"] and d["n_ctx"] == [2048] * d["cores"]
+    assert d["weights"].endswith(".f16.gguf") and d["structured"] is True
+    assert d["model_id"].startswith("llamacpp/SmolLM2-135M-Instruct.Q4_1@")  # named for the weights as shipped
+    # the count follows the cores the process may use, not the machine's
+    one = _defaults("one-core")
+    assert one["cores"] == 1 and one["threads"] == one["engines"] == one["contexts"] == 1
+
+
+def test_explicit_threads_and_parallel_make_that_many_contexts_and_slots(engine) -> None:
+    assert engine.threads == 2 and engine.engines == 2 and engine.parallel == 4
+    assert [(e.parallel, e.n_ctx_seq) for e in engine._engines] == [(4, 1024)] * 2  # made, not only recorded
+    single = LlamaCppEngine(n_threads=2, engines=1, parallel=3, n_ctx=512, weights="file")
+    try:  # one context, which gets both threads; the shipped file as it is
+        assert [(e.parallel, e.n_ctx_seq, e._threads) for e in single._engines] == [(3, 512, 2)]
+        assert single.weights_path == single.path and not single.path.name.endswith(".f16.gguf")
+    finally:
+        single.close()
 
 
 def test_more_samples_than_slots_each_reported_once_from_both_contexts(engine) -> None:
@@ -48,8 +88,11 @@ def test_more_samples_than_slots_each_reported_once_from_both_contexts(engine) -
     assert sorted(done) == list(range(9)) and [len(c) for c in out] == [2] * 9
     assert len(threads) == 2  # the 18 samples were shared by both contexts
     for c in (c for cs in out for c in cs):
-        assert c.text and 0 < c.completion_tokens <= 24 and c.finish_reason in {"stop", "length"}
+        # whatever was sampled (an end of turn as the first token included), each sample was decoded to its end
+        assert 0 <= c.completion_tokens <= 24 and c.finish_reason in {"stop", "length"}
+        assert c.finish_reason == "stop" or (c.completion_tokens == 24 and c.text)
         assert c.prompt_tokens > 100  # the whole prompt counts, shared prefix or not
+    assert sum(c.completion_tokens for cs in out for c in cs) > 0
 
 
 def test_samples_are_seeded_whatever_the_context_slot_and_shared_prefix(engine) -> None:
@@ -67,32 +110,40 @@ def test_a_prompt_longer_than_the_context_is_a_user_error(engine) -> None:
 
 
 def test_json_schema_is_enforced_by_a_grammar() -> None:
-    schema = {"type": "object", "properties": {"animal": {"type": "string"}, "legs": {"type": "integer"}},
+    # A bounded string: the grammar then admits no object longer than about 110 tokens, so with room for
+    # 160 every sample ends with the object closed, whatever the model samples inside the grammar.
+    schema = {"type": "object", "properties": {"animal": {"type": "string", "maxLength": 12},
+                                               "legs": {"type": "integer"}},
               "required": ["animal", "legs"], "additionalProperties": False}
-    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=60, repeat_penalty=1.05)
-    requests = [ChatRequest((Message("user", f"Describe animal number {i} as JSON with its name and legs."),),
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=160, repeat_penalty=1.05)
+    # The prompt does not ask for JSON: only the grammar can make the answer the object.
+    requests = [ChatRequest((Message("user", f"Tell me about animal number {i}."),),
                             params, seed=i, n=2, json_schema=schema) for i in range(3)]
     engine = LlamaCppEngine(n_threads=2, parallel=2, n_ctx=512, structured_output=True)
+    free = LlamaCppEngine(n_threads=2, parallel=2, n_ctx=512, weights="file", structured_output=False)
     try:
+        # the schema becomes a grammar on every sample of the request, and only where structured output is on
+        assert all(j.grammar and "animal" in j.grammar for j in engine._jobs(requests))
+        assert all(j.grammar is None for j in free._jobs(requests))
         out = engine.generate(requests)
-        free = LlamaCppEngine(n_threads=2, parallel=2, n_ctx=512, weights="file", structured_output=False)
         unconstrained = free.generate(requests)  # same requests, schema ignored: the model's own format
-        free.close()
     finally:
+        free.close()
         engine.close()
-    for c in (c for cs in out for c in cs if c.finish_reason == "stop"):
-        obj = json.loads(c.text)
+    assert [c.finish_reason for cs in out for c in cs] == ["stop"] * 6
+    for c in (c for cs in out for c in cs):
+        obj = json.loads(c.text, strict=False)  # (a string may hold a raw control character)
         assert set(obj) == {"animal", "legs"} and isinstance(obj["animal"], str) and isinstance(obj["legs"], int)
-    assert sum(c.finish_reason == "stop" for cs in out for c in cs) >= 4
-    assert any(_not_json(c.text) for cs in unconstrained for c in cs)  # the grammar is what made it JSON
+        assert len(obj["animal"]) <= 12
+    assert not all(_is_the_object(c.text) for cs in unconstrained for c in cs)  # the grammar is what made it JSON
 
 
-def _not_json(text: str) -> bool:
+def _is_the_object(text: str) -> bool:
     try:
-        json.loads(text)
+        obj = json.loads(text, strict=False)
     except ValueError:
-        return True
-    return False
+        return False
+    return isinstance(obj, dict) and set(obj) == {"animal", "legs"}
 
 
 def test_a_batch_is_the_same_text_whatever_ran_before_it_and_under_load(engine) -> None:

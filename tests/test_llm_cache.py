@@ -32,8 +32,10 @@ def test_real_model_returns_completions_with_usage(embedded_backend) -> None:
     (out,) = embedded_backend.generate([req("Say hello to a cat.", n=2)])
     assert len(out) == 2
     for c in out:
-        assert c.text.strip() and 0 < c.completion_tokens <= 12 and c.prompt_tokens > 5
-        assert c.finish_reason in {"stop", "length"}
+        # whatever was sampled (an end of turn as the first token included), each sample was decoded to its end
+        assert 0 <= c.completion_tokens <= 12 and c.prompt_tokens > 5 and c.finish_reason in {"stop", "length"}
+        assert c.finish_reason == "stop" or (c.completion_tokens == 12 and c.text)
+    assert sum(c.completion_tokens for c in out) > 0
     assert embedded_backend.model_id.startswith("llamacpp/SmolLM2-135M-Instruct.Q4_1@")
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.lock import is_locked
 from pipeline.shards import verify_dataset
-from tests.conftest import write_recipe
+from tests.conftest import recipe_seed, write_recipe
+from tests.replay import preload_stories
 
 pytestmark = pytest.mark.slow
 TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
@@ -22,7 +23,7 @@ TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 SMALL = """
     name = "{name}"
     kind = "tinystories"
-    seed = 7
+    seed = {seed}
     output_root = "{out}"
     [generate]
     count = {count}
@@ -44,8 +45,13 @@ SMALL = """
 """
 
 
+# Story 1 of every build below is preloaded into its response cache (tests/replay.py) with a story that
+# passes the filters, so each build publishes something whatever the model samples for the others.
+PRELOADED = [1]
+
+
 def small_recipe(path: Path, name: str, out: Path, count: int = 6, extra: str = "") -> Path:
-    return write_recipe(path, SMALL.format(name=name, out=out, count=count) + extra)
+    return write_recipe(path, SMALL.format(name=name, out=out, count=count, seed=recipe_seed(7)) + extra)
 
 
 def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str, tmp_path: Path) -> None:
@@ -55,6 +61,8 @@ def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str,
     from flows.tinystories import tinystories_flow
 
     recipe = small_recipe(tmp_path / "r.toml", "same", tmp_path / "unused", count=8)
+    for root in ("local", "dask"):
+        preload_stories(recipe, PRELOADED, output_root=tmp_path / root)
     local = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "local"))
     # An existing cluster, as a team would point tinyforge at theirs: two worker processes.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
@@ -64,8 +72,9 @@ def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str,
         # the batches ran in the workers: each loaded the engine and generated
         loaded = client.run(lambda: "pipeline.llm.llamacpp_engine" in sys.modules)
     assert len(loaded) == 2 and all(loaded.values())
-    assert local["run_usage"]["model_calls"] == dask["run_usage"]["model_calls"] >= 8
-    assert dask["run_usage"]["cache_hits"] == 0  # generated afresh, not read back from the local run
+    assert local["run_usage"]["model_calls"] == dask["run_usage"]["model_calls"] >= 8 - len(PRELOADED)
+    # generated afresh (but for the preloaded story), not read back from the local run
+    assert dask["run_usage"]["cache_hits"] == local["run_usage"]["cache_hits"] == len(PRELOADED)
 
     def generated(root: str) -> pl.DataFrame:
         return pl.read_parquet(Path(root) / "same" / "stages" / "generate" / "records.parquet").sort("id")
@@ -85,6 +94,13 @@ def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_s
     manual = small_recipe(tmp_path / "manual.toml", "served", out)
     nightly = small_recipe(tmp_path / "nightly.toml", "nightly", out,
                            extra='\n[schedule]\ncron = "0 3 * * *"\ntimezone = "Europe/Berlin"\n')
+    # the manual run's seed, and the seeds a dated run started by hand uses today (or tomorrow, past midnight)
+    from datetime import datetime, timedelta, timezone
+
+    today = datetime.now(timezone.utc).date()
+    preload_stories(manual, PRELOADED)
+    for day in (today, today + timedelta(days=1)):
+        preload_stories(manual, PRELOADED, seed=recipe_seed(7) + int(day.strftime("%Y%m%d")))
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     proc = subprocess.Popen([TINYFORGE, "serve", str(manual), str(nightly)], env=env, start_new_session=True,
@@ -149,12 +165,14 @@ def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_serv
     shared = tmp_path / "bucket"
     storage = f'\n[storage]\npublish_to = "{(shared / "datasets").as_uri()}"\ncache_url = "{(shared / "cache").as_uri()}"\n'
     recipe = small_recipe(tmp_path / "r.toml", "shared", tmp_path / "unused", extra=storage)
+    for machine in ("machine-a", "machine-b"):  # both local caches hold the preloaded story already
+        preload_stories(recipe, PRELOADED, output_root=tmp_path / machine)
     first = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "machine-a"))
-    assert first["run_usage"]["model_calls"] >= 6
+    assert first["run_usage"]["model_calls"] >= 6 - len(PRELOADED)
     # another machine: its own build folder and local cache, the same bucket
     second = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "machine-b"))
     assert second["run_usage"]["model_calls"] == 0
-    assert second["run_usage"]["cache_hits"] == first["run_usage"]["model_calls"]
+    assert second["run_usage"]["cache_hits"] == first["run_usage"]["model_calls"] + len(PRELOADED)
 
     copy = verify_dataset(shared / "datasets" / "shared")  # checksums of the uploaded copy
     assert copy.manifest["fingerprint"] == verify_dataset(second["dataset"]).manifest["fingerprint"]
