@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from pipeline.decontam import build_index, decontaminate, ngram_words
 
@@ -43,3 +46,67 @@ def test_near_duplicates_of_eval_texts_are_caught_without_a_shared_13_gram() -> 
     assert kept == [] and "near-duplicate of eval_sample.jsonl#2" in rejected[0]["detail"]
     kept, _ = decontaminate([{"id": "b", "question": edited}], evals, "question", near_threshold=None)
     assert len(kept) == 1  # n-grams alone miss it
+
+
+# Eval sets as Parquet (any text column) and as .txt (one text a line), as docs/dedup.md and docs/tinygsm.md
+# document them next to JSONL.
+PARQUET_TEXT = ("A library has 120 books on each shelf and 8 shelves in the reading room. "
+                "How many books are in the reading room altogether?")
+TXT_TEXT = ("Jun plants 6 rows of tulips with 15 tulips in each row in the school garden. "
+            "How many tulips does Jun plant in the school garden?")
+
+
+def eval_files(tmp_path: Path) -> tuple[Path, Path]:
+    import polars as pl
+
+    parquet = tmp_path / "evals.parquet"
+    pl.DataFrame({"id": [1, 2, 3], "problem": ["What is 2 plus 2?", None, PARQUET_TEXT]}).write_parquet(parquet)
+    txt = tmp_path / "evals.txt"
+    txt.write_text(f"How many legs do 3 spiders have?\n\n   \n{TXT_TEXT}\n")
+    return parquet, txt
+
+
+def test_parquet_and_txt_eval_sets_are_read_and_a_shared_13_gram_is_dropped(tmp_path: Path) -> None:
+    from pipeline.decontam import load_eval_sets
+
+    parquet, txt = eval_files(tmp_path)
+    evals = load_eval_sets([(parquet, "problem"), (txt, "question")], n=13)  # .txt: the field does not apply
+    assert evals.texts == ["What is 2 plus 2?", PARQUET_TEXT, "How many legs do 3 spiders have?", TXT_TEXT]
+    assert evals.sources == ["evals.parquet#0", "evals.parquet#1", "evals.txt#0", "evals.txt#1"]
+    records = [
+        {"id": "p", "question": PARQUET_TEXT.replace("120", "75").replace("8 shelves", "3 shelves")},
+        {"id": "t", "question": "Here is one: " + TXT_TEXT.replace("6 rows", "9 rows")},
+        {"id": "fresh", "question": "Liam buys 5 apples for $2 each and 3 pears for $1.50 each. How much in all?"},
+    ]
+    kept, rejected = decontaminate(records, evals, "question")
+    assert [r["id"] for r in kept] == ["fresh"]
+    assert [(json.loads(r["record_json"])["id"], r["reason"]) for r in rejected] == [
+        ("p", "contaminated"), ("t", "contaminated")]
+    assert rejected[0]["detail"].endswith("in evals.parquet#1") and rejected[1]["detail"].endswith("in evals.txt#1")
+    assert rejected[0]["detail"].startswith("13-gram 'a library has books on each shelf and shelves in the")
+
+
+def test_an_eval_parquet_without_the_field_is_a_clear_error(tmp_path: Path) -> None:
+    from pipeline.decontam import load_eval_sets
+    from pipeline.errors import UserError
+
+    parquet, _ = eval_files(tmp_path)
+    with pytest.raises(UserError, match=r"evals.parquet: no column 'question'"):
+        load_eval_sets([(parquet, "question")], n=13)
+
+
+def test_a_recipe_names_parquet_and_txt_eval_sets(tmp_path: Path) -> None:
+    from pipeline.recipe import load_recipe
+    from tests.conftest import write_recipe
+
+    eval_files(tmp_path)
+    recipe = load_recipe(write_recipe(tmp_path / "gsm.toml", """
+        name = "g"
+        kind = "tinygsm"
+        [generate]
+        count = 2
+        [decontaminate]
+        eval_sets = [{path = "evals.parquet", field = "problem"}, {path = "evals.txt"}]
+    """))
+    assert [(e.path, e.field) for e in recipe.decontaminate.eval_sets] == [
+        (tmp_path / "evals.parquet", "problem"), (tmp_path / "evals.txt", "question")]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from pipeline.recipe import QuestionFilterConfig
@@ -54,6 +57,27 @@ def test_verify_keeps_agreeing_problems_with_normalised_code(sandbox) -> None:
     assert kept[0]["verification"] == "passed"
     assert [s["status"] for s in kept[0]["samples"]] == ["ok", "ok", "ok", "error"]
     assert [r["reason"] for r in rejected] == ["low_agreement", "low_agreement"]
+
+
+# Its value changes with every run: four samples could never agree, but one sample (k = 1) agrees with
+# itself, and the determinism re-run of the stored code, later, returns another value.
+CLOCK = "def simple_math_problem():\n    import time\n    return float(time.time_ns())\n"
+# Correct only with the module-level names that the stored (normalised) code leaves out.
+MODULE_STATE = "NOTEBOOKS = 3 * 4\nPENS = 2 * 1.25\n\ndef simple_math_problem():\n    return NOTEBOOKS + PENS\n"
+
+
+def test_a_solution_that_does_not_rerun_to_its_answer_is_nondeterministic(sandbox) -> None:
+    kept, rejected = verify_problems([record([CLOCK]), record([MODULE_STATE] * 4), record([RIGHT] * 4)],
+                                     sandbox, 1.0)
+    assert [r["answer"] for r in kept] == [14.5]  # the same threshold keeps the honest solution
+    assert [r["reason"] for r in rejected] == ["nondeterministic", "nondeterministic"]
+    clock, module_state = (json.loads(r["record_json"]) for r in rejected)
+    assert clock["answer_agreement"] == 1.0 and clock["samples"][0]["status"] == "ok"
+    first = clock["answer"]
+    again = float(re.fullmatch(r"re-run gave ok ([0-9.e+]+), first runs agreed on .*", rejected[0]["detail"])[1])
+    assert again > first  # a later clock reading, not the answer the samples agreed on
+    assert module_state["answer"] == 14.5 and module_state["answer_agreement"] == 1.0
+    assert rejected[1]["detail"] == "re-run gave error None, first runs agreed on 14.5"
 
 
 def test_the_stored_code_reruns_to_the_stored_answer(sandbox) -> None:
