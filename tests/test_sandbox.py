@@ -2,13 +2,15 @@
 
 Each program must end with a non-ok status within its timeout, leave the
 host unchanged, and leave the sandbox able to run the next program.
+What a program can see and leave behind: tests/test_sandbox_isolation.py;
+the result channel: tests/test_sandbox_protocol.py.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -33,10 +35,78 @@ def sandbox():
         del os.environ["OPENAI_API_KEY"]
 
 
-def sandbox_processes() -> list[str]:
-    """Processes on the host running as a sandbox uid (61000+)."""
-    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.split() and 61000 <= int(line.split()[0]) < 61100]
+def _host_processes() -> dict[int, tuple[int, int]]:
+    """Every process on the host: pid -> (parent pid, real uid)."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            uid = int(Path(f"/proc/{entry}/status").read_text().split("\nUid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # it exited meanwhile
+        procs[int(entry)] = (int(stat.rsplit(")", 1)[1].split()[1]), uid)  # the name may hold spaces or ")"
+    return procs
+
+
+def worker_pids(sb: Sandbox) -> list[int]:
+    """The host's pids of the workers (PID 1 of each sandbox namespace): the children of `unshare`."""
+    procs = _host_processes()
+    starters = {w.proc.pid for w in sb._workers if w.proc}
+    return [pid for pid, (ppid, _) in procs.items() if ppid in starters]
+
+
+def sandbox_processes(sb: Sandbox) -> list[str]:
+    """Processes a program left: anything in a worker's PID namespace or below a worker in the process
+    tree other than the worker itself, whatever its uid; also any host process with a sandbox uid."""
+    procs = _host_processes()
+    workers = set(worker_pids(sb))
+    namespaces = {os.readlink(f"/proc/{pid}/ns/pid") for pid in workers}
+
+    def below_a_worker(pid: int) -> bool:
+        seen = set()
+        while pid in procs and pid not in seen:
+            seen.add(pid)
+            pid = procs[pid][0]
+            if pid in workers:
+                return True
+        return False
+
+    left = []
+    for pid, (_, uid) in procs.items():
+        if pid in workers:
+            continue
+        try:
+            in_namespace = os.readlink(f"/proc/{pid}/ns/pid") in namespaces
+        except OSError:
+            in_namespace = False
+        if in_namespace or below_a_worker(pid) or 61000 <= uid < 61100:
+            left.append(f"pid {pid} uid {uid}")
+    return left
+
+
+def test_sandbox_processes_finds_what_a_program_leaves_running() -> None:
+    """The leftover check itself: it must see a live program's processes whatever uid they run as."""
+    for user_namespace in (False, True):
+        with Sandbox(workers=1, timeout_s=5.0, user_namespace=user_namespace) as sb:
+            assert sandbox_processes(sb) == []
+            done = threading.Event()
+            seen: list[list[str]] = []
+
+            def watch() -> None:
+                while not done.is_set() and not seen:
+                    if found := sandbox_processes(sb):
+                        seen.append(found)
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            r = sb.run("import os, time\nif os.fork() == 0:\n    time.sleep(10)\ntime.sleep(3)")
+            done.set()
+            watcher.join()
+            assert r.status == "killed" and seen, (user_namespace, r)
+            assert sandbox_processes(sb) == []
 
 
 def assert_contained(sb: Sandbox, result, *statuses: str) -> None:
@@ -44,7 +114,7 @@ def assert_contained(sb: Sandbox, result, *statuses: str) -> None:
     assert result.duration_s <= TIMEOUT + 1.0, result
     follow = sb.run("result = 6 * 7")
     assert follow.ok and follow.value == 42, follow  # the next program runs normally
-    assert sandbox_processes() == []
+    assert sandbox_processes(sb) == []
 
 
 def test_a_normal_program(sandbox) -> None:
@@ -95,7 +165,8 @@ def test_connect_to_a_live_socket_on_the_host(sandbox) -> None:
     assert received == []
 
 
-def test_write_and_delete_outside_scratch(sandbox) -> None:
+def test_files_outside_the_view_cannot_be_touched(sandbox) -> None:
+    """The host's files are not in the sandbox at all: deleting or creating one fails as 'not found'."""
     target_dir = REPO / "build"
     target_dir.mkdir(exist_ok=True)
     victim = target_dir / f"sandbox-victim-{uuid.uuid4().hex}.txt"
@@ -104,22 +175,49 @@ def test_write_and_delete_outside_scratch(sandbox) -> None:
     try:
         r = sandbox.run(f"import os\nos.remove({str(victim)!r})")
         assert_contained(sandbox, r, "error")
+        assert r.error.startswith("FileNotFoundError"), r.error
         r = sandbox.run(f"open({str(created)!r}, 'w').write('pwned')")
         assert_contained(sandbox, r, "error")
-        r = sandbox.run("import shutil\nshutil.rmtree('/usr/lib')")
-        assert_contained(sandbox, r, "error")
+        assert r.error.startswith("FileNotFoundError"), r.error
         assert victim.read_text() == "keep me" and not created.exists()
-        assert Path("/usr/lib").is_dir()
     finally:
         victim.unlink(missing_ok=True)
 
 
-def test_scratch_is_private_and_removed(sandbox) -> None:
-    r = sandbox.run("import os\nopen('note.txt', 'w').write('x')\nresult = os.getcwd()")
-    assert r.ok and r.value.startswith("/tmp/run-")
-    assert not Path(r.value).exists()  # the host never sees the sandbox's /tmp
-    again = sandbox.run("import os\nresult = os.listdir('/tmp')")
-    assert again.ok and len(again.value) == 1  # only the new program's own scratch dir
+def test_what_the_sandbox_shows_is_read_only(sandbox) -> None:
+    """The standard library is visible (programs import from it) and cannot be changed: every write to
+    it, and to anything else outside the scratch places, fails with EROFS, not for a lack of permission."""
+    stdlib = os.path.dirname(os.__file__)
+    attempts = {
+        "create": f"open({stdlib + '/pwned.py'!r}, 'w')",
+        "delete": f"os.remove({stdlib + '/os.py'!r})",
+        "rmtree": f"shutil.rmtree({stdlib + '/json'!r})",
+        "rename": f"os.rename({stdlib + '/os.py'!r}, {stdlib + '/os2.py'!r})",
+        "mkdir in /": "os.mkdir('/pwned')",
+        "mkdir in /dev": "os.mkdir('/dev/pwned')",
+        "sysctl": "open('/proc/sys/kernel/hostname', 'w').write('pwned')",
+    }
+    code = "import os, shutil\nerrors = {}\n"
+    for name, attempt in attempts.items():
+        code += f"try:\n    {attempt}\n    errors[{name!r}] = 0\nexcept OSError as exc:\n    errors[{name!r}] = exc.errno\n"
+    code += "result = [errors, os.path.isfile(os.__file__)]"
+    r = sandbox.run(code)
+    assert r.ok, r
+    errors, visible = r.value
+    assert visible
+    assert errors == {name: errno.EROFS for name in attempts}, errors
+    assert Path(stdlib, "os.py").is_file() and not Path(stdlib, "pwned.py").exists()
+
+
+def test_scratch_is_private_and_removed() -> None:
+    with Sandbox(workers=1, timeout_s=TIMEOUT) as sb:  # one worker: the second program runs where the first did
+        r = sb.run("import os\nopen('note.txt', 'w').write('x')\nresult = os.getcwd()")
+        assert r.ok and r.value.startswith("/tmp/run-")
+        assert not Path(r.value).exists()  # the host never sees the sandbox's /tmp
+        again = sb.run("import os\nresult = [os.getcwd(), os.listdir('/tmp')]")
+        assert again.ok
+        cwd, listing = again.value
+        assert listing == [os.path.basename(cwd)] and cwd != r.value  # only its own, new scratch dir
 
 
 def test_secrets_in_the_host_environment_do_not_reach_the_program(sandbox) -> None:
@@ -189,11 +287,11 @@ def test_non_json_results_are_reported_not_pickled(sandbox) -> None:
 
 
 def test_results_that_arrive_together_are_all_read() -> None:
-    """Several queued programs on one worker: their result lines can reach us in one read."""
+    """Several queued programs on one worker: their replies can reach us in one read."""
     with Sandbox(workers=1, timeout_s=TIMEOUT) as sb:
-        (worker,) = sb._workers
-        for i in range(3):
-            assert worker.send(f"result = {i}", 1.0)
-        time.sleep(0.5)  # all three result lines are now waiting in the pipe
-        got = [worker.receive(0.5) for _ in range(3)]
-        assert [r.value if r else None for r in got] == [0, 1, 2]
+        def slow_reader(i: int, r) -> None:
+            if i == 0:
+                time.sleep(0.5)  # meanwhile the worker answers the others: their replies wait in the pipe
+
+        got = sb.run_many([f"result = {i}" for i in range(4)], on_result=slow_reader, depth=4)
+        assert [r.value for r in got] == [0, 1, 2, 3]

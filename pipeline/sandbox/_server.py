@@ -1,4 +1,4 @@
-"""The sandbox worker: runs inside fresh network, PID and mount namespaces.
+"""The sandbox worker: runs inside fresh network, PID, mount, IPC and UTS namespaces.
 
 Started by ``pipeline.sandbox.Sandbox`` as ``unshare ... python -I -S _server.py CONFIG``;
 it imports nothing outside the standard library and never reads the host's
@@ -6,15 +6,39 @@ environment. It is PID 1 of its own PID namespace, so every process a
 program starts (daemons included) is visible in its /proc and is killed
 when the program ends.
 
-Setup, once: make every mount read-only, put private tmpfs on /tmp, /var/tmp
-and /dev/shm (the only writable places), then say "ready" on stdout.
+Setup, once (``build_root``): a new root on a tmpfs holding, read-only and at
+their usual paths, only the interpreter's ``sys.path`` directories, the
+shared libraries its extension modules load, the time-zone data and four
+devices; fresh tmpfs on /tmp, /var/tmp and /dev/shm (the only writable
+places); a fresh read-only /proc. The worker pivots into it and detaches the
+host's root, so nothing else of the host exists for a program. Then it
+imports ``PRELOADED`` (children inherit them for free) and says hello.
 
-Then, per request (one JSON line on stdin): fork a child that starts a new
-session, drops to an unprivileged uid, sets rlimits, clears the environment,
-chdirs into a fresh scratch dir and execs the program. The worker collects
-capped stdout/stderr and the program's ``result`` as JSON over a pipe (never
-pickle), enforces the wall clock, kills everything left in the namespace,
-removes the scratch dir and answers with one JSON line.
+Protocol (both directions): a frame is ``HEAD`` (two big-endian u32: header
+length, body length), a JSON header, then the body.
+
+- hello, worker to host: ``{"ready": true, "pid": N}`` or ``{"fatal": why}``, no body;
+- request, host to worker: ``{"id": N, "timeout_s": T}``, body the program's UTF-8 source;
+- reply, worker to host: ``{"id": N, "verdict", "note", "exit_code", "signal",
+  "duration_s", "stdout": n1, "stderr": n2, "result": n3}``, body the three
+  byte streams back to back: stdout, stderr and the child's JSON report.
+
+The worker reads exactly one request from fd 0 with ``os.read`` (never a
+buffered file), so requests queued behind it stay in the kernel's pipe where
+no program can reach them. It never decodes what a program produced: the
+streams go into fixed buffers that are wiped after each reply, and the host
+validates the report. So no program's source or output lingers in the
+memory the next child is forked from.
+
+The worker itself sets no_new_privs and a seccomp filter against the
+keyring syscalls, which every child inherits.
+
+Per request: fork a child that starts a new session, joins a fresh session
+keyring, drops to an unprivileged uid (or, under a user namespace, drops
+every capability), sets rlimits, clears the environment, chdirs into a
+fresh scratch dir and execs the program. The worker enforces the wall clock
+and the byte caps, kills everything left in the namespace, empties the
+writable places and the IPC namespace, and replies.
 """
 
 from __future__ import annotations
@@ -22,70 +46,377 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import mmap
 import os
 import resource
 import select
 import shutil
 import signal
+import socket
+import struct
 import sys
 import time
 import traceback
 
+HEAD = struct.Struct("!II")  # header length, body length
+MAX_HEADER = 1 << 16
+MAX_DEPTH = 100  # deepest JSON nesting a result may have; the host enforces the same bound
+
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_FLAG_OPTS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
+MS_REC, MS_PRIVATE, MS_RELATIME = 16384, 1 << 18, 1 << 21
+MNT_DETACH = 2
 WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+HIDDEN_SUBDIRS = ("site-packages", "dist-packages")  # third-party code is not the standard library
 PRELOADED = (
     "abc", "array", "bisect", "calendar", "cmath", "collections", "contextlib", "copy", "dataclasses",
     "datetime", "decimal", "encodings.idna", "enum", "fractions", "functools", "heapq", "itertools", "json", "math", "numbers",
     "operator", "random", "re", "socket", "statistics", "string", "struct", "subprocess", "textwrap", "time",
     "typing",
 )
+SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_exceeded"}
+
+# Syscalls glibc does not wrap, and the seccomp audit arch, per machine. The
+# generic table (aarch64, riscv64) shares its numbers.
+_GENERIC = {"pivot_root": 41, "add_key": 217, "request_key": 218, "keyctl": 219}
+ARCH = {
+    "x86_64": {"audit": 0xC000003E, "pivot_root": 155, "add_key": 248, "request_key": 249, "keyctl": 250},
+    "aarch64": {"audit": 0xC00000B7, **_GENERIC},
+    "riscv64": {"audit": 0xC00000F3, **_GENERIC},
+}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_CAP_AMBIENT = 24, 28, 38, 22, 47
+SECBITS_LOCKED_NOROOT = 0xE3  # NOROOT, KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE, each locked where it can be
+SECCOMP_MODE_FILTER = 2
+
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _syscall(name: str, *args) -> int:
+    # syscall(2) is variadic and the kernel reads full registers: pass integers as C longs
+    args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return _check(_libc.syscall(ctypes.c_long(ARCH[os.uname().machine][name]), *args), name)
+
+
+def _prctl(option: int, arg2: int = 0, pointer=None) -> int:
+    """prctl(2), variadic too: every argument at full width."""
+    arg3 = ctypes.c_ulong(0) if pointer is None else pointer
+    return _libc.prctl(option, ctypes.c_ulong(arg2), arg3, ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
-def _mountinfo() -> list[tuple[str, int]]:
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            path = fields[4].encode().decode("unicode_escape")  # "\040" is a space
-            flags = 0
-            for opt in fields[5].split(","):
-                flags |= _FLAG_OPTS.get(opt, 0)
-            points.append((path, flags))
-    return points
+def _umount(target: str) -> None:
+    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
 
 
-def setup_filesystem(scratch_mb: int) -> None:
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do here leaks to the host
-    for path, flags in _mountinfo():
-        if path.startswith("/proc") or not os.path.isdir(path):
+# --- the filesystem a program sees ---------------------------------------------------------
+
+_ST_TO_MS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+             (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+
+
+def _mount_flags(path: str) -> int:
+    """The per-mount flags of ``path``'s mount. Under a user namespace the kernel locks them
+    (a remount that drops one fails), so a read-only remount must repeat them."""
+    f = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _ST_TO_MS if f & st)
+
+
+def _bind_readonly(source: str, target: str, device: bool = False) -> None:
+    _mount(source, target, None, MS_BIND)  # not MS_REC: mounts below `source` stay out of view
+    flags = _mount_flags(target) | MS_NOSUID | (0 if device else MS_NODEV)
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+
+
+def _makedirs(root: str, path: str) -> None:
+    """Create ``root + path`` and its parents, each 0755 so a program's uid can walk to what is bound there
+    (the host's own parents may be closed to it: /root is 0700)."""
+    current = root
+    for part in [p for p in path.split("/") if p]:
+        current = f"{current}/{part}"
+        if not os.path.lexists(current):
+            os.mkdir(current)
+            os.chmod(current, 0o755)
+
+
+def _mirror(root: str, path: str) -> str | None:
+    """Recreate under ``root`` the symlinks on the way to ``path`` (the dynamic loader looks libraries up as
+    /lib/x86_64-linux-gnu/..., and /lib may be a link to usr/lib); return the real path, or None if missing."""
+    real, todo, hops = "/", [p for p in path.split("/") if p], 0
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
             continue
-        try:
-            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
-        except OSError:
-            if path == "/":
-                raise  # a writable root is not a sandbox
+        if name == "..":
+            real = os.path.dirname(real)
+            continue
+        here = os.path.join(real, name)
+        if not os.path.islink(here):
+            real = here
+            continue
+        hops += 1
+        if hops > 40:
+            return None
+        target = os.readlink(here)
+        if not os.path.lexists(root + here):
+            _makedirs(root, real)
+            os.symlink(target, root + here)
+        todo = [p for p in target.split("/") if p] + todo
+        if target.startswith("/"):
+            real = "/"
+    return real if os.path.exists(real) else None
+
+
+def _expose(root: str, path: str, covered: list[str], device: bool = False) -> None:
+    """Make ``path`` visible, read-only, at the same place under ``root`` (once: skip what a bound
+    directory already shows)."""
+    real = _mirror(root, path)
+    if real is None or any(real == c or real.startswith(c + "/") for c in covered):
+        return
+    target = root + real
+    if os.path.isdir(real):
+        _makedirs(root, real)
+        covered.append(real)
+    else:
+        _makedirs(root, os.path.dirname(real))
+        if not os.path.exists(target):
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+    _bind_readonly(real, target, device=device)
+
+
+def _fresh_tmpfs(path: str, size_mb: int) -> None:
+    # noexec: a program cannot load code it wrote; nr_inodes bounds the kernel memory empty files can take
+    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_mb}m,nr_inodes=16384,mode=1777")
+
+
+def _staging_dir(exposed: list[str]) -> str:
+    """An existing directory of the host to mount the new root on: one no exposed path lives under."""
+    for d in ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var/tmp"):
+        if os.path.isdir(d) and not os.path.islink(d) and not any(p == d or p.startswith(d + "/") for p in exposed):
+            return d
+    raise RuntimeError("no directory to build the sandbox's root on")
+
+
+def build_root(cfg: dict) -> None:
+    """Replace this mount namespace's view with only what Python needs, then pivot into it."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do here propagates to the host
+    dirs, files = list(cfg["expose_dirs"]), list(cfg["expose_files"])
+    root = _staging_dir(dirs + files)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    _populate(root, dirs, files, int(cfg["scratch_mb"]))
+    _enter(root)
+
+
+def _populate(root: str, dirs: list[str], files: list[str], scratch_mb: int) -> None:
+    covered: list[str] = []
+    for path in sorted(dirs, key=len):  # parents first, so a child directory is seen as covered
+        _expose(root, path, covered)
+    for path in files:
+        _expose(root, path, covered)
+    for d in list(covered):
+        for name in HIDDEN_SUBDIRS:
+            if os.path.isdir(os.path.join(d, name)):
+                _mount("tmpfs", root + os.path.join(d, name), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       "size=4k,nr_inodes=1,mode=0755")
+
+    _makedirs(root, "/dev")
+    for dev in DEVICES:
+        _expose(root, dev, covered, device=True)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
     for path in WRITABLE:
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode=1777")
+        _makedirs(root, path)
+        _fresh_tmpfs(root + path, scratch_mb)
+    # Our own /proc: only this PID namespace's processes; hidepid=2 hides the worker from a program's uid;
+    # read-only, so not even a namespace root can write a sysctl through it.
+    _makedirs(root, "/proc")
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "hidepid=2")
+
+
+def _enter(root: str) -> None:
+    """Make ``root`` the root and detach the host's, with every host mount under it."""
+    os.chdir(root)
+    _syscall("pivot_root", b".", b".")  # the old root is now stacked on top of the new one ...
+    _umount(".")  # ... and detached
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     try:
         open("/.tinyforge-write-probe", "w").close()
     except OSError:
         pass
     else:
-        raise RuntimeError("the root filesystem is still writable")
+        raise RuntimeError("the sandbox's root is still writable")
+
+
+def reset_writable(scratch: str | None, size_mb: int) -> None:
+    """Leave nothing of a program for the next one: remove its scratch dir, and replace any writable
+    tmpfs that still holds something (cheaper than a remount when, as usual, nothing else was written)."""
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for path in WRITABLE:
+        if os.listdir(path):
+            _umount(path)
+            _fresh_tmpfs(path, size_mb)
+
+
+def new_scratch(uid: int | None) -> str:
+    """A scratch dir with an unpredictable name: a program cannot prepare the next one's. (os.urandom is
+    what secrets.token_hex uses; importing secrets would load OpenSSL into the worker, and every fork and
+    exit would pay for its mappings.)"""
+    while True:
+        scratch = f"/tmp/run-{os.urandom(8).hex()}"
+        try:
+            os.mkdir(scratch, 0o700)
+            break
+        except FileExistsError:
+            continue
+    if uid is not None:
+        os.chown(scratch, uid, uid)
+    return scratch
+
+
+# --- kernel objects and privileges -------------------------------------------------------------
+
+
+def join_fresh_session_keyring() -> None:
+    """Leave the inherited session keyring (the host's, at first) for a new empty one.
+
+    A kernel without keys (ENOSYS) has nothing to hide; a full key quota (EDQUOT) leaves the worker's own,
+    empty keyring, which the seccomp filter keeps a program from touching anyway."""
+    try:
+        _syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None)
+    except OSError as exc:
+        if exc.errno not in (38, 122):  # ENOSYS, EDQUOT
+            raise
+
+
+def drop_capabilities(last_cap: int) -> None:
+    """Under a user namespace a program runs as that namespace's root: take away every capability it holds
+    there (bounding, ambient, effective, permitted) and lock root's special treatment off."""
+    for cap in range(last_cap + 1):
+        _check(_prctl(PR_CAPBSET_DROP, cap), "PR_CAPBSET_DROP")
+    _prctl(PR_CAP_AMBIENT, 4)  # PR_CAP_AMBIENT_CLEAR_ALL; EINVAL before Linux 4.3: none to clear
+    _check(_prctl(PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT), "PR_SET_SECUREBITS")
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable (two words each): all empty
+    _check(_libc.capset(header, data), "capset")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def keyring_filter() -> _SockFprog:
+    """A seccomp filter against the kernel keyrings: add_key and request_key fail with EPERM, and so does
+    keyctl, except ``keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`` (a new empty session keyring: what each
+    child does before its program, harmless for a program to repeat). Every syscall made through another
+    ABI (i386 int 0x80, x32), whose numbers would slip past the checks, fails too.
+
+    Keyrings are per uid, not per process: without this a program could leave a key in its uid's user
+    keyring for the next program run as that uid. The filter is not a general syscall policy."""
+    arch = ARCH[os.uname().machine]
+    nxt = None  # fall through to the next instruction
+    x32 = [("jge", 0x40000000, "deny", nxt)] if os.uname().machine == "x86_64" else []
+    program = [
+        ("ld", 4), ("jeq", arch["audit"], nxt, "deny"),  # seccomp_data.arch
+        ("ld", 0), *x32,  # seccomp_data.nr
+        ("jeq", arch["add_key"], "deny", nxt), ("jeq", arch["request_key"], "deny", nxt),
+        ("jeq", arch["keyctl"], nxt, "allow"),
+        # keyctl: args[0] == 1 and args[1] == 0, each 64 bits as two little-endian words
+        ("ld", 16), ("jeq", KEYCTL_JOIN_SESSION_KEYRING, nxt, "deny"), ("ld", 20), ("jeq", 0, nxt, "deny"),
+        ("ld", 24), ("jeq", 0, nxt, "deny"), ("ld", 28), ("jeq", 0, "allow", "deny"),
+        ("allow",), ("deny",),
+    ]
+    return _assemble(program)
+
+
+def _assemble(program: list[tuple]) -> _SockFprog:
+    """Classic BPF from (op, ...) tuples whose jump targets name the final "allow" or "deny"."""
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    at = {"allow": len(program) - 2, "deny": len(program) - 1}
+    insns = []
+    for i, (op, *args) in enumerate(program):
+        if op == "ld":
+            insns.append(_SockFilter(ld, 0, 0, args[0]))
+        elif op in ("jeq", "jge"):
+            k, yes, no = args
+            jump = lambda label: 0 if label is None else at[label] - i - 1  # noqa: E731
+            insns.append(_SockFilter(jeq if op == "jeq" else jge, jump(yes), jump(no), k))
+        else:
+            insns.append(_SockFilter(ret, 0, 0, 0x7FFF0000 if op == "allow" else 0x00050000 | 1))  # ALLOW; ERRNO(EPERM)
+    filters = (_SockFilter * len(insns))(*insns)
+    return _SockFprog(len(insns), filters)  # ctypes keeps `filters` alive: the pointer field refers to it
+
+
+def forbid_keyrings() -> None:
+    """Install the filter in the worker, once: every child inherits it through fork, for free (a filter
+    per child would be compiled per child)."""
+    _check(_prctl(PR_SET_NO_NEW_PRIVS, 1), "PR_SET_NO_NEW_PRIVS")  # inherited by every child as well
+    _check(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(keyring_filter())), "seccomp")
+
+
+IPC_RMID = 0
+_IPC_REMOVE = {"shm": lambda i: _libc.shmctl(i, IPC_RMID, None), "sem": lambda i: _libc.semctl(i, 0, IPC_RMID),
+               "msg": lambda i: _libc.msgctl(i, IPC_RMID, None)}
+
+
+def open_mqueues() -> int:
+    """A descriptor on this IPC namespace's POSIX message queues, reachable from no path: mounted over
+    /tmp for a moment, opened, detached."""
+    _mount("mqueue", "/tmp", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    fd = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
+    _umount("/tmp")
+    return fd
+
+
+def clear_ipc(mqueues: int) -> None:
+    """Remove every SysV segment, semaphore set and message queue, and every POSIX message queue, a
+    program left in the worker's IPC namespace (its own: ``unshare --ipc``)."""
+    for kind, remove in _IPC_REMOVE.items():
+        with open(f"/proc/sysvipc/{kind}") as f:
+            for line in f.read().splitlines()[1:]:  # a header, then one line per object: key, id, ...
+                remove(int(line.split()[1]))
+    for name in os.listdir(mqueues):
+        os.unlink(name, dir_fd=mqueues)
 
 
 # --- the child: becomes the program --------------------------------------------------------
+
+
+def _shape_problem(value, max_bytes: int) -> str | None:
+    """Why ``value`` cannot be a result (too deep, or surely larger than ``max_bytes`` as JSON), or None.
+    Walks iteratively: a program may have raised the recursion limit and built a 100,000-deep list."""
+    size, stack = 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return "depth"
+        container = isinstance(v, (list, tuple, dict))
+        size += len(v) + 2 if container or isinstance(v, str) else 1
+        if size > max_bytes:  # checked before expanding a container: a 10**8-element list costs nothing
+            return "size"
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for kv in v.items() for x in kv)
+        elif container:
+            stack.extend((x, depth + 1) for x in v)
+    return None
 
 
 def _json_value(value):
@@ -108,48 +439,74 @@ def _json_value(value):
         return None, repr(value)[:200]
 
 
-def run_child(req: dict, cfg: dict, scratch: str, out_w: int, err_w: int, res_w: int) -> None:
-    status, error, value, value_repr = "error", None, None, None
+def _report(scope: dict, status: str, error: str | None, max_bytes: int) -> bytes:
+    """The child's JSON report, never larger than ``max_bytes`` and never nested deeper than MAX_DEPTH."""
+    value = value_repr = None
+    if status == "ok" and "result" in scope:
+        problem = _shape_problem(scope["result"], max_bytes)
+        if problem == "depth":
+            status, error = "error", f"the result is nested deeper than {MAX_DEPTH} levels"
+        elif problem == "size":
+            status, error = "output_exceeded", f"the result is larger than {max_bytes} bytes as JSON"
+        else:
+            value, value_repr = _json_value(scope["result"])
+    data = json.dumps({"status": status, "error": error, "value": value, "value_repr": value_repr},
+                      allow_nan=False).encode()
+    if len(data) > max_bytes:
+        data = json.dumps({"status": "output_exceeded", "value": None, "value_repr": None,
+                           "error": f"the result is larger than {max_bytes} bytes as JSON"}).encode()
+    return data
+
+
+def confine(cfg: dict, scratch: str, timeout: float) -> None:
+    """Everything between fork and the program's first line (no_new_privs and the seccomp filter come
+    from the worker). Order matters: the keyring, charged to root's quota, comes before the uid drop."""
+    os.setsid()
+    join_fresh_session_keyring()
+    os.chdir(scratch)
+    cpu = max(1, math.ceil(timeout)) + 1
+    mem = int(cfg["memory_mb"]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["max_file_bytes"], cfg["max_file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_STACK, (64 * 1024 * 1024, 64 * 1024 * 1024))
+    if cfg.get("uid") is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+        os.setuid(cfg["uid"])
+    else:
+        drop_capabilities(int(cfg["last_cap"]))
+    resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"], cfg["nproc"]))
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
+                       "LANG": "C.UTF-8"})
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def run_child(code: bytearray, cfg: dict, scratch: str, timeout: float, out_w: int, err_w: int, res_w: int) -> None:
+    """Become the program. Never returns: the caller wraps it in ``os._exit``."""
+    os.dup2(res_w, 3)
     try:
-        os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
+        os.dup2(devnull, 0)  # the request pipe (and whatever is queued in it) is gone from this process
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.dup2(res_w, 3)
         os.closerange(4, 1 << 16)
-        os.chdir(scratch)
-        timeout = float(req.get("timeout_s", cfg["timeout_s"]))
-        cpu = max(1, math.ceil(timeout)) + 1
-        mem = int(req.get("memory_mb", cfg["memory_mb"])) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["max_file_bytes"], cfg["max_file_bytes"]))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_STACK, (64 * 1024 * 1024, 64 * 1024 * 1024))
-        if cfg.get("uid") is not None:
-            os.setgroups([])
-            os.setgid(cfg["uid"])
-            os.setuid(cfg["uid"])
-        resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"], cfg["nproc"]))
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
-                           "LANG": "C.UTF-8"})
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        confine(cfg, scratch, timeout)
         # sys.stdout/stderr already write to fds 1 and 2, which now are the
         # program's pipes; the worker flushed them before forking.
     except BaseException as exc:  # setup failed: say so, never run the program unconfined
-        os.write(res_w, json.dumps({"status": "error", "error": f"sandbox setup failed: {exc!r}"}).encode())
+        os.write(3, json.dumps({"status": "error", "error": f"sandbox setup failed: {exc!r}"}).encode())
         os._exit(70)
 
+    status, error = "error", None
+    scope = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
-        scope = {"__name__": "__main__", "__builtins__": __builtins__}
-        exec(compile(req["code"], "<program>", "exec"), scope)
+        exec(compile(bytes(code), "<program>", "exec"), scope)
         status = "ok"
-        if "result" in scope:
-            value, value_repr = _json_value(scope["result"])
     except MemoryError:
         status, error = "memory_exceeded", "MemoryError"
     except SystemExit as exc:
@@ -160,15 +517,22 @@ def run_child(req: dict, cfg: dict, scratch: str, out_w: int, err_w: int, res_w:
             traceback.print_exc(limit=-5)
         except BaseException:
             pass
-    scope = None  # free what the program allocated before reporting
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
     try:
-        os.write(3, json.dumps({"status": status, "error": error, "value": value, "value_repr": value_repr},
-                               allow_nan=False).encode())
+        try:
+            data = _report(scope, status, error, int(cfg["max_result_bytes"]))
+        except MemoryError:
+            data = json.dumps({"status": "memory_exceeded", "error": "MemoryError while reporting the result"}).encode()
+        except BaseException as exc:
+            data = json.dumps({"status": "error", "error": f"the result could not be reported: {exc!r}"[:1000]}).encode()
+        scope = None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(3, view):]
     except BaseException:
         os._exit(71)
     os._exit(0)
@@ -210,135 +574,192 @@ def _reap() -> None:
             return
 
 
-SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_exceeded"}
+class Streams:
+    """A program's stdout, stderr and result pipes, read into buffers allocated once per worker.
+
+    Fixed capacity (cap + 1, to notice going over) bounds the worker's memory whatever a program writes;
+    reading with readv straight into them and wiping them after each reply keeps one program's bytes
+    out of the memory the next program's child is forked from. Anonymous maps, not bytearrays: their
+    pages exist only once written, so the worker a child is forked from stays small."""
+
+    def __init__(self, output_cap: int, result_cap: int):
+        self.output_cap, self.result_cap = output_cap, result_cap
+        self.bufs = [mmap.mmap(-1, output_cap + 1), mmap.mmap(-1, output_cap + 1), mmap.mmap(-1, result_cap + 1)]
+        self.views = [memoryview(b) for b in self.bufs]
+        self.filled = [0, 0, 0]
+
+    def read(self, i: int, fd: int) -> int:
+        n = os.readv(fd, [self.views[i][self.filled[i]:]])
+        self.filled[i] += n
+        return n
+
+    def over(self) -> str | None:
+        if self.filled[0] + self.filled[1] > self.output_cap:
+            return f"stdout and stderr went over {self.output_cap} bytes"
+        if self.filled[2] > self.result_cap:
+            return f"the result went over {self.result_cap} bytes"
+        return None
+
+    def chunks(self) -> list[memoryview]:
+        caps = (self.output_cap, self.output_cap, self.result_cap)
+        return [v[:min(n, cap)] for v, n, cap in zip(self.views, self.filled, caps)]
+
+    def wipe(self) -> None:
+        for buf, n in zip(self.bufs, self.filled):
+            buf[:n] = bytes(n)
+        self.filled = [0, 0, 0]
 
 
-def run_one(req: dict, cfg: dict, seq: int) -> dict:
-    scratch = f"/tmp/run-{seq}"
-    os.mkdir(scratch, 0o700)
-    if cfg.get("uid") is not None:
-        os.chown(scratch, cfg["uid"], cfg["uid"])
+def supervise(pid: int, pipes: list[int], streams: Streams, deadline: float) -> tuple[str | None, str | None]:
+    """Read the child's pipes until it and they are done; return (verdict, note) when it must be stopped."""
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    for fd in (*pipes, pidfd):
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+    index = {fd: i for i, fd in enumerate(pipes)}
+    open_fds, exited = set(pipes), False
+    try:
+        while open_fds or not exited:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout", None
+            for fd, _ in poller.poll(max(1, int(left * 1000))):
+                if fd == pidfd:
+                    exited = True
+                    poller.unregister(pidfd)
+                elif not streams.read(index[fd], fd):
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+            if (why := streams.over()) is not None:
+                return "output_exceeded", why
+            if exited and open_fds and _others() != [pid]:
+                # The program is gone but something it started still holds its pipes.
+                return "killed", "the program left processes running; they were killed"
+        return None, None
+    finally:
+        os.close(pidfd)
+
+
+def run_one(header: dict, code: bytearray, cfg: dict, streams: Streams, mqueues: int) -> dict:
+    """Run one program in a child; return the reply header (its streams stay in ``streams``)."""
+    uid = cfg.get("uid")
+    scratch = new_scratch(uid)
+    timeout = float(header.get("timeout_s", cfg["timeout_s"]))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
-    timeout = float(req.get("timeout_s", cfg["timeout_s"]))
-    cap = int(cfg["max_output_bytes"])
+    sys.stdout.flush()
+    sys.stderr.flush()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        os.close(out_r), os.close(err_r), os.close(res_r)
-        run_child(req, cfg, scratch, out_w, err_w, res_w)
+        try:
+            run_child(code, cfg, scratch, timeout, out_w, err_w, res_w)
+        finally:
+            os._exit(70)
+    code[:] = bytes(len(code))  # the child has its copy; the worker keeps none
     for fd in (out_w, err_w, res_w):
         os.close(fd)
-    pidfd = os.pidfd_open(pid)
-    bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
-    poller = select.poll()
-    for fd in (*bufs, pidfd):
-        poller.register(fd, select.POLLIN | select.POLLHUP)
-    open_fds, exited, verdict, note = set(bufs), False, None, None
-    deadline = start + timeout
-
-    while open_fds or not exited:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            verdict = "timeout"
-            break
-        for fd, _ in poller.poll(max(1, int(left * 1000))):
-            if fd == pidfd:
-                exited = True
-                poller.unregister(pidfd)
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                poller.unregister(fd)
-                open_fds.discard(fd)
-                continue
-            bufs[fd] += chunk
-            if fd != res_r and len(bufs[out_r]) + len(bufs[err_r]) > cap:
-                verdict = "output_exceeded"
-        if verdict:
-            break
-        if exited and open_fds:
-            # The program is gone but something it started still holds its pipes.
-            if _others() != [pid]:
-                verdict, note = "killed", "the program left processes running; they were killed"
-                break
-    duration = time.monotonic() - start
-
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _, wstatus = os.waitpid(pid, 0)
-    leftovers = kill_everything_else()
+        verdict, note = supervise(pid, [out_r, err_r, res_r], streams, start + timeout)
+    finally:
+        duration = time.monotonic() - start
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, wstatus = os.waitpid(pid, 0)
+        leftovers = kill_everything_else()
+        for fd in (out_r, err_r, res_r):
+            os.close(fd)
+        reset_writable(scratch, int(cfg["scratch_mb"]))
+        clear_ipc(mqueues)
     if leftovers and verdict is None:
         verdict, note = "killed", "the program left processes running; they were killed"
-    for fd in (*bufs, pidfd):
-        try:
-            while fd != pidfd and (chunk := os.read(fd, 65536)) and len(bufs[fd]) < cap + 65536:
-                bufs[fd] += chunk
-        except OSError:
-            pass
-        os.close(fd)
-    shutil.rmtree(scratch, ignore_errors=True)
-
-    reply: dict = {"value": None, "value_repr": None, "error": None}
-    try:
-        reply.update(json.loads(bufs[res_r].decode()))
-    except (ValueError, UnicodeDecodeError):
-        pass
-    sig = os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None
-    if verdict is not None:
-        reply["status"] = verdict
-        reply["value"] = None
-    elif "status" not in reply:
-        if sig is not None:
-            reply["status"] = SIGNAL_STATUS.get(sig, "killed")
-            reply["error"] = f"killed by signal {signal.Signals(sig).name}"
-        else:
-            reply["status"] = "error"
-            reply["error"] = f"the program exited with code {os.WEXITSTATUS(wstatus)} before finishing"
-    if note:
-        reply["error"] = note
     return {
-        "id": req.get("id"),
-        "status": reply["status"],
-        "value": reply["value"],
-        "value_repr": reply["value_repr"],
-        "error": reply["error"],
-        "stdout": bufs[out_r][:cap].decode(errors="replace"),
-        "stderr": bufs[err_r][:cap].decode(errors="replace"),
-        "duration_s": round(duration, 6),
+        "id": header["id"], "verdict": verdict, "note": note, "duration_s": round(duration, 6),
         "exit_code": os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None,
-        "signal": sig,
+        "signal": os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None,
     }
+
+
+def _read_exact(fd: int, n: int) -> bytearray | None:
+    """Exactly ``n`` bytes from ``fd`` (None at end of input): never a byte of the next request."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if k == 0:
+            return None
+        got += k
+    return buf
+
+
+def read_request(max_program_bytes: int) -> tuple[dict, bytearray] | None:
+    head = _read_exact(0, HEAD.size)
+    if head is None:
+        return None
+    hlen, blen = HEAD.unpack(head)
+    if hlen > MAX_HEADER or blen > max_program_bytes:
+        raise SystemExit(f"protocol error: a request of {hlen}+{blen} bytes")
+    raw_header = _read_exact(0, hlen)
+    code = _read_exact(0, blen)
+    if raw_header is None or code is None:
+        return None
+    return json.loads(raw_header), code
+
+
+def write_frame(header: dict, chunks: list[memoryview] = ()) -> None:
+    lengths = [len(c) for c in chunks]
+    if chunks:
+        header = {**header, "stdout": lengths[0], "stderr": lengths[1], "result": lengths[2]}
+    raw = json.dumps(header).encode()
+    pending = [memoryview(HEAD.pack(len(raw), sum(lengths))), memoryview(raw), *chunks]
+    while pending:
+        n = os.writev(1, pending)
+        while pending and n >= len(pending[0]):
+            n -= len(pending.pop(0))
+        if pending:
+            pending[0] = pending[0][n:]
+
+
+def setup(cfg: dict) -> None:
+    if os.uname().machine not in ARCH:
+        raise RuntimeError(f"no syscall table for {os.uname().machine} (pivot_root, keyctl, seccomp)")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets from its namespace only signals it handles
+    join_fresh_session_keyring()  # drop the host's session keyring, which unshare passed on
+    socket.sethostname("tinyforge-sandbox")  # our own UTS namespace: the host's name is not a program's business
+    build_root(cfg)
+    forbid_keyrings()
+    sys.dont_write_bytecode = True
+    # Each forked child inherits these already imported, for free.
+    for name in PRELOADED:
+        __import__(name)
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    out = sys.stdout
     try:
-        setup_filesystem(int(cfg["scratch_mb"]))
-        # Each forked child inherits these already imported, for free. On a host
-        # whose Python lives where the sandbox uid cannot read (root's home),
-        # they are also the only modules a program can import.
-        for name in PRELOADED:
-            __import__(name)
+        setup(cfg)
+        streams = Streams(int(cfg["max_output_bytes"]), int(cfg["max_result_bytes"]))
+        mqueues = open_mqueues()
     except BaseException as exc:
-        out.write(json.dumps({"fatal": f"{type(exc).__name__}: {exc}"}) + "\n")
-        out.flush()
+        write_frame({"fatal": f"{type(exc).__name__}: {exc}"})
         sys.exit(1)
-    out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
-    out.flush()
-    for seq, line in enumerate(sys.stdin):
+    write_frame({"ready": True, "pid": os.getpid()})
+    while (request := read_request(int(cfg["max_program_bytes"]))) is not None:
+        header, code = request
         try:
-            req = json.loads(line)
-            reply = run_one(req, cfg, seq)
+            reply = run_one(header, code, cfg, streams, mqueues)
         except Exception as exc:  # a bug here must not look like a program's verdict
-            reply = {"id": None, "status": "killed", "error": f"sandbox worker error: {exc!r}"}
             kill_everything_else()
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+            reset_writable(None, int(cfg["scratch_mb"]))
+            clear_ipc(mqueues)
+            streams.wipe()
+            reply = {"id": header.get("id"), "verdict": "killed", "note": f"sandbox worker error: {exc!r}",
+                     "duration_s": 0.0, "exit_code": None, "signal": None}
+        write_frame(reply, streams.chunks())
+        streams.wipe()
 
 
 if __name__ == "__main__":

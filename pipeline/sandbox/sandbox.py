@@ -1,11 +1,13 @@
 """Run untrusted Python programs in isolated, pre-started workers.
 
-Each worker is one long-lived Python process in its own network, PID and
-mount namespaces (``unshare``), with a read-only view of the filesystem.
-Per program it forks a child (cheap: no new interpreter), so throughput
-comes from the warm worker, while isolation comes from the namespaces, an
-unprivileged uid, rlimits and a wall clock that kills every process the
-program started. Results come back as JSON lines, never pickle.
+Each worker is one long-lived Python process in its own network, PID,
+mount, IPC and UTS namespaces (``unshare``), whose whole filesystem is a
+read-only view of what the interpreter needs. Per program it forks a child
+(cheap: no new interpreter), so throughput comes from the warm worker, while
+isolation comes from the namespaces, an unprivileged uid, rlimits, a small
+seccomp filter and a wall clock that kills every process the program
+started. Requests and replies are length-prefixed frames carrying JSON
+headers, never pickle; every reply must echo its request's id.
 
     with Sandbox(workers=2, timeout_s=2.0, memory_mb=512) as sb:
         results = sb.run_many(programs)
@@ -13,17 +15,21 @@ program started. Results come back as JSON lines, never pickle.
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import itertools
 import json
 import os
 import queue
 import select
 import shutil
+import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,17 @@ from pipeline.errors import UserError
 SERVER = Path(__file__).with_name("_server.py")
 STATUSES = ("ok", "error", "timeout", "memory_exceeded", "output_exceeded", "killed")
 _UID_BASE = 61000  # unprivileged uids the programs run as, one per worker (root hosts only)
+_HEAD = struct.Struct("!II")  # every frame: header length, body length (see _server.py)
+_MAX_HEADER = 1 << 16
+_MAX_DEPTH = 100  # deepest JSON nesting accepted in a result (the worker's child enforces it too)
+_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
+_GRACE_S = 10.0  # the worker enforces each timeout; this much longer without a reply means it is hung
+_VERDICT_ERROR = {
+    "timeout": "the program ran past its time limit",
+    "output_exceeded": "the program wrote more than the output limit",
+    "killed": "the program was killed",
+}
+_SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_exceeded"}
 
 
 class SandboxUnavailable(UserError):
@@ -64,100 +81,336 @@ class RunResult:
 _LOST = RunResult("killed", error="the sandbox worker stopped answering and was restarted")
 
 
+# --- what the worker's interpreter needs to see ----------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _python_view() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(directories, files) the worker exposes read-only: the ``sys.path`` of ``python -I -S`` (the
+    standard library and its extension modules), the time-zone data, and every shared library the
+    interpreter and those extension modules link to. Computed once per process (~0.1 s)."""
+    probe = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys, json; print(json.dumps(sys.path))"],
+                           capture_output=True, text=True, env={}, timeout=60, check=True)
+    dirs = [p for p in json.loads(probe.stdout) if os.path.isdir(p)]
+    import zoneinfo  # its search path, as the sandboxed interpreter will use it
+
+    dirs += [p for p in zoneinfo.TZPATH if os.path.isdir(p)]
+    binaries = [os.path.realpath(sys.executable)]
+    binaries += [os.path.join(d, f) for d in dirs for f in sorted(os.listdir(d)) if ".so" in f]
+    return tuple(dirs), tuple(_shared_libraries(binaries))
+
+
+def _dynamic_loader() -> str | None:
+    """The dynamic loader this interpreter was started by (ld-linux-*.so), from our own memory map."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split(maxsplit=5)[-1].strip()
+            if os.path.basename(path).startswith("ld-linux") and os.path.isfile(path):
+                return path
+    return None
+
+
+def _ldd(binaries: list[str]) -> str:
+    """ldd's listing of ``binaries``. Asking glibc's loader directly (``ld.so --list``, what ldd runs
+    for each file) takes a quarter of the time of the ldd script; ldd itself is the fallback."""
+    loader, sh = _dynamic_loader(), shutil.which("sh")
+    if loader and sh:
+        loop = 'for f; do "$0" --list "$f"; done'
+        out = subprocess.run([sh, "-c", loop, loader, *binaries], capture_output=True, text=True,
+                             env={"LC_ALL": "C"}, timeout=120)
+        if "=>" in out.stdout:
+            return out.stdout
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return ""
+    return subprocess.run([ldd, *binaries], capture_output=True, text=True, env={"LC_ALL": "C"}, timeout=120).stdout
+
+
+def _shared_libraries(binaries: list[str]) -> list[str]:
+    """The shared libraries ``binaries`` load, as the dynamic loader names them, plus the loader's
+    cache that maps their names to paths and libgcc_s, which glibc opens on demand (thread cancellation).
+
+    Without a way to list them (no glibc loader, no ldd) fall back to the system library directories."""
+    found: dict[str, None] = {}
+    for line in _ldd(binaries).splitlines():
+        words = line.split()
+        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0] if words else ""
+        if path.startswith("/") and os.path.exists(path):
+            found[path] = None
+    if not found:
+        return [d for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.isdir(d)]
+    for lib in list(found):
+        if os.path.basename(lib).startswith("libc.so"):
+            gcc_s = os.path.join(os.path.dirname(lib), "libgcc_s.so.1")
+            if os.path.exists(gcc_s):
+                found[gcc_s] = None
+    if os.path.exists("/etc/ld.so.cache"):
+        found["/etc/ld.so.cache"] = None
+    return list(found)
+
+
+# --- one worker: a process speaking frames ---------------------------------------------------------
+
+
+class _BadReply(Exception):
+    """The worker's answer cannot be trusted: the program it was for gets ``result`` and the worker is
+    restarted (whatever else it might still send would be out of step)."""
+
+    def __init__(self, result: RunResult):
+        super().__init__(result.error)
+        self.result = result
+
+
+def _depth_ok(value: Any, limit: int = _MAX_DEPTH) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return True
+
+
+def _read_report(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The child's JSON report as (report, None), (None, None) if it wrote none, or (None, why) when it
+    cannot be used. The bytes come from the program's process, so they are as hostile as the program."""
+    if not raw:
+        return None, None
+    try:
+        report = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, "the program's result could not be read (not JSON, or nested too deeply)"
+    if not (isinstance(report, dict) and report.get("status") in STATUSES
+            and isinstance(report.get("error"), (str, type(None)))
+            and isinstance(report.get("value_repr"), (str, type(None)))):
+        return None, "the program's result had the wrong shape"
+    if not _depth_ok(report.get("value")):
+        return None, f"the program's result is nested deeper than {_MAX_DEPTH} levels"
+    return report, None
+
+
+def _interpret(header: dict[str, Any], body: bytes) -> RunResult:
+    """A program's result from a validated reply: the worker's verdict first, then the child's report,
+    then how the child ended."""
+    n_out, n_err = header["stdout"], header["stderr"]
+    common = {"stdout": body[:n_out].decode(errors="replace"),
+              "stderr": body[n_out:n_out + n_err].decode(errors="replace"),
+              "duration_s": float(header["duration_s"]), "exit_code": header["exit_code"],
+              "signal": header["signal"]}
+    report, problem = _read_report(body[n_out + n_err:])
+    verdict, sig = header["verdict"], header["signal"]
+    if verdict is not None:
+        why = header["note"] or (report or {}).get("error") or _VERDICT_ERROR[verdict]
+        return RunResult(verdict, error=why[:1000], **common)
+    if problem is not None:
+        return RunResult("error", error=problem, **common)
+    if report is not None:
+        error = report.get("error")
+        return RunResult(report["status"], value=report.get("value"), value_repr=report.get("value_repr"),
+                         error=error[:1000] if error else error, **common)
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return RunResult(_SIGNAL_STATUS.get(sig, "killed"), error=f"killed by signal {name}", **common)
+    return RunResult("error", error=f"the program exited with code {header['exit_code']} before finishing", **common)
+
+
+def _valid_reply(header: Any, body_len: int, request_id: int) -> bool:
+    """Whether a reply header has the shape the worker writes and answers ``request_id``."""
+    if not isinstance(header, dict) or type(header.get("id")) is not int or header["id"] != request_id:
+        return False
+    lengths = [header.get(k) for k in ("stdout", "stderr", "result")]
+    if not all(type(n) is int and n >= 0 for n in lengths) or sum(lengths) != body_len:
+        return False
+    return (header.get("verdict") in (None, *_VERDICT_ERROR)
+            and isinstance(header.get("note"), (str, type(None)))
+            and isinstance(header.get("duration_s"), (int, float))
+            and all(type(header.get(k)) in (int, type(None)) for k in ("exit_code", "signal")))
+
+
+@dataclass
+class _Job:
+    key: Any  # the caller's name for it (an index in run_many)
+    frame: bytes  # the request frame, less its id
+    timeout_s: float
+    request_id: int = 0
+
+
 class _Worker:
-    def __init__(self, index: int, config: dict[str, Any], startup_timeout_s: float):
+    """One worker process. Created stopped: ``start()`` (or ``launch()`` then ``await_ready()``, which lets
+    a pool start its workers side by side)."""
+
+    def __init__(self, index: int, config: dict[str, Any], startup_timeout_s: float, user_namespace: bool):
         self.index = index
         self.config = config
         self.startup_timeout_s = startup_timeout_s
+        self.user_namespace = user_namespace
+        self.max_body = 2 * int(config["max_output_bytes"]) + int(config["max_result_bytes"])
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.retired = False
+        self._ids = itertools.count(1)  # never reused, across restarts too: a stale reply cannot match
 
     def command(self) -> list[str]:
         unshare = shutil.which("unshare")
         if unshare is None:
             raise SandboxUnavailable("the sandbox needs `unshare` (util-linux), which is not on PATH")
-        ns = ["--net", "--pid", "--mount", "--fork", "--mount-proc"]
-        if os.geteuid() != 0:
+        ns = ["--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--mount-proc"]
+        if self.user_namespace:
             ns = ["--user", "--map-root-user", *ns]
         return [unshare, *ns, "--", sys.executable, "-I", "-S", str(SERVER), json.dumps(self.config)]
 
     def start(self) -> None:
-        self._pending = b""  # bytes read from the worker that do not yet end a line
+        self.launch()
+        self.await_ready()
+
+    def launch(self) -> None:
+        if self.retired:
+            raise RuntimeError("the sandbox is closed")
+        self._rbuf = bytearray()  # bytes read from the worker that do not yet make a whole frame
         # The worker starts with an empty environment: no API key or token can reach a program.
         self.proc = subprocess.Popen(
-            self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True,
             close_fds=True, cwd="/",
         )
-        line = self._readline(self.startup_timeout_s)
-        hello = json.loads(line) if line else {}
-        if not hello.get("ready"):
+        assert self.proc.stdin
+        os.set_blocking(self.proc.stdin.fileno(), False)  # writes interleave with reads in _exchange
+        self._launched = time.monotonic()
+
+    def await_ready(self) -> None:
+        """Wait for the worker's hello; SandboxUnavailable, with its reason, if it does not come."""
+        try:
+            hello, _ = self._exchange(bytearray(), self._launched + self.startup_timeout_s)
+        except _BadReply:
+            hello = {}
+        if not isinstance(hello, dict) or hello.get("ready") is not True:
             stderr = self._drain_stderr()
             self.stop()
-            why = hello.get("fatal") or stderr.strip().splitlines()[-1:] or ["no answer"]
-            raise SandboxUnavailable(f"the sandbox worker could not start: {why if isinstance(why, str) else why[0]}")
-
-    def _readline(self, timeout_s: float) -> bytes | None:
-        """The worker's next line, or None after ``timeout_s`` without one or at end of output.
-
-        Reads the pipe's file descriptor into a buffer of our own: with requests
-        pipelined, one read can bring several result lines, and select() on the
-        descriptor would not see those left in a file object's buffer.
-        """
-        assert self.proc and self.proc.stdout
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return None
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line
+            why = hello.get("fatal") if isinstance(hello, dict) else None
+            why = why or (stderr.strip().splitlines() or ["no answer"])[-1]
+            raise SandboxUnavailable(f"the sandbox worker could not start: {why}")
 
     def _drain_stderr(self) -> str:
         assert self.proc and self.proc.stderr
         if select.select([self.proc.stderr], [], [], 0.5)[0]:
-            return self.proc.stderr.read1(65536).decode(errors="replace")
+            return self.proc.stderr.read(65536).decode(errors="replace")
         return ""
 
-    def send(self, code: str, timeout_s: float) -> bool:
-        """Queue one program on the worker; False if the worker is gone."""
-        assert self.proc and self.proc.stdin
+    def _take_frame(self) -> tuple[Any, bytes] | None:
+        """One whole frame off the front of the read buffer, or None until it has arrived."""
+        buf = self._rbuf
+        if len(buf) < _HEAD.size:
+            return None
+        hlen, blen = _HEAD.unpack_from(buf)
+        if hlen > _MAX_HEADER:
+            raise _BadReply(RunResult("error", error="the sandbox worker's reply was malformed"))
+        if blen > self.max_body:
+            raise _BadReply(RunResult("output_exceeded", error=f"the sandbox worker's reply was over {self.max_body} bytes"))
+        end = _HEAD.size + hlen + blen
+        if len(buf) < end:
+            return None
         try:
-            self.proc.stdin.write(json.dumps({"code": code, "timeout_s": timeout_s}).encode() + b"\n")
-            self.proc.stdin.flush()
-            return True
-        except (BrokenPipeError, ValueError, OSError):
-            return False
+            header = json.loads(bytes(buf[_HEAD.size:_HEAD.size + hlen]))
+        except (ValueError, RecursionError):
+            raise _BadReply(RunResult("error", error="the sandbox worker's reply was malformed")) from None
+        body = bytes(buf[_HEAD.size + hlen:end])
+        del buf[:end]
+        return header, body
 
-    def receive(self, timeout_s: float) -> RunResult | None:
-        """The next result in send order; None if the worker stopped answering."""
+    def _exchange(self, out: bytearray, deadline: float) -> tuple[Any, bytes]:
+        """Write ``out`` (consuming it) as the worker takes it, until one whole frame has come back.
+
+        One thread does both so neither side can block the other: the worker may be writing a large
+        reply while we still have requests to queue."""
+        assert self.proc and self.proc.stdin and self.proc.stdout
+        rfd, wfd = self.proc.stdout.fileno(), self.proc.stdin.fileno()
+        while (frame := self._take_frame()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _BadReply(_LOST)
+            poller = select.poll()
+            poller.register(rfd, select.POLLIN)
+            if out:
+                poller.register(wfd, select.POLLOUT)
+            for fd, _ in poller.poll(max(1, int(left * 1000))):
+                if fd == wfd:
+                    try:
+                        del out[:os.write(wfd, out[:1 << 16])]
+                    except BlockingIOError:
+                        pass
+                    except OSError:  # the worker is gone: its end of output will follow
+                        out.clear()
+                    continue
+                chunk = os.read(rfd, 1 << 16)
+                if not chunk:
+                    raise _BadReply(_LOST)
+                self._rbuf += chunk
+        return frame
+
+    def _frame(self, job: _Job) -> bytes:
+        job.request_id = next(self._ids)
+        header = json.dumps({"id": job.request_id, "timeout_s": job.timeout_s}).encode()
+        return _HEAD.pack(len(header), len(job.frame)) + header + job.frame
+
+    def serve(self, take: Callable[[], _Job | None], deliver: Callable[[Any, RunResult], None], depth: int) -> None:
+        """Run the jobs ``take()`` hands out (None: no more), up to ``depth`` queued on the worker, and
+        ``deliver`` each one's result.
+
+        Replies come in request order and must echo the request's id. A reply that is missing (the
+        worker died or hung), unreadable, too large, misshapen or for another request costs the
+        program at the head of the queue its result; the worker is restarted and what was queued
+        behind is sent again, so every other program still gets its own result."""
+        if self.proc is None:  # an earlier restart failed: try again
+            self.start()
+        inflight: deque[_Job] = deque()
+        out = bytearray()
+        more, out_of_step = True, False
         try:
-            line = self._readline(timeout_s + 10.0)  # the worker enforces timeout_s; this is a backstop
-        except (ValueError, OSError):
-            line = None
-        return RunResult.from_reply(json.loads(line)) if line else None
+            while True:
+                while more and len(inflight) < depth:
+                    job = take()
+                    if job is None:
+                        more = False
+                    else:
+                        out += self._frame(job)
+                        inflight.append(job)
+                if not inflight:
+                    return
+                head = inflight[0]
+                try:
+                    header, body = self._exchange(out, time.monotonic() + head.timeout_s + _GRACE_S)
+                    if not _valid_reply(header, len(body), head.request_id):
+                        raise _BadReply(RunResult("error", error="the sandbox worker's reply was malformed "
+                                                                 "or answered another program"))
+                    result = _interpret(header, body)
+                except _BadReply as exc:
+                    inflight.popleft()
+                    out_of_step = True
+                    self.restart()
+                    out_of_step = False
+                    out = bytearray(b"".join(self._frame(j) for j in inflight))
+                    deliver(head.key, exc.result)
+                    continue
+                inflight.popleft()
+                deliver(head.key, result)
+        finally:
+            if inflight or out_of_step:  # stopped with answers still owed: never hand on a worker out of step
+                self.restart()
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
-    def run(self, code: str, timeout_s: float) -> RunResult:
-        result = self.receive(timeout_s) if self.send(code, timeout_s) else None
-        if result is None:
-            self.restart()
-            return _LOST
-        return result
-
     def stop(self) -> None:
         if self.proc is None:
             return
         try:
-            os.killpg(self.proc.pid, 9)
+            os.killpg(self.proc.pid, 9)  # the worker is PID 1 of its namespace: every program dies with it
         except ProcessLookupError:
             pass
         self.proc.wait()
@@ -167,27 +420,54 @@ class _Worker:
         self.proc = None
 
 
+def _job(key: Any, program: str, timeout_s: float) -> _Job | RunResult:
+    """A program as a request body, or the result it gets without running (too large to send)."""
+    try:
+        body = program.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return RunResult("error", error=f"the program is not valid UTF-8: {exc}")
+    if len(body) > _MAX_PROGRAM_BYTES:
+        return RunResult("error", error=f"the program is larger than {_MAX_PROGRAM_BYTES} bytes")
+    return _Job(key, body, timeout_s)
+
+
 class Sandbox:
-    """A pool of isolated Python workers. Use as a context manager."""
+    """A pool of isolated Python workers. Use as a context manager.
+
+    ``user_namespace``: run the workers in a user namespace (``--map-root-user``). The default, None,
+    does so only when not root, as a non-root host must; True forces it, which lets a root host test
+    the non-root path."""
 
     def __init__(self, workers: int = 2, timeout_s: float = 2.0, memory_mb: int = 512, *,
-                 max_output_bytes: int = 64_000, max_file_bytes: int = 8 * 1024 * 1024, nproc: int = 16,
-                 scratch_mb: int = 64, startup_timeout_s: float = 30.0):
+                 max_output_bytes: int = 64_000, max_result_bytes: int = 1_000_000,
+                 max_file_bytes: int = 8 * 1024 * 1024, nproc: int = 16, scratch_mb: int = 64,
+                 startup_timeout_s: float = 30.0, user_namespace: bool | None = None):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers_n, self.timeout_s, self.memory_mb = workers, timeout_s, memory_mb
         self._config = {"timeout_s": timeout_s, "memory_mb": memory_mb, "max_output_bytes": max_output_bytes,
+                        "max_result_bytes": max_result_bytes, "max_program_bytes": _MAX_PROGRAM_BYTES,
                         "max_file_bytes": max_file_bytes, "nproc": nproc, "scratch_mb": scratch_mb}
         self._startup_timeout_s = startup_timeout_s
+        self._user_namespace = os.geteuid() != 0 if user_namespace is None else user_namespace
         self._workers: list[_Worker] = []
         self._idle: queue.Queue[_Worker] = queue.Queue()
 
     def __enter__(self) -> Sandbox:
         try:
+            try:
+                dirs, files = _python_view()
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                raise SandboxUnavailable(f"could not list what the sandbox's interpreter needs: {exc}") from exc
+            last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
             for i in range(self.workers_n):
-                cfg = {**self._config, "uid": _UID_BASE + i if os.geteuid() == 0 else None}
-                w = _Worker(i, cfg, self._startup_timeout_s)
-                self._workers.append(w)
+                cfg = {**self._config, "expose_dirs": dirs, "expose_files": files, "last_cap": last_cap,
+                       "uid": None if self._user_namespace else _UID_BASE + i}
+                self._workers.append(_Worker(i, cfg, self._startup_timeout_s, self._user_namespace))
+            for w in self._workers:  # all start side by side
+                w.launch()
+            for w in self._workers:
+                w.await_ready()
                 self._idle.put(w)
         except BaseException:
             self.close()
@@ -199,6 +479,7 @@ class Sandbox:
 
     def close(self) -> None:
         for w in self._workers:
+            w.retired = True
             w.stop()
         self._workers.clear()
 
@@ -206,11 +487,16 @@ class Sandbox:
         """Run one program on the next free worker (thread-safe)."""
         if not self._workers:
             raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sb:`")
+        job = _job(0, program, timeout_s or self.timeout_s)
+        if isinstance(job, RunResult):
+            return job
+        jobs, got = [job], []
         worker = self._idle.get()
         try:
-            return worker.run(program, timeout_s or self.timeout_s)
+            worker.serve(lambda: jobs.pop() if jobs else None, lambda _, r: got.append(r), 1)
         finally:
             self._idle.put(worker)
+        return got[0]
 
     def run_many(self, programs: Sequence[str], timeout_s: float | None = None,
                  on_result: Callable[[int, RunResult], None] | None = None, depth: int = 4) -> list[RunResult]:
@@ -218,68 +504,53 @@ class Sandbox:
 
         Each worker has up to ``depth`` programs queued, so it starts the next
         one the moment it finishes a program instead of waiting for this
-        process to read the result and send another.
+        process to read the result and send another. ``on_result(i, result)``
+        is called as each finishes (from worker threads, one call at a time).
         """
         if not self._workers:
             raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sb:`")
         timeout = timeout_s or self.timeout_s
         results: list[RunResult | None] = [None] * len(programs)
-        todo: queue.Queue[int] = queue.Queue()
-        for i in range(len(programs)):
-            todo.put(i)
-        lock = threading.Lock()
+        todo = iter(range(len(programs)))
+        lock, failures = threading.Lock(), []
+
+        def deliver(i: int, r: RunResult) -> None:
+            with lock:
+                results[i] = r
+                if on_result:
+                    on_result(i, r)
+
+        def take() -> _Job | None:
+            while True:
+                with lock:
+                    i = None if failures else next(todo, None)  # after a failure, stop handing out work
+                if i is None:
+                    return None
+                job = _job(i, programs[i], timeout)
+                if isinstance(job, _Job):
+                    return job
+                deliver(i, job)
 
         def feed(worker: _Worker) -> None:
-            # A writer and a reader per worker: a blocked write can never stall the reads.
-            inflight: queue.Queue[int | None] = queue.Queue()
-            slots = threading.Semaphore(depth)
-            broken = threading.Event()
+            try:
+                worker.serve(take, deliver, max(1, depth))
+            except BaseException as exc:  # re-raised below, once every worker has stopped
+                with lock:
+                    failures.append(exc)
 
-            def writer() -> None:
-                while not broken.is_set():
-                    slots.acquire()
-                    try:
-                        i = todo.get_nowait()
-                    except queue.Empty:
-                        break
-                    inflight.put(i)
-                    if not worker.send(programs[i], timeout):
-                        break
-                inflight.put(None)
-
-            w = threading.Thread(target=writer, daemon=True)
-            w.start()
-            while (i := inflight.get()) is not None:
-                r = None if broken.is_set() else worker.receive(timeout)
-                if r is None:  # the worker died or hung: everything queued on it is lost
-                    broken.set()
-                    slots.release()
-                    r = _LOST
-                results[i] = r
-                slots.release()
-                if on_result:
-                    with lock:
-                        on_result(i, r)
-            w.join()
-            if broken.is_set():
-                worker.restart()
-
-        with self._all_workers():
-            threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in self._workers]
+        taken = [self._idle.get() for _ in self._workers]
+        try:
+            threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in taken]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-        return results  # type: ignore[return-value]
-
-    @contextlib.contextmanager
-    def _all_workers(self) -> Iterator[None]:
-        taken = [self._idle.get() for _ in self._workers]
-        try:
-            yield
         finally:
             for w in taken:
                 self._idle.put(w)
+        if failures:
+            raise failures[0]
+        return results  # type: ignore[return-value]
 
 
 def sandbox_available() -> tuple[bool, str]:
