@@ -261,13 +261,35 @@ def _enter(root: str) -> None:
         raise RuntimeError("the sandbox's root is still writable")
 
 
-def reset_writable(scratch: str | None, size_mb: int) -> None:
+def empty_dir_size() -> int | None:
+    """The st_size of an empty directory on our tmpfs, if st_size there grows with every entry (tmpfs
+    counts 20 bytes an entry): then one stat() tells an empty place from a used one. Checked, not
+    assumed; None (list the directory instead) where it does not hold."""
+    empty = os.stat("/tmp").st_size
+    probe = f"/tmp/.probe-{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+    grown = os.stat("/tmp").st_size
+    os.unlink(probe)
+    return empty if grown > empty == os.stat("/tmp").st_size else None
+
+
+def _is_empty(path: str, empty_size: int | None) -> bool:
+    return os.stat(path).st_size == empty_size if empty_size is not None else not os.listdir(path)
+
+
+def reset_writable(scratch: str | None, size_mb: int, empty_size: int | None) -> None:
     """Leave nothing of a program for the next one: remove its scratch dir, and replace any writable
-    tmpfs that still holds something (cheaper than a remount when, as usual, nothing else was written)."""
+    tmpfs that still holds something. Usually nothing else was written, and that costs three stat()s."""
     if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            if not _is_empty(scratch, empty_size):
+                shutil.rmtree(scratch)
+            else:
+                os.rmdir(scratch)
+        except OSError:
+            pass  # whatever is left makes /tmp non-empty below, and /tmp is replaced
     for path in WRITABLE:
-        if os.listdir(path):
+        if not _is_empty(path, empty_size):
             _umount(path)
             _fresh_tmpfs(path, size_mb)
 
@@ -372,7 +394,8 @@ def forbid_keyrings() -> None:
     _check(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(keyring_filter())), "seccomp")
 
 
-IPC_RMID = 0
+IPC_RMID, MSG_INFO, SHM_INFO, SEM_INFO = 0, 12, 14, 19
+_INFO = (ctypes.c_int * 32)()  # large enough for struct shm_info, seminfo and msginfo
 _IPC_REMOVE = {"shm": lambda i: _libc.shmctl(i, IPC_RMID, None), "sem": lambda i: _libc.semctl(i, 0, IPC_RMID),
                "msg": lambda i: _libc.msgctl(i, IPC_RMID, None)}
 
@@ -386,10 +409,19 @@ def open_mqueues() -> int:
     return fd
 
 
+def _sysv_in_use() -> bool:
+    """Whether any SysV object exists in this IPC namespace: three *_INFO calls, no /proc read."""
+    counts = []
+    for call, cmd, field in ((_libc.shmctl, SHM_INFO, 0), (_libc.msgctl, MSG_INFO, 0)):  # used_ids, msgpool
+        counts.append(_INFO[field] if call(0, cmd, _INFO) >= 0 else 1)
+    counts.append(_INFO[7] if _libc.semctl(0, 0, SEM_INFO, _INFO) >= 0 else 1)  # seminfo.semusz
+    return any(counts)
+
+
 def clear_ipc(mqueues: int) -> None:
     """Remove every SysV segment, semaphore set and message queue, and every POSIX message queue, a
     program left in the worker's IPC namespace (its own: ``unshare --ipc``)."""
-    for kind, remove in _IPC_REMOVE.items():
+    for kind, remove in _IPC_REMOVE.items() if _sysv_in_use() else ():
         with open(f"/proc/sysvipc/{kind}") as f:
             for line in f.read().splitlines()[1:]:  # a header, then one line per object: key, id, ...
                 remove(int(line.split()[1]))
@@ -672,7 +704,7 @@ def run_one(header: dict, code: bytearray, cfg: dict, streams: Streams, mqueues:
         leftovers = kill_everything_else()
         for fd in (out_r, err_r, res_r):
             os.close(fd)
-        reset_writable(scratch, int(cfg["scratch_mb"]))
+        reset_writable(scratch, int(cfg["scratch_mb"]), cfg["empty_dir_size"])
         clear_ipc(mqueues)
     if leftovers and verdict is None:
         verdict, note = "killed", "the program left processes running; they were killed"
@@ -743,6 +775,7 @@ def main() -> None:
         setup(cfg)
         streams = Streams(int(cfg["max_output_bytes"]), int(cfg["max_result_bytes"]))
         mqueues = open_mqueues()
+        cfg["empty_dir_size"] = empty_dir_size()
     except BaseException as exc:
         write_frame({"fatal": f"{type(exc).__name__}: {exc}"})
         sys.exit(1)
@@ -753,7 +786,7 @@ def main() -> None:
             reply = run_one(header, code, cfg, streams, mqueues)
         except Exception as exc:  # a bug here must not look like a program's verdict
             kill_everything_else()
-            reset_writable(None, int(cfg["scratch_mb"]))
+            reset_writable(None, int(cfg["scratch_mb"]), cfg["empty_dir_size"])
             clear_ipc(mqueues)
             streams.wipe()
             reply = {"id": header.get("id"), "verdict": "killed", "note": f"sandbox worker error: {exc!r}",
