@@ -34,6 +34,12 @@ def prefect_server():
     Started as a ``TemporaryServer``, the builds' own kind: if pytest itself dies (a native crash in a
     test), the kernel takes the server with it instead of leaving it holding a port.
     """
+    # Prefect configures logging on the first `from prefect import flow`, binding its console handler to
+    # whatever sys.stderr is then. Done inside a test that uses capsys, that is capsys's buffer, closed
+    # when the test ends: every later flow run's log line then fails, and the failure is printed through
+    # Prefect's print-to-log hook, which logs it again, until RecursionError. Configure it here, while
+    # sys.stderr is pytest's session-long capture.
+    import prefect.main  # noqa: F401
     import prefect.testing.utilities as harness
     from prefect.settings import PREFECT_API_URL
 
