@@ -232,6 +232,24 @@ def test_secrets_in_the_host_environment_do_not_reach_the_program(sandbox) -> No
     assert dump.ok and SECRET not in dump.value and "OPENAI_API_KEY" not in dump.value
 
 
+def test_each_program_gets_exactly_its_own_environment() -> None:
+    """Four variables, HOME and TMPDIR its own scratch dir, in the process (os.environ) and in what it
+    execs (the C environ); what one program sets or deletes is gone for the next on the same worker."""
+    probe = ("import ctypes, itertools, os\n"
+             "environ = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), 'environ')\n"
+             "c_environ = [e.decode() for e in itertools.takewhile(bool, (environ[i] for i in itertools.count()))]\n"
+             "result = [dict(os.environ), os.getcwd(), c_environ]\n")
+    with Sandbox(workers=1, timeout_s=TIMEOUT) as sb:
+        first = sb.run(probe + "os.environ['LEFT_BEHIND'] = '1'\nos.putenv('ALSO_LEFT', '1')\ndel os.environ['PATH']")
+        second = sb.run(probe)
+    assert first.ok and second.ok, (first, second)
+    for r in (first, second):
+        env, cwd, c_environ = r.value
+        assert env == {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": cwd, "TMPDIR": cwd}
+        assert sorted(c_environ) == sorted(f"{k}={v}" for k, v in env.items())
+    assert first.value[1] != second.value[1]
+
+
 def test_kill_the_parent(sandbox) -> None:
     r = sandbox.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     assert_contained(sandbox, r, "error")
