@@ -1,4 +1,8 @@
-"""Which code made a build: the package version and, in a git checkout, the commit."""
+"""Which code made a build: the package version and, in a git checkout, the commit.
+
+An installed wheel has no checkout (``REPO_ROOT`` is None): git is not asked, so a venv that happens
+to sit inside some other repository does not report that repository's commit.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pipeline.paths import REPO_ROOT
 
 @cache
 def code_revision() -> dict[str, str | bool | None]:
+    if REPO_ROOT is None:
+        return {"version": __version__, "git_commit": None, "git_dirty": None}
     commit, dirty = None, None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,

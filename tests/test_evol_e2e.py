@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -26,8 +27,9 @@ RESPONSE_REASONS = {"refusal", "stopwords_only", "response_too_short", "response
 def demo_recipe(tmp_path: Path, **replace: str) -> Path:
     text = (REPO / "flows" / "recipes" / "evol-demo.toml").read_text()
     text = text.replace('output_root = "../../build"', f'output_root = "{tmp_path / "out"}"')
-    text = text.replace('path = "../../data/seeds/instructions.jsonl"',
-                        f'path = "{REPO / "data" / "seeds" / "instructions.jsonl"}"')
+    # The demo uses the default seed pool; name it, so that a test can swap it for another file.
+    text = re.sub(r"^\[seeds\].*$", lambda m: f'{m[0]}\npath = "{REPO / "data" / "seeds" / "instructions.jsonl"}"',
+                  text, count=1, flags=re.M)
     for old, new in replace.items():
         assert old in text, f"the demo recipe changed: {old!r} is gone"
         text = text.replace(old, new)
