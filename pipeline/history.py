@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.lock import describe, is_locked, read_holder
-from pipeline.publish import MANIFEST
+from pipeline.shard_format import MANIFEST
 from pipeline.stages import STAGE_META
 
 

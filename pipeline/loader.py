@@ -43,8 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import IntegrityError, UserError
 from pipeline.fingerprint import digest
-from pipeline.publish import MANIFEST
-from pipeline.shards import read_manifest
+from pipeline.shard_format import MANIFEST, read_manifest
 
 Partition = Literal["interleave", "blocks"]
 Balance = Literal["pad", "drop", "none"]

@@ -33,12 +33,8 @@ from pipeline.fingerprint import file_sha256
 from pipeline.recipe import PublishConfig
 from pipeline.revision import code_revision
 from pipeline.schema import RecordSchema
+from pipeline.shard_format import FORMAT, FORMAT_VERSION, MANIFEST, PLOTS
 from pipeline.stages import replace_dir, write_json_atomic
-
-MANIFEST = "manifest.json"
-PLOTS = "plots"
-FORMAT = "tinyforge.dataset"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.llm.cache import ResponseCache
-from pipeline.publish import MANIFEST
+from pipeline.shard_format import MANIFEST
 
 def _fs(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(url, **options)

@@ -1,19 +1,26 @@
-"""Reading published datasets, checksums first."""
+"""Reading published datasets, checksums first.
+
+The reader's side of the shard contract: it imports the format from
+``pipeline.shard_format`` and nothing of the writer (``pipeline.publish``,
+recipes). polars is imported by ``read_split`` alone, and the torch loader
+(``ShardDataset``, ``ShardLoader``, ``collate``, in ``pipeline.loader``) only
+when one of them is asked for.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.errors import IntegrityError
 from pipeline.fingerprint import file_sha256
-from pipeline.publish import FORMAT, MANIFEST
+from pipeline.shard_format import MANIFEST, read_manifest
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass(frozen=True)
@@ -31,19 +38,6 @@ class VerifiedDataset:
             return [self.path / s["path"] for s in self.manifest["splits"][split]["shards"]]
         except KeyError:
             raise IntegrityError(f"{self.path}: no split {split!r} (has {', '.join(self.manifest['splits'])})") from None
-
-
-def read_manifest(read: Callable[[], bytes], where: str) -> dict[str, Any]:
-    """A manifest from ``read()`` (a local file, or any fsspec file), checked to be tinyforge's."""
-    try:
-        manifest = json.loads(read())
-    except FileNotFoundError:
-        raise IntegrityError(f"{where}: no manifest (not a published tinyforge dataset, or not finished)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{where}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{where}: not a tinyforge dataset manifest")
-    return manifest
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
@@ -75,6 +69,8 @@ def verify_dataset(path: str | Path) -> VerifiedDataset:
 
 def read_split(path: str | Path, split: str = "train") -> pl.DataFrame:
     """A verified split as one polars DataFrame."""
+    import polars as pl  # only here: verifying a dataset needs pyarrow alone
+
     ds = verify_dataset(path)
     return pl.read_parquet(ds.files(split))
 
