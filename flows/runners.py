@@ -18,12 +18,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prefect.task_runners import ThreadPoolTaskRunner
-
-from pipeline.cli import RUNNERS_HELP
 from pipeline.errors import UserError
 
 ENV = "TINYFORGE_RUNNER"
+RUNNERS_HELP = "local (default), dask, dask:N (a local Dask cluster of N processes) or tcp://HOST:PORT"
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,8 @@ def task_runner(spec: str | None = None) -> Any:
     """
     runner = parse_runner(spec)
     if runner.kind == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
         # One batch at a time: the embedded engine already spreads one batch over every core.
         return ThreadPoolTaskRunner(max_workers=1)
     from prefect_dask import DaskTaskRunner

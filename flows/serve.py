@@ -42,7 +42,7 @@ def deployments(files: Sequence[Path], output_root: str | None = None) -> list[A
     """One deployment per recipe, named after it, under its kind's flow."""
     from prefect.schedules import Cron
 
-    from pipeline.cli import flow_for
+    from flows import flow_for
 
     out, seen = [], {}
     for path in files:

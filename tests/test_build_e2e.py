@@ -179,8 +179,8 @@ def test_a_second_build_publishes_nothing_already_published(prefect_server: str,
 
 def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: str, tiny_recipe: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
     from flows.tinystories import tinystories_flow
-    from pipeline.cli import main
 
     # All train: the S2L subset is drawn from train, and with 4 stories a validation row could hold it all.
     text = tiny_recipe.read_text().replace("validation_fraction = 0.25", "validation_fraction = 0.0")

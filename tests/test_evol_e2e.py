@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.evol.operations import OPERATIONS
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.history import build_info, format_table, inspect_text, list_builds, resolve_build
 from pipeline.lock import BuildLock, BuildLocked, is_locked, read_holder
 

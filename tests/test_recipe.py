@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.errors import RecipeError
 from pipeline.recipe import load_recipe
 from tests.conftest import REPO, write_recipe

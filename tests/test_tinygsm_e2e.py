@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.fingerprint import file_sha256
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO, recipe_seed, write_recipe

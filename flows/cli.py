@@ -11,21 +11,25 @@
 
 A user's mistake (bad recipe, missing file) prints one line and exits 2;
 a build that ran but produced nothing exits 1.
+
+The front door of the orchestration layer, so it lives in ``flows/``: the
+``pipeline`` library never imports it (or anything else of ``flows``).
+Prefect is imported only by the commands that run flows. Also
+``python -m flows.cli``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from flows import flow_for
+from flows.runners import RUNNERS_HELP
 from pipeline.errors import BuildFailed, IntegrityError, UserError
-
-RUNNERS_HELP = "local (default), dask, dask:N (a local Dask cluster of N processes) or tcp://HOST:PORT"
 
 # Defaults that make Prefect work on a machine with no network and 2 slow cores;
 # a user's own settings (environment or profile) still win.
@@ -39,13 +43,6 @@ PREFECT_DEFAULTS = {
 def _prefect_env() -> None:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-def flow_for(kind: str):
-    from flows import FLOWS
-
-    module, name = FLOWS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
