@@ -53,7 +53,9 @@ def main() -> None:
 
     from flows.runners import task_runner
     from flows.temporary_server import start_temporary_server
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+    tinystories_flow = flow_for("tinystories")
     from pipeline.shards import verify_dataset
 
     start_temporary_server()  # one server for the flow and the Dask workers

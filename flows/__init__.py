@@ -1,19 +1,16 @@
-"""Prefect flows: thin orchestration over the ``pipeline`` library.
+"""Prefect orchestration over the ``pipeline`` library: the one build flow, deployments, the CLI.
 
-Each corpus kind has one flow; ``FLOWS`` maps a recipe's ``kind`` to it and
-``flow_for`` imports it. The ``tinyforge`` command is ``flows.cli``.
+``flow_for(kind)`` is the flow that builds a recipe of that kind (``flows.build``;
+importing it imports Prefect). The ``tinyforge`` command is ``flows.cli``.
 """
 
-import importlib
+from __future__ import annotations
 
-FLOWS = {
-    "tinystories": "flows.tinystories:tinystories_flow",
-    "tinygsm": "flows.tinygsm:tinygsm_flow",
-    "evol_instruct": "flows.evolve:evolve_flow",
-}
+from typing import Any
 
 
-def flow_for(kind: str):
+def flow_for(kind: str) -> Any:
     """The Prefect flow that builds a recipe of this kind (importing it, and so Prefect)."""
-    module, name = FLOWS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    from flows.build import flow_for as _flow_for
+
+    return _flow_for(kind)

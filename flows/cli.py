@@ -116,19 +116,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     rows = sum(ds.manifest["splits"][s]["rows"] for s in ds.splits)
     print(f"{ds.path}: ok ({shards} shards, {rows} rows, checksums match)")
     if args.execute:
+        from pipeline.kinds import get_kind
+
         kind = ds.manifest.get("kind")
-        if kind not in ("tinygsm", "evol_instruct"):
+        try:
+            solution_code = get_kind(kind).solution_code
+        except KeyError:
+            solution_code = None
+        if solution_code is None:
             raise UserError(f"--execute re-runs solution code; {ds.path} is a {kind!r} dataset")
         import polars as pl
 
         from pipeline.sandbox import Sandbox
         from pipeline.tinygsm.verify import reexecute
 
-        records = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.splits]).to_dicts()
-        if kind == "evol_instruct":  # a math pool's response is the verified solution
-            records = [r | {"code": r["response"]} for r in records if r["answer"] is not None]
-            if not records:
-                raise UserError(f"--execute: {ds.path} has no math records (its seeds were not math problems)")
+        rows = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.splits]).to_dicts()
+        records = [r | {"code": code} for r in rows if (code := solution_code(r)) is not None]
+        if not records:  # an evolved pool whose seeds were not math problems has prose responses
+            raise UserError(f"--execute: {ds.path} has no records with solution code (no math records)")
         with Sandbox(workers=os.cpu_count() or 2) as sandbox:
             problems = reexecute(records, sandbox)
         for p in problems:

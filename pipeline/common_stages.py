@@ -1,15 +1,18 @@
-"""Stages every corpus kind shares: gathering batches, dedup, publishing.
+"""Stages every corpus kind shares: gathering batches, dedup, scores, publishing.
 
-A kind (``pipeline.tinystories``, ``pipeline.tinygsm``) supplies what differs
-(its text field, how a stage record becomes a published one, how to show an
-example) and these functions do the rest over the build directory.
+A kind (``pipeline.tinystories``, ``pipeline.tinygsm``, ``pipeline.evol``)
+supplies what differs (its text field, how a stage record becomes a published
+one, how to show an example) and these functions do the rest over the build
+directory. Their versions live here, once: a change to dedup is one edit.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -19,6 +22,8 @@ from pipeline.fingerprint import digest
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
+from pipeline.kinds import Stage
+from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
 from pipeline.schema import load_schema
@@ -27,6 +32,22 @@ from pipeline.stages import BuildDir, StageResult, concat
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 USAGE_KEYS = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")
+# Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
+DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION = 2, 1, 2
+
+
+class _Counts(Protocol):
+    count: int
+    batch_size: int
+
+
+class GeneratingRecipe(Protocol):
+    """A recipe whose kind generates ``generate.count`` records in batches of ``generate.batch_size``."""
+
+    generate: _Counts
+    build_dir: Any
+    output_root: Any
+    backend: Any
 
 
 def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
@@ -97,6 +118,16 @@ def stage_frame(rows: list[dict[str, Any]], build: BuildDir, upstream: StageResu
     return build.read(upstream.name).clear()  # keep the columns even when nothing survives
 
 
+def declared_fingerprint(recipe: BaseRecipe, stage: str, version: int, reads: Sequence[str],
+                         **extra: Any) -> str:
+    """A stage's fingerprint from what it declares it reads: the recipe's seed and ``reads`` (sections of
+    the recipe's fingerprint payload, paths already replaced by digests of their files), plus ``extra``
+    (templates, the upstream fingerprint). A section a stage reads but does not declare would let a
+    changed recipe reuse stale output: list every one."""
+    p = recipe.fingerprint_payload()
+    return digest({"stage": stage, "v": version, "seed": recipe.seed, **{k: p[k] for k in reads}, **extra})
+
+
 def skipped_batch(batch: int, size: int) -> dict[str, Any]:
     return {"batch": batch, "items": size, "skipped": True, "seconds": 0.0, **dict.fromkeys(USAGE_KEYS, 0)}
 
@@ -108,7 +139,7 @@ def batch_ranges(count: int, batch_size: int) -> list[tuple[int, int]]:
 Produce = Callable[[int, int, Any], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
-def generate_batch(recipe: Any, batch: int, fingerprint: str, produce: Produce) -> dict[str, Any]:
+def generate_batch(recipe: GeneratingRecipe, batch: int, fingerprint: str, produce: Produce) -> dict[str, Any]:
     """Run one generation batch into the stage's parts through the cached backend; skip a finished one.
 
     ``produce(start, stop, backend)`` makes the records of items ``start..stop``.
@@ -154,7 +185,7 @@ def gather_batches(build: BuildDir, name: str, fingerprint: str, batches: int, c
 Run = Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]]
 
 
-def record_stage(recipe: Any, name: str, upstream: StageResult, *, version: int, inputs: dict[str, Any],
+def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version: int, inputs: dict[str, Any],
                  run: Run) -> StageResult:
     """A stage that keeps or rejects the upstream stage's records, skipped when its fingerprint matches.
 
@@ -173,7 +204,7 @@ def record_stage(recipe: Any, name: str, upstream: StageResult, *, version: int,
                         {"in": len(records), **extra, "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
 
 
-def dedup_stage(recipe: Any, upstream: StageResult, *, text_field: str, version: int,
+def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, text_field: str,
                 score_field: str | None = None) -> StageResult:
     """Within-build duplicates, then records other builds already published (cross-build index)."""
     cfg = recipe.dedup
@@ -200,16 +231,21 @@ def dedup_stage(recipe: Any, upstream: StageResult, *, text_field: str, version:
             kept = fresh
         return kept, rejected, {"already_published": by_build}
 
-    return record_stage(recipe, "dedup", upstream, version=version, run=run, inputs={
+    return record_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, run=run, inputs={
         "dedup": cfg.model_dump(mode="json"), "field": text_field,
         "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
 
 
-def score_stage(recipe: Any, upstream: StageResult, *, pair: Callable[[dict[str, Any]], tuple[str, str]],
-                version: int) -> StageResult:
+def dedup(text_field: str, score_field: str | None = None) -> Stage[BaseRecipe]:
+    """The dedup stage of a kind whose records' main text is ``text_field`` (``score_field`` breaks ties)."""
+    return Stage("dedup", partial(dedup_stage, text_field=text_field, score_field=score_field))
+
+
+def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
+                pair: Callable[[dict[str, Any]], tuple[str, str]]) -> StageResult:
     """Proxy-model difficulty scores for every record (null columns when the recipe turns them off)."""
     build, cfg = BuildDir(recipe.build_dir), recipe.difficulty
-    fp = digest({"stage": "score", "v": version, "in": upstream.fingerprint, "seed": recipe.seed,
+    fp = digest({"stage": "score", "v": SCORE_VERSION, "in": upstream.fingerprint, "seed": recipe.seed,
                  "difficulty": cfg.model_dump(mode="json")})
     if (done := build.done("score", fp)) is not None:
         return done
@@ -230,11 +266,10 @@ def score_stage(recipe: Any, upstream: StageResult, *, pair: Callable[[dict[str,
 
 
 def publish_stage(
-    recipe: Any,
+    recipe: BaseRecipe,
     stages: list[StageResult],
     *,
-    schema_id: str,
-    version: int,
+    schema_id: str | Path,
     to_record: Callable[[dict[str, Any]], dict[str, Any]],
     templates: dict[str, str],
     field_docs: dict[str, str],
@@ -253,7 +288,7 @@ def publish_stage(
     build = BuildDir(recipe.build_dir)
     schema = load_schema(schema_id)
     out = build.root / "dataset"
-    fp = digest({"stage": "publish", "v": version, "in": stages[-1].fingerprint,
+    fp = digest({"stage": "publish", "v": PUBLISH_VERSION, "in": stages[-1].fingerprint,
                  "publish": recipe.publish.model_dump(mode="json"), "seed": recipe.seed,
                  "build_id": recipe.build_id, "schema": schema.document})
     if (out / MANIFEST).is_file():

@@ -38,6 +38,9 @@ class _Strict(BaseModel):
 # --- LLM backends -------------------------------------------------------------
 
 
+Section = _Strict  # what a recipe's sections extend (a kind's own too): unknown keys are errors
+
+
 class LlamaCppBackendConfig(_Strict):
     """The embedded default: llama.cpp on the CPU, no server, no network."""
 
@@ -297,7 +300,9 @@ class CostConfig(_Strict):
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-class _RecipeBase(_Strict):
+class BaseRecipe(_Strict):
+    """What every kind's recipe model extends: name, seed, backend, the shared stages' sections."""
+
     name: str
     description: str = ""
     seed: int = Field(0, ge=0, le=2**63 - 1)
@@ -355,7 +360,7 @@ class _RecipeBase(_Strict):
         return self.output_root / self.name
 
 
-class TinyStoriesRecipe(_RecipeBase):
+class TinyStoriesRecipe(BaseRecipe):
     kind: Literal["tinystories"] = "tinystories"
     generate: TinyStoriesGenerateConfig
     filter: StoryFilterConfig = StoryFilterConfig()
@@ -427,7 +432,7 @@ class DecontaminateConfig(_Strict):
     eval_sets: tuple[EvalSetConfig, ...] = ()
 
 
-class TinyGSMRecipe(_RecipeBase):
+class TinyGSMRecipe(BaseRecipe):
     kind: Literal["tinygsm"] = "tinygsm"
     generate: TinyGSMGenerateConfig
     seeds: SeedsConfig = SeedsConfig()
@@ -516,7 +521,7 @@ class EvolMathConfig(_Strict):
     verify: VerifyConfig = VerifyConfig()
 
 
-class EvolInstructRecipe(_RecipeBase):
+class EvolInstructRecipe(BaseRecipe):
     kind: Literal["evol_instruct"] = "evol_instruct"
     seeds: EvolSeedsConfig = EvolSeedsConfig()
     evolve: EvolveConfig = EvolveConfig()
@@ -526,7 +531,7 @@ class EvolInstructRecipe(_RecipeBase):
     response: EvolResponseConfig = EvolResponseConfig()
     math: EvolMathConfig = EvolMathConfig()
 
-    _default_response_kind = field_validator("response_backend", mode="before")(_RecipeBase._default_kind.__func__)
+    _default_response_kind = field_validator("response_backend", mode="before")(BaseRecipe._default_kind.__func__)
 
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = super().fingerprint_payload()
@@ -547,7 +552,7 @@ class EvolInstructRecipe(_RecipeBase):
         return self.response_backend or self.backend
 
 
-RECIPE_KINDS: dict[str, type[_RecipeBase]] = {
+RECIPE_KINDS: dict[str, type[BaseRecipe]] = {
     "tinystories": TinyStoriesRecipe, "tinygsm": TinyGSMRecipe, "evol_instruct": EvolInstructRecipe}
 Recipe = TinyStoriesRecipe | TinyGSMRecipe | EvolInstructRecipe
 

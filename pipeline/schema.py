@@ -99,11 +99,13 @@ def _validator(path: Path) -> Draft202012Validator:
     return Draft202012Validator(json.loads(path.read_text()))
 
 
-def load_schema(schema_id: str) -> RecordSchema:
-    """``load_schema("tinystories.v1")`` reads ``schemas/tinystories.v1.json``."""
-    path = SCHEMAS_DIR / f"{schema_id}.json"
+def load_schema(schema_id: str | Path) -> RecordSchema:
+    """``load_schema("tinystories.v1")`` reads ``schemas/tinystories.v1.json``; a path reads that file
+    (a kind defined outside tinyforge ships its own schema)."""
+    path = Path(schema_id) if isinstance(schema_id, Path) else SCHEMAS_DIR / f"{schema_id}.json"
     if not path.is_file():
-        raise SchemaError(f"no schema {schema_id!r} in {SCHEMAS_DIR}")
+        raise SchemaError(f"no schema {schema_id!r} in {SCHEMAS_DIR}" if not isinstance(schema_id, Path)
+                          else f"{path}: no such schema file")
     doc = json.loads(path.read_text())
     Draft202012Validator.check_schema(doc)
     return RecordSchema(doc["x-schema-name"], int(doc["x-schema-version"]), doc, path)

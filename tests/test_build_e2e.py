@@ -27,7 +27,10 @@ TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_recipe: Path) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+
+    tinystories_flow = flow_for("tinystories")
 
     result = tinystories_flow(recipe_path=str(tiny_recipe))
     ds = verify_dataset(result["dataset"])
@@ -83,7 +86,9 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
 
 
 def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, tiny_recipe: Path) -> None:
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+    tinystories_flow = flow_for("tinystories")
 
     tinystories_flow(recipe_path=str(tiny_recipe))
     text = tiny_recipe.read_text().replace("min_words = 5", "min_words = 6")
@@ -157,7 +162,9 @@ def test_sigkill_during_generation_resumes_with_only_missing_calls(prefect_serve
 
 def test_a_second_build_publishes_nothing_already_published(prefect_server: str, tiny_recipe: Path) -> None:
     """A nightly-style second build of the same recipe, under its own name, asking for more stories."""
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+    tinystories_flow = flow_for("tinystories")
 
     first = verify_dataset(tinystories_flow(recipe_path=str(tiny_recipe))["dataset"])
     first_ids = set(pl.concat([read_split(first.path, s) for s in first.splits])["id"])
@@ -180,7 +187,9 @@ def test_a_second_build_publishes_nothing_already_published(prefect_server: str,
 def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: str, tiny_recipe: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from flows.cli import main
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+    tinystories_flow = flow_for("tinystories")
 
     # All train: the S2L subset is drawn from train, and with 4 stories a validation row could hold it all.
     text = tiny_recipe.read_text().replace("validation_fraction = 0.25", "validation_fraction = 0.0")

@@ -39,7 +39,9 @@ def demo_recipe(tmp_path: Path, **replace: str) -> Path:
 
 
 def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str, tmp_path: Path) -> None:
-    from flows.evolve import evolve_flow
+    from flows.build import flow_for
+
+    evolve_flow = flow_for("evol_instruct")
 
     # Two of the eight seeds evolve in round 1 exactly as the real model evolved them when
     # fixtures/evol_cases.json was recorded (the demo recipe's seed and settings are the fixture's): their
@@ -100,7 +102,9 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
 
 
 def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: str, tmp_path: Path) -> None:
-    from flows.evolve import evolve_flow
+    from flows.build import flow_for
+
+    evolve_flow = flow_for("evol_instruct")
 
     recipe = demo_recipe(tmp_path, **{
         'path = "' + str(REPO / "data" / "seeds" / "instructions.jsonl") + '"':

@@ -143,7 +143,10 @@ def test_a_build_through_the_faulty_proxy_completes(prefect_server: str, server_
     """The demo-style recipe with only the [backend] section changed, against faults."""
     import polars as pl
 
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+
+    tinystories_flow = flow_for("tinystories")
     from pipeline.shards import read_split, verify_dataset
     from tests.conftest import recipe_seed, write_recipe
     from tests.replay import preload_stories

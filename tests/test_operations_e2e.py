@@ -58,7 +58,9 @@ def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str,
     from distributed import Client, LocalCluster
 
     from flows.runners import task_runner
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+    tinystories_flow = flow_for("tinystories")
 
     recipe = small_recipe(tmp_path / "r.toml", "same", tmp_path / "unused", count=8)
     for root in ("local", "dask"):
@@ -160,7 +162,9 @@ def test_a_second_run_of_the_same_build_fails_clearly(prefect_server: str, tmp_p
 
 
 def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_server: str, tmp_path: Path) -> None:
-    from flows.tinystories import tinystories_flow
+    from flows.build import flow_for
+
+    tinystories_flow = flow_for("tinystories")
 
     shared = tmp_path / "bucket"
     storage = f'\n[storage]\npublish_to = "{(shared / "datasets").as_uri()}"\ncache_url = "{(shared / "cache").as_uri()}"\n'

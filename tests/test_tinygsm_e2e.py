@@ -61,7 +61,9 @@ def small_recipe(tmp_path: Path) -> Path:
 
 def test_every_published_solution_was_verified_and_reexecutes(prefect_server: str, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.tinygsm import tinygsm_flow
+    from flows.build import flow_for
+
+    tinygsm_flow = flow_for("tinygsm")
 
     recipe = small_recipe(tmp_path)
     # Problem 5 is preloaded (three of its four solutions agree); the model writes the other seven.
@@ -139,7 +141,9 @@ REPLAYED = {
 
 @pytest.fixture(scope="module")
 def replayed(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from flows.tinygsm import tinygsm_flow
+    from flows.build import flow_for
+
+    tinygsm_flow = flow_for("tinygsm")
 
     tmp = tmp_path_factory.mktemp("gsm-replay")
     pl.DataFrame({"question": ["What is 2 plus 2?", LIBRARY_EVAL]}).write_parquet(tmp / "evals.parquet")

@@ -1,9 +1,9 @@
-"""The stages of an Evol-Instruct build as plain functions over the build directory.
+"""The Evol-Instruct kind: its stages as plain functions over the build directory, and ``KIND``.
 
 seeds -> round-1 -> ... -> round-R -> evolved -> dedup -> score -> publish.
 
-The seeds stage fixes the pool. Each round is one stage made of batches (one
-Prefect task each): a batch evolves its share of the pool, eliminates failed
+The seeds stage fixes the pool. Each round is one stage made of batches (a
+Prefect task run each, under the flow): a batch evolves its share of the pool, eliminates failed
 evolutions, answers (or, for math, solves) the survivors, and writes the
 survivors, the rejections, and its share of the next round's pool. The
 ``evolved`` stage gathers the survivors of every round; dedup, difficulty
@@ -18,8 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.common_stages import USAGE_KEYS, batch_ranges, reasons, skipped_batch
-from pipeline.common_stages import dedup_stage as common_dedup
+from pipeline.common_stages import USAGE_KEYS, batch_ranges, dedup, reasons, skipped_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
@@ -28,6 +27,7 @@ from pipeline.evol.operations import JUDGE_TEMPLATE, JUDGE_TEMPLATE_ID, RESPONSE
 from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.fingerprint import digest
+from pipeline.kinds import USAGE, Kind, Produced, Runner, Stage, register
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
@@ -35,7 +35,7 @@ from pipeline.recipe import EvolInstructRecipe
 from pipeline.stages import BuildDir, StageResult, concat
 
 SCHEMA_ID = "evol_instruct.v1"
-VERSIONS = {"seeds": 1, "round": 1, "evolved": 1, "dedup": 1, "score": 1, "publish": 1}
+VERSIONS = {"seeds": 1, "round": 1, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
 
 POOL_SCHEMA = {"id": pl.String, "instruction": pl.String, "root_id": pl.String, "round": pl.Int64,
                "answer": pl.Float64}
@@ -189,6 +189,37 @@ def finish_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult,
     return result
 
 
+def run_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, runner: Runner,
+              usage: dict[str, int]) -> StageResult:
+    """One round: its batches (unless the round is done), then the gather; adds what it spent to ``usage``."""
+    if build_dir(recipe).done(f"round-{round_}", round_fingerprint(recipe, round_, upstream, math)) is None:
+        spent = runner.batches(f"round-{round_}", f"round {round_}/{recipe.evolve.rounds}",
+                               len(round_batches(recipe, upstream)), upstream.rows["pool"],
+                               lambda b: round_batch(recipe, round_, upstream, math, b),
+                               f"round-{round_}-batch-{{batch}}")
+        for k in usage:
+            usage[k] += spent[k]
+    result = runner.stage("gather-round", finish_round, recipe, round_, upstream, math)
+    runner.log(f"round {round_}: {result.rows['records']} of {upstream.rows['pool']} evolutions survived; "
+               f"next pool {result.rows['pool']}")
+    return result
+
+
+def produce(recipe: EvolInstructRecipe, runner: Runner) -> Produced:
+    """Seeds, then each round on the survivors of the one before (a round cannot start earlier), then all
+    the survivors in one stage."""
+    seeds = runner.stage("seeds", seeds_stage, recipe)
+    math, usage = is_math(seeds), dict.fromkeys(USAGE, 0)
+    rounds, upstream = [], seeds
+    for r in range(1, recipe.evolve.rounds + 1):
+        if upstream.rows["pool"] == 0:
+            runner.log(f"round {r}: the pool is empty; stopping after {r - 1} rounds")
+            break
+        upstream = run_round(recipe, r, upstream, math, runner, usage)
+        rounds.append(upstream)
+    return Produced([seeds, *rounds, runner.stage("evolved", evolved_stage, recipe, rounds)], usage)
+
+
 # --- after the rounds -----------------------------------------------------------
 
 
@@ -203,14 +234,9 @@ def evolved_stage(recipe: EvolInstructRecipe, rounds: list[StageResult]) -> Stag
                         {"in": records.height}, 0.0)
 
 
-def dedup_stage(recipe: EvolInstructRecipe, upstream: StageResult) -> StageResult:
-    return common_dedup(recipe, upstream, text_field="instruction", version=VERSIONS["dedup"])
-
-
 def score_stage(recipe: EvolInstructRecipe, upstream: StageResult) -> StageResult:
     """Proxy-model difficulty over (instruction, response): IFD says how much the instruction helps."""
-    return common_score(recipe, upstream, pair=lambda r: (r["instruction"], r["response"]),
-                        version=VERSIONS["score"])
+    return common_score(recipe, upstream, pair=lambda r: (r["instruction"], r["response"]))
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -227,8 +253,8 @@ def _format_example(r: dict[str, Any]) -> str:
             f"\n\n> {r['instruction']}\n\n```{lang}\n{r['response'].rstrip()}\n```")
 
 
-def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult], math: bool) -> tuple[Published, bool]:
-    build = build_dir(recipe)
+def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+    build, math = build_dir(recipe), is_math(stages[0])
     rounds = [s for s in stages if s.name.startswith("round-")]
     seeds = build.read("seeds")
 
@@ -237,7 +263,7 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult], math: b
                                          for s in rounds], records)
 
     return common_publish(
-        recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
+        recipe, stages, schema_id=SCHEMA_ID,
         to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
         field_docs=FIELD_DOCS, format_example=_format_example, length=lambda r: r["num_words"],
         text_field="instruction",
@@ -245,3 +271,13 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult], math: b
         default_description="Instructions evolved with Evol-Instruct operations by a small model, with responses "
                             "and full lineage.",
     )
+
+
+KIND = register(Kind(
+    name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
+    text_field="instruction", produce=produce, stages=(dedup("instruction"), Stage("score", score_stage)),
+    publish=publish_stage,
+    # a math pool's response is its verified solution; other responses are prose
+    solution_code=lambda r: r["response"] if r.get("answer") is not None else None,
+    description="instructions evolved in depth and in breadth, with responses and lineage",
+))

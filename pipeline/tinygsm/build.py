@@ -1,8 +1,8 @@
-"""The stages of a TinyGSM build as plain functions over the build directory.
+"""The TinyGSM kind: its stages as plain functions over the build directory, and ``KIND``.
 
-generate -> verify -> decontaminate -> dedup -> publish. Generation writes a
-problem from a seed and samples k solutions for it (one Prefect task per
-batch); verification executes every sample in the sandbox.
+generate (batches) -> verify -> decontaminate -> dedup -> score -> publish.
+Generation writes a problem from a seed and samples k solutions for it;
+verification executes every sample in the sandbox.
 """
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 
-from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import batch_ranges as common_batch_ranges
-from pipeline.common_stages import gather_batches, record_stage
+from pipeline.common_stages import declared_fingerprint, dedup, gather_batches, record_stage
 from pipeline.common_stages import generate_batch as common_generate_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
-from pipeline.fingerprint import digest
+from pipeline.kinds import BatchedGeneration, Kind, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
@@ -31,7 +30,9 @@ from pipeline.tinygsm.seeds import format_example, load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v2"
-VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2, "dedup": 2, "score": 1, "publish": 2}
+VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2}  # dedup, score, publish: pipeline.common_stages
+# the recipe sections generation depends on (the question filter runs inside it)
+GENERATE_READS = ("generate", "seeds", "sampling", "solution_sampling", "filter", "backend")
 
 FIELD_DOCS = {
     "id": "content hash of the normalised question (16 hex digits)",
@@ -49,16 +50,9 @@ FIELD_DOCS = {
 }
 
 
-def build_dir(recipe: TinyGSMRecipe) -> BuildDir:
-    return BuildDir(recipe.build_dir)
-
-
 def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
-    p = recipe.fingerprint_payload()
-    return digest({"stage": "generate", "v": VERSIONS["generate"], "seed": recipe.seed, "generate": p["generate"],
-                   "seeds": p["seeds"], "sampling": p["sampling"], "solution_sampling": p["solution_sampling"],
-                   "filter": p["filter"], "backend": p["backend"],
-                   "templates": _templates(recipe)})
+    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], GENERATE_READS,
+                                templates=_templates(recipe))
 
 
 def batch_ranges(recipe: TinyGSMRecipe) -> list[tuple[int, int]]:
@@ -79,7 +73,7 @@ def generate_batch(recipe: TinyGSMRecipe, batch: int) -> dict[str, Any]:
 
 
 def finish_generate(recipe: TinyGSMRecipe) -> StageResult:
-    return gather_batches(build_dir(recipe), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
+    return gather_batches(BuildDir(recipe.build_dir), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
                           recipe.generate.count)
 
 
@@ -111,14 +105,9 @@ def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageRe
                         inputs={"decontaminate": p["decontaminate"], "dedup": p["dedup"]})
 
 
-def dedup_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
-    return common_dedup(recipe, upstream, text_field="question", version=VERSIONS["dedup"],
-                        score_field="answer_agreement")
-
-
 def score_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
     """Proxy-model difficulty: the instruction is the question, the response the code."""
-    return common_score(recipe, upstream, pair=lambda r: (r["question"], r["code"]), version=VERSIONS["score"])
+    return common_score(recipe, upstream, pair=lambda r: (r["question"], r["code"]))
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -145,10 +134,20 @@ def _templates(recipe: TinyGSMRecipe) -> list[str]:
 
 def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
     return common_publish(
-        recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
+        recipe, stages, schema_id=SCHEMA_ID,
         to_record=lambda r: published_record(r, recipe.build_id),
         templates={t: TEMPLATES[t] for t in _templates(recipe)}, field_docs=FIELD_DOCS,
         format_example=_format_example, length=lambda r: r["num_words"], text_field="question",
         training_text=lambda r: f"{r['question']}\n\n{r['code']}",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
     )
+
+
+KIND = register(Kind(
+    name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID, text_field="question",
+    produce=BatchedGeneration(generate_fingerprint, generate_batch, finish_generate, batch_ranges),
+    stages=(Stage("verify", verify_stage), Stage("decontaminate", decontaminate_stage),
+            dedup("question", score_field="answer_agreement"), Stage("score", score_stage)),
+    publish=publish_stage, solution_code=lambda r: r["code"],
+    description="grade-school math word problems with Python solutions verified by execution",
+))

@@ -1,9 +1,10 @@
-"""The stages of a TinyStories build as plain functions over the build directory.
+"""The TinyStories kind: its stages as plain functions over the build directory, and ``KIND``.
 
-generate -> filter -> dedup -> publish. Each stage reads its input from the
-build directory, writes its output there atomically and returns a
-:class:`~pipeline.stages.StageResult`; a stage whose fingerprint matches its
-existing output returns at once. Orchestration (Prefect) lives in ``flows/``.
+generate (batches) -> filter -> dedup -> score -> publish. Each stage reads
+its input from the build directory, writes its output there atomically and
+returns a :class:`~pipeline.stages.StageResult`; a stage whose fingerprint
+matches its existing output returns at once. ``pipeline.kinds.run_build``
+runs them in order; ``flows/build.py`` runs the same steps as Prefect tasks.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 
-from pipeline.common_stages import dedup_stage as common_dedup
 from pipeline.common_stages import batch_ranges as common_batch_ranges
-from pipeline.common_stages import gather_batches, record_stage
+from pipeline.common_stages import declared_fingerprint, dedup, gather_batches, record_stage
 from pipeline.common_stages import generate_batch as common_generate_batch
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
-from pipeline.fingerprint import digest
+from pipeline.kinds import BatchedGeneration, Kind, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
@@ -30,8 +30,10 @@ from pipeline.tinystories.prompts import STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID,
 from pipeline.tinystories.vocab import load_vocabulary
 
 SCHEMA_ID = "tinystories.v2"
-# Bump a stage's version when its logic changes, so old outputs are not reused.
-VERSIONS = {"generate": 1, "filter": 1, "dedup": 2, "score": 1, "publish": 2}
+# Bump a stage's version when its logic changes, so old outputs are not reused
+# (the shared stages, dedup, score and publish, carry their own in pipeline.common_stages).
+VERSIONS = {"generate": 1, "filter": 1}
+GENERATE_READS = ("generate", "sampling", "backend")  # the recipe sections generation depends on
 
 FIELD_DOCS = {
     "id": "content hash of the normalised story (16 hex digits)",
@@ -48,18 +50,12 @@ FIELD_DOCS = {
 }
 
 
-def build_dir(recipe: TinyStoriesRecipe) -> BuildDir:
-    return BuildDir(recipe.build_dir)
-
-
 # --- generate -------------------------------------------------------------------
 
 
 def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
-    p = recipe.fingerprint_payload()
-    return digest({"stage": "generate", "v": VERSIONS["generate"], "seed": recipe.seed, "generate": p["generate"],
-                   "sampling": p["sampling"], "backend": p["backend"],
-                   "templates": [STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID]})
+    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], GENERATE_READS,
+                                templates=[STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID])
 
 
 def batch_ranges(recipe: TinyStoriesRecipe) -> list[tuple[int, int]]:
@@ -79,11 +75,11 @@ def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
 
 def finish_generate(recipe: TinyStoriesRecipe) -> StageResult:
     """Gather the finished batches into the generate stage's output."""
-    return gather_batches(build_dir(recipe), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
+    return gather_batches(BuildDir(recipe.build_dir), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
                           recipe.generate.count)
 
 
-# --- filter and dedup -------------------------------------------------------------
+# --- filter -----------------------------------------------------------------------
 
 
 def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
@@ -96,16 +92,12 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
                         inputs={"filter": recipe.filter.model_dump(mode="json"), "vocab": vocab.digest})
 
 
-def dedup_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
-    return common_dedup(recipe, upstream, text_field="story", version=VERSIONS["dedup"])
-
-
 # --- publish ----------------------------------------------------------------------
 
 
 def score_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
     """Proxy-model difficulty: the instruction is the prompt, the response the story."""
-    return common_score(recipe, upstream, pair=lambda r: (r["prompt"], r["story"]), version=VERSIONS["score"])
+    return common_score(recipe, upstream, pair=lambda r: (r["prompt"], r["story"]))
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -130,9 +122,18 @@ def _format_example(r: dict[str, Any]) -> str:
 def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
     return common_publish(
-        recipe, stages, schema_id=SCHEMA_ID, version=VERSIONS["publish"],
+        recipe, stages, schema_id=SCHEMA_ID,
         to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
         format_example=_format_example, length=lambda r: r["num_words"], text_field="story",
         training_text=lambda r: r["story"],
         default_description="TinyStories-style short stories for small language models.",
     )
+
+
+KIND = register(Kind(
+    name="tinystories", recipe=TinyStoriesRecipe, flow_name="tinystories", schema_id=SCHEMA_ID, text_field="story",
+    produce=BatchedGeneration(generate_fingerprint, generate_batch, finish_generate, batch_ranges),
+    stages=(Stage("filter", filter_stage), dedup("story"), Stage("score", score_stage)),
+    publish=publish_stage,
+    description="TinyStories-style short stories in a small child's vocabulary",
+))

@@ -1,0 +1,204 @@
+"""Corpus kinds as declared objects, found through one registry, built by one entry point.
+
+A :class:`Kind` says everything the rest of tinyforge needs to know about a
+corpus kind: its recipe model, its shard schema, its main text field, how its
+records are produced (``produce``: batched generation, or evolution rounds)
+and the record stages that follow, in order, before the shared publish step.
+
+:func:`run_build` runs a kind's whole build in plain Python through a
+:class:`Runner`. The default :class:`InProcess` runner calls every step
+directly (what tests and notebooks use); the Prefect flow in ``flows/build.py``
+passes a runner that makes each stage a task and each batch a task run. The
+steps themselves are the same functions either way: fingerprinted, atomic,
+resumable after a kill.
+
+A new kind registers itself (``register(Kind(...))``); the built-in kinds are
+imported on first use, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from pipeline.publish import Published
+from pipeline.recipe import RECIPE_KINDS, BaseRecipe
+from pipeline.stages import BuildDir, StageResult
+
+T = TypeVar("T")
+R = TypeVar("R", bound=BaseRecipe)
+USAGE = ("model_calls", "cache_hits", "completion_tokens")
+BatchStats = dict[str, Any]  # one batch's report: batch, items, skipped, seconds and the USAGE counters
+
+
+class Runner(Protocol):
+    """How a build's steps run: in this process, or as Prefect tasks."""
+
+    def stage(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run one step (a stage, a gather, the publish) and return what it returns."""
+
+    def batches(self, stage: str, label: str, n: int, items: int, fn: Callable[[int], BatchStats],
+                run_name: str) -> dict[str, int]:
+        """Run ``fn(0..n-1)``, the batches of ``stage`` (``items`` records in all), and sum their usage.
+
+        ``run_name`` names one batch's run, with ``{batch}`` in it (``generate-batch-{batch}``)."""
+
+    def log(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stage(Generic[R]):
+    """A record stage: reads the upstream stage's output and writes its own (``run(recipe, upstream)``)."""
+
+    name: str
+    run: Callable[[R, StageResult], StageResult]
+
+
+@dataclass(frozen=True)
+class Produced:
+    """What a kind's production made: its stages (the last one feeds the record stages) and this run's usage."""
+
+    stages: list[StageResult]
+    usage: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Kind(Generic[R]):
+    name: str  # the recipe's `kind`
+    recipe: type[R]
+    flow_name: str  # the Prefect flow (deployments are `<flow_name>/<recipe name>`)
+    schema_id: str | Path  # the shard contract: schemas/<schema_id>.json, or a kind's own file
+    text_field: str  # what dedup compares and rejections quote
+    produce: Callable[[R, Runner], Produced]
+    stages: tuple[Stage[R], ...]
+    publish: Callable[[R, list[StageResult]], tuple[Published, bool]]
+    # `tinyforge verify --execute`: the code a published record's answer came from (None: that record has
+    # none), or None for a kind whose records carry no code
+    solution_code: Callable[[dict[str, Any]], str | None] | None = None
+    description: str = ""
+
+
+@dataclass
+class BuildOutcome:
+    recipe: BaseRecipe
+    stages: list[StageResult]
+    published: Published
+    reused: bool
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What a flow run returns and `tinyforge build` prints: where the dataset is and what it cost."""
+        return {
+            "build_id": self.recipe.build_id,
+            "dataset": str(self.published.path),
+            "report": str(self.published.path / "report.md"),
+            "splits": {k: v["rows"] for k, v in self.published.manifest["splits"].items()},
+            "run_usage": self.usage,
+            "stages": {s.name: "reused" if s.skipped else "ran" for s in self.stages}
+            | {"publish": "reused" if self.reused else "ran"},
+        }
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+_BUILTIN = {"tinystories": "pipeline.tinystories.build", "tinygsm": "pipeline.tinygsm.build",
+            "evol_instruct": "pipeline.evol.build"}
+_KINDS: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    """Make ``kind`` known to recipes, builds, flows and the CLI."""
+    _KINDS[kind.name] = kind
+    RECIPE_KINDS[kind.name] = kind.recipe
+    return kind
+
+
+def get_kind(name: str) -> Kind:
+    if name not in _KINDS and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])  # registers it
+    if name not in _KINDS:
+        raise KeyError(f"unknown corpus kind {name!r} (one of {', '.join(kind_names())})")
+    return _KINDS[name]
+
+
+def kind_names() -> list[str]:
+    return list(dict.fromkeys([*_BUILTIN, *_KINDS]))
+
+
+def kind_for_flow(flow_name: str) -> Kind:
+    for name in kind_names():
+        if get_kind(name).flow_name == flow_name:
+            return get_kind(name)
+    raise KeyError(f"no corpus kind has the flow {flow_name!r}")
+
+
+# --- running a build --------------------------------------------------------------------------
+
+
+class InProcess:
+    """Every step called directly, batches one after another; progress printed."""
+
+    def __init__(self, echo: Callable[[str], None] = print):
+        self.echo = echo
+
+    def stage(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def batches(self, stage: str, label: str, n: int, items: int, fn: Callable[[int], BatchStats],
+                run_name: str) -> dict[str, int]:
+        usage = dict.fromkeys(USAGE, 0)
+        for b in range(n):
+            s = fn(b)
+            for k in usage:
+                usage[k] += s.get(k, 0)
+            self.echo(batch_line(label, s, b + 1, n))
+        return usage
+
+    def log(self, message: str) -> None:
+        self.echo(message)
+
+
+def batch_line(label: str, s: BatchStats, finished: int, total: int, pct: float | None = None) -> str:
+    rate = s["completion_tokens"] / s["seconds"] if s["seconds"] else 0.0
+    done = f" ({pct:.0f}% done)" if pct is not None else ""
+    return (f"{label}: batch {s['batch']} {'reused' if s['skipped'] else 'done'} ({finished}/{total}), "
+            f"{s['model_calls']} model calls, {s['cache_hits']} cache hits, {rate:.0f} tok/s{done}")
+
+
+def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
+    """Build ``recipe`` end to end: produce, each record stage, publish. Stages already done are reused."""
+    runner = runner or InProcess()
+    kind = get_kind(recipe.kind)
+    produced = kind.produce(recipe, runner)
+    stages = list(produced.stages)
+    for stage in kind.stages:
+        stages.append(runner.stage(stage.name, stage.run, recipe, stages[-1]))
+    for s in stages:
+        runner.log(f"{s.name}: {'reused' if s.skipped else 'ran'}, {s.rows['records']} kept, "
+                   f"{s.rows.get('rejected', 0)} rejected")
+    published, reused = runner.stage("publish", kind.publish, recipe, stages)
+    runner.log(f"publish: {'reused' if reused else 'wrote'} {published.path}")
+    return BuildOutcome(recipe, stages, published, reused, produced.usage)
+
+
+# --- batched generation, shared by the kinds that generate records in batches ----------------
+
+
+@dataclass(frozen=True)
+class BatchedGeneration(Generic[R]):
+    """`generate` as batches into parts, then one gather: the production of tinystories and tinygsm."""
+
+    fingerprint: Callable[[R], str]
+    batch: Callable[[R, int], BatchStats]  # (recipe, batch index) -> its stats
+    gather: Callable[[R], StageResult]
+    batch_ranges: Callable[[R], list[tuple[int, int]]]
+
+    def __call__(self, recipe: R, runner: Runner) -> Produced:
+        usage = dict.fromkeys(USAGE, 0)
+        if BuildDir(recipe.build_dir).done("generate", self.fingerprint(recipe)) is None:
+            usage = runner.batches("generate", "generate", len(self.batch_ranges(recipe)), recipe.generate.count,
+                                   lambda b: self.batch(recipe, b), "generate-batch-{batch}")
+        return Produced([runner.stage("gather-generate", self.gather, recipe)], usage)
