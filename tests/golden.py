@@ -1,0 +1,120 @@
+"""Golden builds: each demo recipe, made small, built from a fixed response cache.
+
+`tests/fixtures/golden/<kind>.completions.jsonl` holds every completion one
+build of the small recipe needed, captured once with the embedded model;
+`<kind>.rows.jsonl` holds what that build published. A build of the same
+recipe from those completions makes no model call, so its rows depend only
+on tinyforge's code: a refactor that changes them changed behaviour.
+
+Difficulty columns are left out of the comparison: they come from a proxy
+model trained on the CPU (and IFD from llama.cpp), whose floating-point
+results differ between CPUs; nothing a stage keeps or rejects depends on them.
+
+    .venv/bin/python -m tests.golden capture    # rewrite the fixtures with the code as it is
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+FIXTURES = REPO / "tests" / "fixtures" / "golden"
+RECIPES = REPO / "flows" / "recipes"
+IGNORED = ("loss_trajectory", "learning_percentage", "difficulty", "s2l_cluster", "s2l_selected", "ifd", "ic_ifd")
+
+# demo recipe -> the replacements that make it small (each must match exactly once)
+SMALL = {
+    "tinystories": ("tinystories-demo.toml", {r"\ncount = 60\n": "\ncount = 8\n",
+                                              r"\nbatch_size = 30 ": "\nbatch_size = 8 "}),
+    # about 1 problem in 20 survives the 135M model: 32 keep a few
+    "tinygsm": ("tinygsm-demo.toml", {r"\ncount = 96\n": "\ncount = 32\n", r"\nbatch_size = 24 ": "\nbatch_size = 16 "}),
+    "evol_instruct": ("evol-demo.toml", {r"\nlimit = 24\n": "\nlimit = 6\n", r"\nrounds = 4\n": "\nrounds = 2\n"}),
+}
+
+
+def small_recipe(kind: str, out_dir: Path) -> Path:
+    """The kind's demo recipe with small counts, building into ``out_dir / 'out'``."""
+    name, changes = SMALL[kind]
+    text = (RECIPES / name).read_text()
+    changes = {**changes, r'\noutput_root = "[^"]*"': f'\noutput_root = "{out_dir / "out"}"',
+               r'"\.\./\.\./data/': f'"{REPO / "data"}/'}
+    for pattern, replacement in changes.items():
+        text, n = re.subn(pattern, lambda _: replacement, text)
+        if n != 1 and "data/" not in pattern:
+            raise AssertionError(f"{name}: {pattern!r} matched {n} times; the demo recipe changed")
+    path = out_dir / name
+    path.write_text(text)
+    return path
+
+
+def published_rows(dataset: Path) -> list[dict]:
+    """Every published row of every split, without the CPU-dependent columns, in id order."""
+    from pipeline.shards import read_split, verify_dataset
+
+    rows = []
+    for split in verify_dataset(dataset).manifest["splits"]:
+        rows += [{"split": split, **r} for r in read_split(dataset, split).drop(IGNORED, strict=False).to_dicts()]
+    return sorted(rows, key=lambda r: (r["split"], r["id"]))
+
+
+def canonical(rows: list[dict]) -> list[str]:
+    return [json.dumps(r, sort_keys=True, ensure_ascii=False, default=str) for r in rows]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(line + "\n" for line in canonical(rows)), encoding="utf-8")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def load_completions(kind: str, output_root: Path) -> int:
+    """Put the kind's captured completions into the response cache under ``output_root``."""
+    from pipeline.llm import ResponseCache, cache_path
+
+    rows = read_jsonl(FIXTURES / f"{kind}.completions.jsonl")
+    cache_path(output_root).parent.mkdir(parents=True, exist_ok=True)
+    cache = ResponseCache(cache_path(output_root))
+    try:
+        cache.import_rows(rows)
+    finally:
+        cache.close()
+    return len(rows)
+
+
+def capture(kinds: list[str]) -> None:
+    """Build each kind's small recipe with the model and store its completions and published rows."""
+    import subprocess
+    import tempfile
+
+    from pipeline.llm import ResponseCache, cache_path
+
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = small_recipe(kind, Path(tmp))
+            cli = "flows.cli" if (REPO / "flows" / "cli.py").is_file() else "pipeline.cli"
+            subprocess.run([sys.executable, "-m", cli, "build", str(recipe)], check=True, cwd=REPO)
+            out = Path(tmp) / "out"
+            cache = ResponseCache(cache_path(out))
+            try:
+                completions = sorted(cache.rows_since(0.0), key=lambda r: r["key"])
+            finally:
+                cache.close()
+            for c in completions:
+                c["created_at"] = 0.0
+            _write_jsonl(FIXTURES / f"{kind}.completions.jsonl", completions)
+            dataset = next(out.glob("*/dataset"))
+            _write_jsonl(FIXTURES / f"{kind}.rows.jsonl", published_rows(dataset))
+            print(f"{kind}: {len(completions)} completions, {len(published_rows(dataset))} published rows")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["capture"]:
+        raise SystemExit("usage: python -m tests.golden capture [KIND ...]")
+    capture(sys.argv[2:] or list(SMALL))
