@@ -116,6 +116,14 @@ def register(kind: Kind) -> Kind:
     return kind
 
 
+def unregister(name: str) -> None:
+    """Forget a kind ``register`` added (a test's, say); the built-in kinds cannot be removed."""
+    if name in _BUILTIN:
+        raise ValueError(f"{name!r} is a built-in kind")
+    _KINDS.pop(name, None)
+    RECIPE_KINDS.pop(name, None)
+
+
 def get_kind(name: str) -> Kind:
     if name not in _KINDS and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])  # registers it

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,11 @@ from pydantic import Field
 
 from pipeline.common_stages import batch_ranges, dedup, gather_batches, generate_batch, publish_stage, record_stage
 from pipeline.fingerprint import digest
-from pipeline.kinds import BatchedGeneration, Kind, Stage, get_kind, register, run_build
+from pipeline.errors import RecipeError
+from pipeline.kinds import BatchedGeneration, Kind, Stage, get_kind, register, run_build, unregister
 from pipeline.llm import sampling_params
 from pipeline.llm.types import Backend, ChatRequest, Message, derive_seed
-from pipeline.recipe import BaseRecipe, Section, load_recipe
+from pipeline.recipe import BaseRecipe, Section, load_recipe, parse_recipe
 from pipeline.records import make_id, rejection
 from pipeline.shards import read_split, verify_dataset
 from pipeline.stages import BuildDir, StageResult
@@ -126,8 +128,20 @@ def _register() -> Kind[PoemRecipe]:
 
 
 @pytest.fixture(scope="module")
-def poems() -> Kind[PoemRecipe]:
-    return _register()
+def poems() -> Iterator[Kind[PoemRecipe]]:
+    yield _register()
+    unregister("poems")  # the other tests' "unknown kind" is still unknown
+
+
+def test_an_unregistered_kind_is_unknown_again() -> None:
+    _register()
+    unregister("poems")
+    with pytest.raises(KeyError):
+        get_kind("poems")
+    with pytest.raises(RecipeError, match="unknown recipe kind 'poems'"):
+        parse_recipe({"kind": "poems", "name": "x"})
+    with pytest.raises(ValueError):
+        unregister("tinygsm")
 
 
 def _recipe(tmp_path: Path) -> Path:
