@@ -136,13 +136,6 @@ def kind_names() -> list[str]:
     return list(dict.fromkeys([*_BUILTIN, *_KINDS]))
 
 
-def kind_for_flow(flow_name: str) -> Kind:
-    for name in kind_names():
-        if get_kind(name).flow_name == flow_name:
-            return get_kind(name)
-    raise KeyError(f"no corpus kind has the flow {flow_name!r}")
-
-
 # --- running a build --------------------------------------------------------------------------
 
 
