@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 SERVER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline", "sandbox")
 

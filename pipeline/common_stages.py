@@ -11,18 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import polars as pl
 
+from pipeline.batches import USAGE_KEYS, rejection_counts
 from pipeline.dedup import dedup_records
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import digest
-from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
-from pipeline.kinds import Stage
+from pipeline.kinds import Stage, get_kind
 from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
@@ -31,23 +30,8 @@ from pipeline.shards import load_manifest
 from pipeline.stages import BuildDir, StageResult, concat
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
-USAGE_KEYS = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
 DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION = 2, 1, 2
-
-
-class _Counts(Protocol):
-    count: int
-    batch_size: int
-
-
-class GeneratingRecipe(Protocol):
-    """A recipe whose kind generates ``generate.count`` records in batches of ``generate.batch_size``."""
-
-    generate: _Counts
-    build_dir: Any
-    output_root: Any
-    backend: Any
 
 
 def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
@@ -106,12 +90,6 @@ def build_figures(records: list[dict[str, Any]], lengths: list[int],
     return figures
 
 
-def reasons(rejected: pl.DataFrame) -> dict[str, int]:
-    if rejected.height == 0:
-        return {}
-    return dict(rejected.group_by("reason").len().sort("reason").iter_rows())
-
-
 def stage_frame(rows: list[dict[str, Any]], build: BuildDir, upstream: StageResult) -> pl.DataFrame:
     if rows:
         return pl.DataFrame(rows, infer_schema_length=None)
@@ -126,60 +104,6 @@ def declared_fingerprint(recipe: BaseRecipe, stage: str, version: int, reads: Se
     changed recipe reuse stale output: list every one."""
     p = recipe.fingerprint_payload()
     return digest({"stage": stage, "v": version, "seed": recipe.seed, **{k: p[k] for k in reads}, **extra})
-
-
-def skipped_batch(batch: int, size: int) -> dict[str, Any]:
-    return {"batch": batch, "items": size, "skipped": True, "seconds": 0.0, **dict.fromkeys(USAGE_KEYS, 0)}
-
-
-def batch_ranges(count: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + batch_size, count)) for a in range(0, count, batch_size)]
-
-
-Produce = Callable[[int, int, Any], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
-
-
-def generate_batch(recipe: GeneratingRecipe, batch: int, fingerprint: str, produce: Produce) -> dict[str, Any]:
-    """Run one generation batch into the stage's parts through the cached backend; skip a finished one.
-
-    ``produce(start, stop, backend)`` makes the records of items ``start..stop``.
-    Returns this run's usage for the batch: model calls, cache hits, tokens, retries.
-    """
-    parts = BuildDir(recipe.build_dir).parts("generate", fingerprint)
-    start, stop = batch_ranges(recipe.generate.count, recipe.generate.batch_size)[batch]
-    if parts.has(batch):
-        return skipped_batch(batch, stop - start)
-    t0 = time.perf_counter()
-    cache = ResponseCache(cache_path(recipe.output_root))
-    try:
-        backend = CachedBackend(load_backend(recipe.backend), cache)
-        records, rejected = produce(start, stop, backend)
-    finally:
-        cache.close()
-    stats = {"batch": batch, "items": stop - start, "skipped": False, **backend.stats.as_dict(),
-             "seconds": time.perf_counter() - t0}
-    parts.write(batch, {"records": pl.DataFrame(records, infer_schema_length=None),
-                        "rejected": rejected_frame(rejected)}, stats)
-    return stats
-
-
-def gather_batches(build: BuildDir, name: str, fingerprint: str, batches: int, count: int) -> StageResult:
-    """Turn a stage's finished batches into its output; every batch must be done."""
-    if (done := build.done(name, fingerprint)) is not None:
-        return done
-    parts = build.parts(name, fingerprint)
-    missing = [b for b in range(batches) if not parts.has(b)]
-    if missing:
-        raise RuntimeError(f"{name}: batches {missing} are not finished")
-    stats = [parts.stats(b) for b in range(batches)]
-    usage = {k: sum(s.get(k, 0) for s in stats) for k in USAGE_KEYS}
-    rejected = parts.read(range(batches), "rejected")
-    result = build.commit(name, fingerprint,
-                          {"records": parts.read(range(batches), "records"), "rejected": rejected},
-                          {"in": count, "usage": usage, "rejected_by_reason": reasons(rejected)},
-                          sum(s["seconds"] for s in stats))
-    build.clear_parts(name)
-    return result
 
 
 Run = Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]]
@@ -201,13 +125,13 @@ def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, versio
     kept, rejected, extra = run(records)
     rej = rejected_frame(rejected)
     return build.commit(name, fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
-                        {"in": len(records), **extra, "rejected_by_reason": reasons(rej)}, time.perf_counter() - t0)
+                        {"in": len(records), **extra, "rejected_by_reason": rejection_counts(rej)}, time.perf_counter() - t0)
 
 
-def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, text_field: str,
-                score_field: str | None = None) -> StageResult:
-    """Within-build duplicates, then records other builds already published (cross-build index)."""
-    cfg = recipe.dedup
+def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, score_field: str | None = None) -> StageResult:
+    """Within-build duplicates of the kind's text field, then records other builds already published
+    (cross-build index); ``score_field`` decides which record of a cluster stays."""
+    cfg, text_field = recipe.dedup, get_kind(recipe.kind).text_field
     index = PublishedIndex(recipe.output_root, recipe.kind, cfg.num_perm, cfg.ngram)
 
     def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
@@ -236,9 +160,10 @@ def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, text_field: str,
         "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
 
 
-def dedup(text_field: str, score_field: str | None = None) -> Stage[BaseRecipe]:
-    """The dedup stage of a kind whose records' main text is ``text_field`` (``score_field`` breaks ties)."""
-    return Stage("dedup", partial(dedup_stage, text_field=text_field, score_field=score_field))
+def dedup(score_field: str | None = None) -> Stage[BaseRecipe]:
+    """The dedup stage over a kind's text field; ``score_field``: the record of a cluster with the highest
+    value stays (else the first)."""
+    return Stage("dedup", partial(dedup_stage, score_field=score_field))
 
 
 def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
@@ -269,24 +194,23 @@ def publish_stage(
     recipe: BaseRecipe,
     stages: list[StageResult],
     *,
-    schema_id: str | Path,
     to_record: Callable[[dict[str, Any]], dict[str, Any]],
     templates: dict[str, str],
     field_docs: dict[str, str],
     format_example: Callable[[dict[str, Any]], str],
     length: Callable[[dict[str, Any]], int],
     default_description: str,
-    text_field: str,
     training_text: Callable[[dict[str, Any]], str],
     extra_sections: Sequence[tuple[str, Callable[[list[dict[str, Any]]], str]]] = (),
 ) -> tuple[Published, bool]:
-    """Publish the last stage's records. Returns (dataset, whether an identical one was reused).
+    """Publish the last stage's records under the kind's schema. Returns (dataset, whether an identical one
+    was reused).
 
     ``training_text(record)`` is what ``input_ids`` tokenizes when the recipe asks for it.
     ``extra_sections``: (title, render(published records) -> markdown) for the kind's own report sections.
     """
-    build = BuildDir(recipe.build_dir)
-    schema = load_schema(schema_id)
+    build, kind = BuildDir(recipe.build_dir), get_kind(recipe.kind)
+    schema, text_field = load_schema(kind.schema_id), kind.text_field
     out = build.root / "dataset"
     fp = digest({"stage": "publish", "v": PUBLISH_VERSION, "in": stages[-1].fingerprint,
                  "publish": recipe.publish.model_dump(mode="json"), "seed": recipe.seed,

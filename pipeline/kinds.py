@@ -21,17 +21,21 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import polars as pl
+
+from pipeline.batches import BatchedStage, BatchStats, Models, Work, batch_ranges
 from pipeline.publish import Published
 from pipeline.recipe import RECIPE_KINDS, BaseRecipe
-from pipeline.stages import BuildDir, StageResult
+from pipeline.records import rejected_frame
+from pipeline.stages import StageResult
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseRecipe)
 USAGE = ("model_calls", "cache_hits", "completion_tokens")
-BatchStats = dict[str, Any]  # one batch's report: batch, items, skipped, seconds and the USAGE counters
 
 
 class Runner(Protocol):
@@ -185,21 +189,46 @@ def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
     return BuildOutcome(recipe, stages, published, reused, produced.usage)
 
 
-# --- batched generation, shared by the kinds that generate records in batches ----------------
+# --- batched stages: generation, and evolution rounds --------------------------------------
+
+
+def run_batched(runner: Runner, stage: BatchedStage, work: Work, *, label: str, gather: str,
+                stats: dict[str, Any] | None = None) -> tuple[StageResult, dict[str, int]]:
+    """A batched stage through ``runner``: its batches (unless the stage is done), then its gather task
+    ``gather``. Returns the stage and what this run spent on it."""
+    usage = dict.fromkeys(USAGE, 0)
+    if stage.done() is None:
+        usage = runner.batches(stage.name, label, len(stage.ranges), stage.items, partial(stage.run_batch, work=work),
+                               f"{stage.name}-batch-{{batch}}")
+    return runner.stage(gather, _gather, stage, stats), usage
+
+
+def _gather(stage: BatchedStage, stats: dict[str, Any] | None) -> StageResult:
+    return stage.gather(stats)
+
+
+Records = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class BatchedGeneration(Generic[R]):
-    """`generate` as batches into parts, then one gather: the production of tinystories and tinygsm."""
+    """`generate` as batches of ``recipe.generate.batch_size``, then one gather: how tinystories and tinygsm
+    produce their records. ``work(recipe, start, stop, models)`` returns the (kept, rejected) records of
+    items ``start..stop``."""
 
     fingerprint: Callable[[R], str]
-    batch: Callable[[R, int], BatchStats]  # (recipe, batch index) -> its stats
-    gather: Callable[[R], StageResult]
-    batch_ranges: Callable[[R], list[tuple[int, int]]]
+    work: Callable[[R, int, int, Models], tuple[Records, Records]]
+
+    def stage(self, recipe: R) -> BatchedStage:
+        g = recipe.generate  # type: ignore[attr-defined]  # every generating recipe has this section
+        return BatchedStage(recipe.build_dir, recipe.output_root, "generate", self.fingerprint(recipe),
+                            batch_ranges(g.count, g.batch_size))
+
+    def _tables(self, recipe: R, start: int, stop: int, models: Models) -> dict[str, pl.DataFrame]:
+        records, rejected = self.work(recipe, start, stop, models)
+        return {"records": pl.DataFrame(records, infer_schema_length=None), "rejected": rejected_frame(rejected)}
 
     def __call__(self, recipe: R, runner: Runner) -> Produced:
-        usage = dict.fromkeys(USAGE, 0)
-        if BuildDir(recipe.build_dir).done("generate", self.fingerprint(recipe)) is None:
-            usage = runner.batches("generate", "generate", len(self.batch_ranges(recipe)), recipe.generate.count,
-                                   lambda b: self.batch(recipe, b), "generate-batch-{batch}")
-        return Produced([runner.stage("gather-generate", self.gather, recipe)], usage)
+        result, usage = run_batched(runner, self.stage(recipe), partial(self._tables, recipe), label="generate",
+                                    gather="gather-generate")
+        return Produced([result], usage)

@@ -28,7 +28,9 @@ def make_id(text: str) -> str:
     return hashlib.sha256(normalize(text).encode()).hexdigest()[:16]
 
 
-def rejection(record: dict[str, Any], stage: str, reason: str, detail: str = "", text_field: str = "story") -> dict[str, Any]:
+def rejection(record: dict[str, Any], stage: str, reason: str, detail: str, text_field: str) -> dict[str, Any]:
+    """A rejected record: why (``stage``, ``reason``, ``detail``), its main text (``record[text_field]``) and
+    the whole record as JSON, so nothing a stage dropped is lost."""
     return {
         "id": record.get("id"),
         "stage": stage,

@@ -11,8 +11,10 @@ published one exactly the completion the model returned).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -21,12 +23,13 @@ import polars as pl
 import pytest
 from pydantic import Field
 
-from pipeline.common_stages import batch_ranges, dedup, gather_batches, generate_batch, publish_stage, record_stage
+from pipeline.batches import Models
+from pipeline.common_stages import dedup, publish_stage, record_stage
 from pipeline.fingerprint import digest
 from pipeline.errors import RecipeError
 from pipeline.kinds import BatchedGeneration, Kind, Stage, get_kind, register, run_build, unregister
 from pipeline.llm import sampling_params
-from pipeline.llm.types import Backend, ChatRequest, Message, derive_seed
+from pipeline.llm.types import ChatRequest, Message, derive_seed
 from pipeline.recipe import BaseRecipe, Section, load_recipe, parse_recipe
 from pipeline.records import make_id, rejection
 from pipeline.shards import read_split, verify_dataset
@@ -60,7 +63,8 @@ def _fingerprint(recipe: PoemRecipe) -> str:
     return digest({"stage": "generate", "v": 1, **{k: p[k] for k in ("seed", "generate", "sampling", "backend")}})
 
 
-def _produce(recipe: PoemRecipe, start: int, stop: int, backend: Backend) -> tuple[list[dict[str, Any]], list]:
+def _work(recipe: PoemRecipe, start: int, stop: int, models: Models) -> tuple[list[dict[str, Any]], list]:
+    backend = models.open(recipe.backend)
     params = sampling_params(recipe.sampling)
     requests = [ChatRequest((Message("user", PROMPT.format(topic=TOPICS[i % len(TOPICS)])),), params,
                             seed=derive_seed(recipe.seed, i)) for i in range(start, stop)]
@@ -70,15 +74,6 @@ def _produce(recipe: PoemRecipe, start: int, stop: int, backend: Backend) -> tup
         records.append({"id": make_id(poem or str(i)), "poem": poem, "topic": TOPICS[i % len(TOPICS)],
                         "generator_model": backend.model_id, "num_tokens": completion.completion_tokens})
     return records, []
-
-
-def _batch(recipe: PoemRecipe, batch: int) -> dict[str, Any]:
-    return generate_batch(recipe, batch, _fingerprint(recipe), lambda a, b, backend: _produce(recipe, a, b, backend))
-
-
-def _gather(recipe: PoemRecipe) -> StageResult:
-    return gather_batches(BuildDir(recipe.build_dir), "generate", _fingerprint(recipe),
-                          len(batch_ranges(recipe.generate.count, recipe.generate.batch_size)), recipe.generate.count)
 
 
 def _filter(recipe: PoemRecipe, upstream: StageResult) -> StageResult:
@@ -107,24 +102,23 @@ def _publish(recipe: PoemRecipe, stages: list[StageResult]):
                 "generator_model": r["generator_model"], "dedup_cluster": r["dedup_cluster"],
                 "num_words": len(words(r["poem"]))}
 
-    return publish_stage(recipe, stages, schema_id=_schema_file(recipe), to_record=to_record,
+    return publish_stage(recipe, stages, to_record=to_record,
                          templates={"poems.prompt@1": PROMPT}, field_docs={"poem": "the poem"},
                          format_example=lambda r: f"> {r['poem']}", length=lambda r: r["num_words"],
-                         default_description="Short poems.", text_field="poem", training_text=lambda r: r["poem"])
+                         default_description="Short poems.", training_text=lambda r: r["poem"])
 
 
-def _schema_file(recipe: PoemRecipe) -> Path:
-    path = recipe.output_root / "poems.v1.json"
+def _schema_file() -> Path:
+    # a kind's schema is a file; this one is written from the dict above, so the kind stays in this module
+    path = Path(tempfile.gettempdir()) / f"tinyforge-test-poems-{os.getpid()}.v1.json"
     path.write_text(json.dumps(SCHEMA))
     return path
 
 
 def _register() -> Kind[PoemRecipe]:
     return register(Kind(
-        name="poems", recipe=PoemRecipe, flow_name="poems", schema_id="poems.v1", text_field="poem",
-        produce=BatchedGeneration(_fingerprint, _batch, _gather,
-                                  lambda r: batch_ranges(r.generate.count, r.generate.batch_size)),
-        stages=(Stage("filter", _filter), dedup("poem")), publish=_publish, description="short poems"))
+        name="poems", recipe=PoemRecipe, flow_name="poems", schema_id=_schema_file(), text_field="poem",
+        produce=BatchedGeneration(_fingerprint, _work), stages=(Stage("filter", _filter), dedup()), publish=_publish, description="short poems"))
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +175,7 @@ def test_a_kind_defined_here_builds_end_to_end(poems: Kind[PoemRecipe], tmp_path
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
     assert rows.height + rejected.height == 4  # each poem published, or rejected with a reason
-    assert set(rejected["reason"]) <= {"too_short", "duplicate"}
+    assert set(rejected["reason"]) <= {"too_short", "exact_duplicate", "near_duplicate"}
     generated = BuildDir(recipe.build_dir).read("generate")
     assert set(rows["poem"]) <= set(generated["poem"])  # exactly what the model wrote
     assert all(t in TOPICS for t in rows["topic"])

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import polars as pl
 
-from pipeline.common_stages import USAGE_KEYS, batch_ranges, dedup, reasons, skipped_batch
+from pipeline.batches import BatchedStage, Models, batch_ranges
+from pipeline.common_stages import dedup
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
@@ -27,8 +29,8 @@ from pipeline.evol.operations import JUDGE_TEMPLATE, JUDGE_TEMPLATE_ID, RESPONSE
 from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.fingerprint import digest
-from pipeline.kinds import USAGE, Kind, Produced, Runner, Stage, register
-from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend, sampling_params
+from pipeline.kinds import USAGE, Kind, Produced, Runner, Stage, register, run_batched
+from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
 from pipeline.recipe import EvolInstructRecipe
@@ -119,41 +121,26 @@ def round_fingerprint(recipe: EvolInstructRecipe, round_: int, upstream: StageRe
                    "response_backend": p["response_backend"], "templates": sorted(_templates(recipe, math))})
 
 
-def read_pool(recipe: EvolInstructRecipe, upstream: StageResult) -> list[dict[str, Any]]:
-    return build_dir(recipe).read(upstream.name, "pool").to_dicts()
+def round_stage(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> BatchedStage:
+    """Round ``round_`` as a batched stage over the pool ``upstream`` left; its tables include the next pool."""
+    return BatchedStage(recipe.build_dir, recipe.output_root, f"round-{round_}",
+                        round_fingerprint(recipe, round_, upstream, math),
+                        batch_ranges(upstream.rows["pool"], recipe.evolve.batch_size), {"pool": POOL_SCHEMA})
 
 
-def round_batches(recipe: EvolInstructRecipe, upstream: StageResult) -> list[tuple[int, int]]:
-    return batch_ranges(upstream.rows["pool"], recipe.evolve.batch_size)
-
-
-def round_batch(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, batch: int,
-                ) -> dict[str, Any]:
-    """Evolve one batch of the round's pool; a finished batch is skipped. Returns this run's usage."""
-    fp = round_fingerprint(recipe, round_, upstream, math)
-    parts = build_dir(recipe).parts(f"round-{round_}", fp)
-    start, stop = round_batches(recipe, upstream)[batch]
-    if parts.has(batch):
-        return skipped_batch(batch, stop - start)
-    t0 = time.perf_counter()
-    pool = read_pool(recipe, upstream)[start:stop]
+def round_work(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, start: int, stop: int,
+               models: Models) -> dict[str, pl.DataFrame]:
+    """Evolve items ``start..stop`` of the round's pool: survivors, rejections and their share of the next pool."""
+    pool = build_dir(recipe).read(upstream.name, "pool").slice(start, stop - start).to_dicts()
+    evolver = models.open(recipe.backend)
+    responder = models.open(recipe.responder)
     with ExitStack() as stack:
-        cache = ResponseCache(cache_path(recipe.output_root))
-        stack.callback(cache.close)
-        evolver = CachedBackend(load_backend(recipe.backend), cache)
-        responder = evolver if recipe.response_backend is None else CachedBackend(load_backend(recipe.responder), cache)
         gate = _math_gate(recipe, stack) if math else None
         survivors, rejected, retry = evolve_batch(pool, round_, _settings(recipe), evolver, responder, gate)
-    usage = evolver.stats.as_dict()
-    if responder is not evolver:
-        usage = {k: usage.get(k, 0) + responder.stats.as_dict().get(k, 0) for k in USAGE_KEYS}
     next_pool = [{"id": r["id"], "instruction": r["instruction"], "root_id": r["root_id"], "round": r["round"],
                   "answer": r.get("answer")} for r in survivors] + retry
-    stats = {"batch": batch, "items": stop - start, "skipped": False, **usage, "seconds": time.perf_counter() - t0}
-    parts.write(batch, {"records": pl.DataFrame(survivors, infer_schema_length=None),
-                        "rejected": rejected_frame(rejected),
-                        "pool": pl.DataFrame(next_pool, schema=POOL_SCHEMA)}, stats)
-    return stats
+    return {"records": pl.DataFrame(survivors, infer_schema_length=None), "rejected": rejected_frame(rejected),
+            "pool": pl.DataFrame(next_pool, schema=POOL_SCHEMA)}
 
 
 def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
@@ -167,39 +154,15 @@ def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
                     format_example(), sandbox)
 
 
-def finish_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> StageResult:
-    """The round's stage from its finished batches: survivors, rejections, and the next pool."""
-    build, name = build_dir(recipe), f"round-{round_}"
-    fp = round_fingerprint(recipe, round_, upstream, math)
-    if (done := build.done(name, fp)) is not None:
-        return done
-    n = len(round_batches(recipe, upstream))
-    parts = build.parts(name, fp)
-    if missing := [b for b in range(n) if not parts.has(b)]:
-        raise RuntimeError(f"{name}: batches {missing} are not finished")
-    stats = [parts.stats(b) for b in range(n)]
-    tables = {t: parts.read(range(n), t) for t in ("records", "rejected", "pool")}
-    tables["rejected"] = tables["rejected"] if tables["rejected"].width else rejected_frame([])
-    tables["pool"] = tables["pool"] if tables["pool"].width else pl.DataFrame(schema=POOL_SCHEMA)
-    result = build.commit(name, fp, tables, {
-        "in": upstream.rows["pool"], "round": round_,
-        "usage": {k: sum(s.get(k, 0) for s in stats) for k in USAGE_KEYS},
-        "rejected_by_reason": reasons(tables["rejected"])}, sum(s["seconds"] for s in stats))
-    build.clear_parts(name)
-    return result
-
-
 def run_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, runner: Runner,
               usage: dict[str, int]) -> StageResult:
     """One round: its batches (unless the round is done), then the gather; adds what it spent to ``usage``."""
-    if build_dir(recipe).done(f"round-{round_}", round_fingerprint(recipe, round_, upstream, math)) is None:
-        spent = runner.batches(f"round-{round_}", f"round {round_}/{recipe.evolve.rounds}",
-                               len(round_batches(recipe, upstream)), upstream.rows["pool"],
-                               lambda b: round_batch(recipe, round_, upstream, math, b),
-                               f"round-{round_}-batch-{{batch}}")
-        for k in usage:
-            usage[k] += spent[k]
-    result = runner.stage("gather-round", finish_round, recipe, round_, upstream, math)
+    result, spent = run_batched(runner, round_stage(recipe, round_, upstream, math),
+                                partial(round_work, recipe, round_, upstream, math),
+                                label=f"round {round_}/{recipe.evolve.rounds}", gather="gather-round",
+                                stats={"round": round_})
+    for k in usage:
+        usage[k] += spent[k]
     runner.log(f"round {round_}: {result.rows['records']} of {upstream.rows['pool']} evolutions survived; "
                f"next pool {result.rows['pool']}")
     return result
@@ -263,10 +226,10 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
                                          for s in rounds], records)
 
     return common_publish(
-        recipe, stages, schema_id=SCHEMA_ID,
+        recipe, stages, 
         to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
         field_docs=FIELD_DOCS, format_example=_format_example, length=lambda r: r["num_words"],
-        text_field="instruction",
+       
         training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=[("Evolution", section)],
         default_description="Instructions evolved with Evol-Instruct operations by a small model, with responses "
                             "and full lineage.",
@@ -275,7 +238,8 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
 
 KIND = register(Kind(
     name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
-    text_field="instruction", produce=produce, stages=(dedup("instruction"), Stage("score", score_stage)),
+    text_field="instruction",
+    produce=produce, stages=(dedup(), Stage("score", score_stage)),
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose
     solution_code=lambda r: r["response"] if r.get("answer") is not None else None,

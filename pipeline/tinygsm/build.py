@@ -10,19 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 
-from pipeline.common_stages import batch_ranges as common_batch_ranges
-from pipeline.common_stages import declared_fingerprint, dedup, gather_batches, record_stage
-from pipeline.common_stages import generate_batch as common_generate_batch
+from pipeline.batches import Models
+from pipeline.common_stages import declared_fingerprint, dedup, record_stage
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
-from pipeline.kinds import BatchedGeneration, Kind, Stage, register
+from pipeline.kinds import BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
 from pipeline.sandbox import Sandbox
-from pipeline.stages import BuildDir, StageResult
+from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinygsm.generate import generate_problems
 from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem, question_template_id
@@ -55,26 +54,13 @@ def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
                                 templates=_templates(recipe))
 
 
-def batch_ranges(recipe: TinyGSMRecipe) -> list[tuple[int, int]]:
-    return common_batch_ranges(recipe.generate.count, recipe.generate.batch_size)
-
-
-def generate_batch(recipe: TinyGSMRecipe, batch: int) -> dict[str, Any]:
-    """Write one batch of problems and their sampled solutions; a finished batch is skipped."""
-
-    def produce(start: int, stop: int, backend: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        seeds = load_seeds(recipe.seeds)
-        specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
-        return generate_problems(specs, backend, sampling_params(recipe.sampling),
-                                 sampling_params(recipe.solution_sampling), recipe.generate.samples,
-                                 format_example(), recipe.filter, wants_structured_output(recipe.backend))
-
-    return common_generate_batch(recipe, batch, generate_fingerprint(recipe), produce)
-
-
-def finish_generate(recipe: TinyGSMRecipe) -> StageResult:
-    return gather_batches(BuildDir(recipe.build_dir), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
-                          recipe.generate.count)
+def generate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) -> tuple[Records, Records]:
+    """Problems ``start..stop``, each written from a seed problem, with its k sampled solutions."""
+    seeds = load_seeds(recipe.seeds)
+    specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
+    return generate_problems(specs, models.open(recipe.backend), sampling_params(recipe.sampling),
+                             sampling_params(recipe.solution_sampling), recipe.generate.samples,
+                             format_example(), recipe.filter, wants_structured_output(recipe.backend))
 
 
 def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
@@ -134,20 +120,21 @@ def _templates(recipe: TinyGSMRecipe) -> list[str]:
 
 def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
     return common_publish(
-        recipe, stages, schema_id=SCHEMA_ID,
+        recipe, stages, 
         to_record=lambda r: published_record(r, recipe.build_id),
         templates={t: TEMPLATES[t] for t in _templates(recipe)}, field_docs=FIELD_DOCS,
-        format_example=_format_example, length=lambda r: r["num_words"], text_field="question",
+        format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: f"{r['question']}\n\n{r['code']}",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
     )
 
 
 KIND = register(Kind(
-    name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID, text_field="question",
-    produce=BatchedGeneration(generate_fingerprint, generate_batch, finish_generate, batch_ranges),
+    name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID,
+    text_field="question",
+    produce=BatchedGeneration(generate_fingerprint, generate_work),
     stages=(Stage("verify", verify_stage), Stage("decontaminate", decontaminate_stage),
-            dedup("question", score_field="answer_agreement"), Stage("score", score_stage)),
+            dedup(score_field="answer_agreement"), Stage("score", score_stage)),
     publish=publish_stage, solution_code=lambda r: r["code"],
     description="grade-school math word problems with Python solutions verified by execution",
 ))

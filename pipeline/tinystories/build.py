@@ -12,17 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 
-from pipeline.common_stages import batch_ranges as common_batch_ranges
-from pipeline.common_stages import declared_fingerprint, dedup, gather_batches, record_stage
-from pipeline.common_stages import generate_batch as common_generate_batch
+from pipeline.batches import Models
+from pipeline.common_stages import declared_fingerprint, dedup, record_stage
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
-from pipeline.kinds import BatchedGeneration, Kind, Stage, register
+from pipeline.kinds import BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
-from pipeline.stages import BuildDir, StageResult
+from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import filter_stories
 from pipeline.tinystories.generate import generate_stories
@@ -58,25 +57,11 @@ def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
                                 templates=[STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID])
 
 
-def batch_ranges(recipe: TinyStoriesRecipe) -> list[tuple[int, int]]:
-    return common_batch_ranges(recipe.generate.count, recipe.generate.batch_size)
-
-
-def generate_batch(recipe: TinyStoriesRecipe, batch: int) -> dict[str, Any]:
-    """Generate one batch of stories into the stage's parts; a finished batch is skipped."""
-
-    def produce(start: int, stop: int, backend: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        vocab = load_vocabulary(recipe.generate.vocab_dir)
-        specs = plan_stories(start, stop, recipe.seed, recipe.generate, vocab)
-        return generate_stories(specs, backend, sampling_params(recipe.sampling))
-
-    return common_generate_batch(recipe, batch, generate_fingerprint(recipe), produce)
-
-
-def finish_generate(recipe: TinyStoriesRecipe) -> StageResult:
-    """Gather the finished batches into the generate stage's output."""
-    return gather_batches(BuildDir(recipe.build_dir), "generate", generate_fingerprint(recipe), len(batch_ranges(recipe)),
-                          recipe.generate.count)
+def generate_work(recipe: TinyStoriesRecipe, start: int, stop: int, models: Models) -> tuple[Records, Records]:
+    """Stories ``start..stop``: their specs (words, features) drawn from the per-item seeds, then generated."""
+    vocab = load_vocabulary(recipe.generate.vocab_dir)
+    specs = plan_stories(start, stop, recipe.seed, recipe.generate, vocab)
+    return generate_stories(specs, models.open(recipe.backend), sampling_params(recipe.sampling))
 
 
 # --- filter -----------------------------------------------------------------------
@@ -122,18 +107,19 @@ def _format_example(r: dict[str, Any]) -> str:
 def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
     return common_publish(
-        recipe, stages, schema_id=SCHEMA_ID,
+        recipe, stages, 
         to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
-        format_example=_format_example, length=lambda r: r["num_words"], text_field="story",
+        format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: r["story"],
         default_description="TinyStories-style short stories for small language models.",
     )
 
 
 KIND = register(Kind(
-    name="tinystories", recipe=TinyStoriesRecipe, flow_name="tinystories", schema_id=SCHEMA_ID, text_field="story",
-    produce=BatchedGeneration(generate_fingerprint, generate_batch, finish_generate, batch_ranges),
-    stages=(Stage("filter", filter_stage), dedup("story"), Stage("score", score_stage)),
+    name="tinystories", recipe=TinyStoriesRecipe, flow_name="tinystories", schema_id=SCHEMA_ID,
+    text_field="story",
+    produce=BatchedGeneration(generate_fingerprint, generate_work),
+    stages=(Stage("filter", filter_stage), dedup(), Stage("score", score_stage)),
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
 ))

@@ -109,5 +109,5 @@ def filter_stories(
         if verdict is None:
             kept.append(record)
         else:
-            rejected.append(rejection(record, "filter", *verdict))
+            rejected.append(rejection(record, "filter", *verdict, "story"))
     return kept, rejected

@@ -76,7 +76,7 @@ def generate_stories(
             "num_tokens": completion.completion_tokens,
         }
         if not story:
-            rejected.append(rejection(record, "generate", "empty_completion", repr(completion.text[:200])))
+            rejected.append(rejection(record, "generate", "empty_completion", repr(completion.text[:200]), "story"))
         else:
             records.append(record)
 
