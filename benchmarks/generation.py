@@ -42,8 +42,9 @@ from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams  # 
 from pipeline.llm.weights import f16_copy  # noqa: E402
 from pipeline.paths import SEEDS_FILE, VOCAB_DIR  # noqa: E402
 from pipeline.recipe import SeedsConfig, TinyStoriesGenerateConfig  # noqa: E402
-from pipeline.tinygsm.prompts import question_messages, solution_prompt  # noqa: E402
-from pipeline.tinygsm.seeds import format_example, load_seeds  # noqa: E402
+from pipeline.solving import shipped_example, solution_prompt  # noqa: E402
+from pipeline.tinygsm.prompts import question_messages  # noqa: E402
+from pipeline.tinygsm.seeds import load_seeds  # noqa: E402
 from pipeline.tinystories.prompts import plan_stories, story_prompt  # noqa: E402
 from pipeline.tinystories.vocab import load_vocabulary  # noqa: E402
 
@@ -60,7 +61,7 @@ def tinygsm_requests(max_tokens: int) -> list[ChatRequest]:
     seeds = load_seeds(SeedsConfig(path=SEEDS_FILE, limit=40))
     q_params = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=max_tokens, repeat_penalty=1.1)
     s_params = SamplingParams(temperature=0.5, top_p=0.95, max_tokens=max_tokens, repeat_penalty=1.05)
-    example = format_example()
+    example = shipped_example()
     return ([ChatRequest(question_messages(s), q_params, seed=i) for i, s in enumerate(seeds[:32])]
             + [ChatRequest((Message("user", solution_prompt(s.question, example)),), s_params, seed=i, n=4)
                for i, s in enumerate(seeds[32:40])])

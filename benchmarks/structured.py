@@ -26,7 +26,7 @@ from pipeline.llm.types import ChatRequest, SamplingParams  # noqa: E402
 from pipeline.paths import SEEDS_FILE  # noqa: E402
 from pipeline.recipe import QuestionFilterConfig, SeedsConfig  # noqa: E402
 from pipeline.tinygsm.extract import extract_question  # noqa: E402
-from pipeline.tinygsm.filters import check_question  # noqa: E402
+from pipeline.solving import check_question  # noqa: E402
 from pipeline.tinygsm.prompts import QUESTION_SCHEMA, plan_problem, question_messages  # noqa: E402
 from pipeline.tinygsm.seeds import load_seeds  # noqa: E402
 

@@ -128,7 +128,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         import polars as pl
 
         from pipeline.sandbox import Sandbox
-        from pipeline.tinygsm.verify import reexecute
+        from pipeline.solving import reexecute
 
         rows = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.splits]).to_dicts()
         records = [r | {"code": code} for r in rows if (code := solution_code(r)) is not None]

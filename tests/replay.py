@@ -134,7 +134,8 @@ def preload_problems(recipe_path: str | Path, problems: dict[int, tuple[str, lis
     from pipeline.recipe import wants_structured_output
     from pipeline.tinygsm.generate import generate_problems
     from pipeline.tinygsm.prompts import plan_problem
-    from pipeline.tinygsm.seeds import format_example, load_seeds
+    from pipeline.solving import shipped_example
+    from pipeline.tinygsm.seeds import load_seeds
 
     recipe = _recipe(recipe_path, output_root=output_root)
     structured = wants_structured_output(recipe.backend)
@@ -152,7 +153,7 @@ def preload_problems(recipe_path: str | Path, problems: dict[int, tuple[str, lis
     backend = ScriptedBackend(embedded_model_id(recipe.backend.model), answer)
     records, rejected = generate_problems(
         specs, backend, sampling_params(recipe.sampling), sampling_params(recipe.solution_sampling),
-        recipe.generate.samples, format_example(), recipe.filter, structured)
+        recipe.generate.samples, shipped_example(), recipe.filter, structured)
     assert not rejected, f"a preloaded problem fails the question checks: {[r['detail'] for r in rejected]}"
     store(recipe, backend)
     return {s.index: s.seed.question for s in specs}
@@ -171,14 +172,14 @@ def preload_evolution(recipe_path: str | Path, parent: dict[str, Any], round_: i
     ``response`` for a general pool, or the k sampled ``solutions`` for a math pool."""
     from pipeline.evol.build import _settings
     from pipeline.evol.evolve import MathGate, evolve_batch
-    from pipeline.tinygsm.seeds import format_example
+    from pipeline.solving import shipped_example
 
     recipe = _recipe(recipe_path)
     math = None
     if solutions is not None:
         m = recipe.math
         math = MathGate(sampling_params(m.solution_sampling), m.samples, m.verify.min_agreement, m.filter,
-                        format_example(), _NoSandbox())
+                        shipped_example(), _NoSandbox())
     replies = iter([[evolution], solutions if solutions is not None else [response]])
     backend = ScriptedBackend(embedded_model_id(recipe.backend.model), lambda call, r: next(replies))
     node = {"root_id": parent["id"], "round": round_ - 1, **parent}

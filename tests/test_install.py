@@ -93,7 +93,7 @@ from pipeline.evol.eliminate import stop_words
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.revision import code_revision
 from pipeline.schema import load_schema
-from pipeline.tinygsm.seeds import format_example
+from pipeline.solving import shipped_example
 from pipeline.tinystories.vocab import load_vocabulary
 
 schemas = sorted(p.stem for p in paths.SCHEMAS_DIR.glob("*.json"))
@@ -107,7 +107,7 @@ print(json.dumps({
     "repo_root": paths.REPO_ROOT and str(paths.REPO_ROOT),
     "vocabulary": len(load_vocabulary(paths.VOCAB_DIR)),
     "schemas": {s: [str(load_schema(s).path), len(load_schema(s).arrow)] for s in schemas},
-    "seed_example": format_example().question,
+    "seed_example": shipped_example().question,
     "instructions": len(load_seed_pool(paths.INSTRUCTIONS_FILE).seeds),
     "stop_words": len(stop_words()),
     "code": code_revision(),

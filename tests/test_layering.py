@@ -3,6 +3,8 @@
 * ``pipeline/`` is the library and ``flows/`` the Prefect layer over it
   (``flows.cli`` is the ``tinyforge`` command): nothing under ``pipeline/``
   imports ``flows``, at the top of a module or inside a function.
+* A kind's package (``pipeline/tinygsm`` ...) imports no other kind's: what
+  kinds share (math solving and verification) is its own module.
 * A training job imports ``pipeline.loader`` (or ``pipeline.shards``) and
   gets the reader alone: pyarrow, fsspec, numpy, torch, the format in
   ``pipeline.shard_format``; not Prefect, pydantic, polars or the writer's
@@ -64,6 +66,20 @@ def test_nothing_under_pipeline_imports_flows() -> None:
     offenders = [f"{f.relative_to(REPO)}:{line}: {module}"
                  for f in files for line, module in imported_modules(f) if top_package(module) == "flows"]
     assert not offenders, "the library imports the flows layer:\n" + "\n".join(offenders)
+
+
+KINDS = ("tinystories", "tinygsm", "evol")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_kind_imports_no_other_kind(kind: str) -> None:
+    """What two kinds share lives in the library (math solving in ``pipeline.solving``), not in either kind."""
+    others = {f"pipeline.{k}" for k in KINDS if k != kind}
+    files = sorted((PIPELINE / kind).glob("*.py"))
+    assert files
+    offenders = [f"{f.relative_to(REPO)}:{line}: {module}" for f in files for line, module in imported_modules(f)
+                 if ".".join(module.split(".")[:2]) in others]
+    assert not offenders, f"pipeline.{kind} reaches into another kind:\n" + "\n".join(offenders)
 
 
 def test_the_scan_finds_every_form_of_import(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 
-from pipeline.tinygsm.extract import extract_function, extract_question, normalize_solution, program
+from pipeline.solving.extract import extract_function, normalize_solution, program
+from pipeline.tinygsm.extract import extract_question
 
 FENCED_WITH_PROSE = '''Here's a Python function that uses a loop to calculate the total change:
 ```python

@@ -10,7 +10,8 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.recipe import SeedsConfig, load_recipe
-from pipeline.tinygsm.seeds import format_example, load_seeds, parse_answer
+from pipeline.solving import parse_answer, shipped_example
+from pipeline.tinygsm.seeds import load_seeds
 from tests.conftest import write_recipe
 
 # As in GSM8K's train split: worked reasoning with calculator annotations, the final answer after ####.
@@ -88,10 +89,10 @@ def test_a_gsm8k_seed_is_what_the_model_is_asked_to_rewrite(tmp_path: Path) -> N
     new = "Omar sold 30 stickers in June and 12 fewer in July. How many stickers did he sell in all?"
     backend = ScriptedBackend("test", lambda call, r: [json.dumps({"question": new})] if call == 0 else ["x"] * r.n)
     params = SamplingParams(0.5, 0.95, 10, 1.0)
-    records, rejected = generate_problems([spec], backend, params, params, 2, format_example(),
+    records, rejected = generate_problems([spec], backend, params, params, 2, shipped_example(),
                                           QuestionFilterConfig(), structured=True)
     assert not rejected and records[0]["question"] == new and records[0]["seed_id"] == spec.seed.id
     (question_request, _), (solution_request, _) = backend.recorded
     assert spec.seed.question in question_request.messages[-1].content
-    example = format_example()
+    example = shipped_example()
     assert example.solution.strip() in solution_request.messages[-1].content and solution_request.n == 2

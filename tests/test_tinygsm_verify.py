@@ -9,8 +9,9 @@ import pytest
 
 from pipeline.recipe import QuestionFilterConfig
 from pipeline.sandbox import RunResult, Sandbox
-from pipeline.tinygsm.filters import check_question
-from pipeline.tinygsm.verify import judge, verify_problems
+from pipeline.solving import check_question
+from pipeline.solving.verify import judge
+from pipeline.tinygsm.verify import verify_problems
 
 Q = "Maya buys 3 notebooks for $4 each and 2 pens for $1.25 each. How much does she spend?"
 RIGHT = "def simple_math_problem():\n    notebooks = 3 * 4\n    pens = 2 * 1.25\n    return notebooks + pens\n"

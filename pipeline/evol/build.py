@@ -34,6 +34,7 @@ from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
 from pipeline.recipe import EvolInstructRecipe
+from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, shipped_example
 from pipeline.stages import BuildDir, StageResult, concat
 
 SCHEMA_ID = "evol_instruct.v1"
@@ -100,13 +101,11 @@ def is_math(seeds: StageResult) -> bool:
 
 
 def _templates(recipe: EvolInstructRecipe, math: bool) -> dict[str, str]:
-    from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES
-
     used = {op.template_id: op.template for op in (operation(n, math) for n in dict.fromkeys(recipe.evolve.operations))}
     if recipe.evolve.judge:
         used[JUDGE_TEMPLATE_ID] = JUDGE_TEMPLATE
     if math:
-        used[SOLUTION_TEMPLATE_ID] = TEMPLATES[SOLUTION_TEMPLATE_ID]
+        used[SOLUTION_TEMPLATE_ID] = SOLUTION_TEMPLATE
     else:
         used[RESPONSE_TEMPLATE_ID] = "{instruction}"
     return used
@@ -145,13 +144,12 @@ def round_work(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, m
 
 def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
     from pipeline.sandbox import Sandbox
-    from pipeline.tinygsm.seeds import format_example
 
     m = recipe.math
     sandbox = stack.enter_context(Sandbox(workers=m.verify.workers, timeout_s=m.verify.timeout_s,
                                           memory_mb=m.verify.memory_mb))
     return MathGate(sampling_params(m.solution_sampling), m.samples, m.verify.min_agreement, m.filter,
-                    format_example(), sandbox)
+                    shipped_example(), sandbox)
 
 
 def run_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, runner: Runner,

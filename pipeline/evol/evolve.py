@@ -8,8 +8,7 @@ be evolved again next round (the paper's rule), unless the recipe says not to.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +22,14 @@ from pipeline.evol.operations import (
     operation,
 )
 from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams, derive_seed
+from pipeline.recipe import QuestionFilterConfig
 from pipeline.records import make_id, rejection
+from pipeline.sandbox import Sandbox
+from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, Solver, WorkedExample, check_question
 from pipeline.text import words
+
+
+Reject = Callable[[dict[str, Any], dict[str, Any], str, str], None]  # (record, parent, reason, detail)
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,9 @@ class MathGate:
     solution_params: SamplingParams
     samples: int
     min_agreement: float
-    question_checks: Any  # QuestionFilterConfig
-    example: Any  # the tinygsm Seed whose solution shows the expected format
-    sandbox: Any  # an open pipeline.sandbox.Sandbox
+    question_checks: QuestionFilterConfig
+    example: WorkedExample  # whose solution shows the expected format
+    sandbox: Sandbox  # open
 
 
 def pick_operation(parent_id: str, round_: int, s: EvolveSettings) -> Operation | OperationName:
@@ -105,8 +110,6 @@ def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings,
                                   max_growth=s.max_growth, max_similarity=s.max_similarity,
                                   max_template_overlap=s.max_template_overlap)
         if verdict is None and math is not None:
-            from pipeline.tinygsm.filters import check_question
-
             verdict = check_question(child or "", parent["instruction"], math.question_checks)
         if verdict is not None:
             reject(record, parent, *verdict)
@@ -131,7 +134,7 @@ def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings,
 
 
 def _respond(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: int, s: EvolveSettings,
-             responder: Backend, reject: Any) -> list[dict[str, Any]]:
+             responder: Backend, reject: Reject) -> list[dict[str, Any]]:
     seeds = [derive_seed(s.seed, "respond", round_, p["id"]) for p, _ in candidates]
     answers = responder.generate([ChatRequest(_chat(r["instruction"]), s.response_params, seed=seed)
                                   for (_, r), seed in zip(candidates, seeds, strict=True)])
@@ -152,31 +155,22 @@ def _respond(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: in
 
 
 def _solve(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: int, s: EvolveSettings,
-           responder: Backend, math: MathGate, reject: Any) -> list[dict[str, Any]]:
+           responder: Backend, math: MathGate, reject: Reject) -> list[dict[str, Any]]:
     """The solvability gate: k sampled Python solutions run in the sandbox and must agree on one answer."""
-    from pipeline.tinygsm.extract import extract_function
-    from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, solution_prompt
-    from pipeline.tinygsm.verify import verify_problems
-
-    seeds = [derive_seed(s.seed, "solve", round_, p["id"]) for p, _ in candidates]
-    outputs = responder.generate([
-        ChatRequest(_chat(solution_prompt(r["instruction"], math.example)), math.solution_params, seed=seed,
-                    n=math.samples) for (_, r), seed in zip(candidates, seeds, strict=True)])
-    problems = []
-    for k, ((_, record), seed, completions) in enumerate(zip(candidates, seeds, outputs, strict=True)):
+    solver = Solver(responder, math.solution_params, math.samples, math.min_agreement, math.sandbox)
+    asks = [Ask(r["instruction"], math.example, derive_seed(s.seed, "solve", round_, p["id"])) for p, r in candidates]
+    survivors = []
+    for (parent, record), ask, (sampled, verified) in zip(candidates, asks, solver.solve(asks), strict=True):
         record |= {"responder_model": responder.model_id, "response_template_id": SOLUTION_TEMPLATE_ID,
-                   "response_sampling": {**math.solution_params.to_dict(), "seed": seed, "samples": math.samples},
-                   "num_tokens": record["num_tokens"] + sum(c.completion_tokens for c in completions)}
-        problems.append(record | {"question": record["instruction"], "candidate": k,
-                                  "solutions": [extract_function(c.text) for c in completions]})
-    kept, failed = verify_problems(problems, math.sandbox, math.min_agreement)
-    scratch = ("question", "solutions", "candidate")
-    for f in failed:
-        record = json.loads(f["record_json"])
-        reject({k: v for k, v in record.items() if k not in scratch}, candidates[record["candidate"]][0],
-               "unsolvable", f"{f['reason']}: {f['detail']}")
-    return [_finished({k: v for k, v in r.items() if k not in (*scratch, "samples", "code")} | {"response": r["code"]})
-            for r in kept]
+                   "response_sampling": {**math.solution_params.to_dict(), "seed": ask.seed, "samples": math.samples},
+                   "num_tokens": record["num_tokens"] + sampled.completion_tokens}
+        if verified.passed:
+            survivors.append(_finished(record | {"answer": verified.answer, "answer_agreement": verified.agreement,
+                                                 "verification": "passed", "response": verified.code}))
+        else:
+            tried = {"samples": verified.samples, "answer": verified.answer, "answer_agreement": verified.agreement}
+            reject(record | tried, parent, "unsolvable", f"{verified.reason}: {verified.detail}")
+    return survivors
 
 
 def _finished(record: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ carries) and, when difficulty scoring ran, mean IFD of the published records.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from statistics import mean
@@ -49,7 +48,9 @@ def evolution_section(seeds: pl.DataFrame, rounds: Sequence[tuple[int, pl.DataFr
     survived: Counter[str] = Counter()
     reason_rows: dict[str, Counter[int]] = defaultdict(Counter)
     for rnd, kept, rejected in rounds:
-        rej_ops = [json.loads(j)["operation"] for j in rejected["record_json"]] if rejected.height else []
+        # a rejection keeps the whole record it dropped: the operation that was tried is in it
+        rej_ops = (rejected["record_json"].str.json_path_match("$.operation").to_list()
+                   if rejected.height else [])
         kept_ops = kept["operation"].to_list() if kept.height else []
         tried.update(rej_ops + kept_ops)
         survived.update(kept_ops)

@@ -16,7 +16,7 @@ import polars as pl
 
 from pipeline.errors import UserError
 from pipeline.records import iter_jsonl, make_id
-from pipeline.tinygsm.seeds import parse_answer
+from pipeline.solving import parse_answer
 
 # The field that holds the instruction in each kind of source, when the recipe does not name one.
 _FIELDS = ("instruction", "question", "prompt")

@@ -21,11 +21,12 @@ from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
 from pipeline.sandbox import Sandbox
+from pipeline.solving import shipped_example
 from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinygsm.generate import generate_problems
 from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem, question_template_id
-from pipeline.tinygsm.seeds import format_example, load_seeds
+from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v2"
@@ -60,7 +61,7 @@ def generate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) 
     specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
     return generate_problems(specs, models.open(recipe.backend), sampling_params(recipe.sampling),
                              sampling_params(recipe.solution_sampling), recipe.generate.samples,
-                             format_example(), recipe.filter, wants_structured_output(recipe.backend))
+                             shipped_example(), recipe.filter, wants_structured_output(recipe.backend))
 
 
 def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:

@@ -5,30 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams
+from pipeline.llm.types import Backend, ChatRequest, SamplingParams
 from pipeline.recipe import QuestionFilterConfig
 from pipeline.records import make_id, rejection
-from pipeline.tinygsm.extract import extract_function, extract_question
-from pipeline.tinygsm.filters import check_question
-from pipeline.tinygsm.prompts import (
-    QUESTION_SCHEMA,
-    SOLUTION_TEMPLATE_ID,
-    ProblemSpec,
-    question_messages,
-    question_prompt,
-    question_template_id,
-    solution_prompt,
-)
-from pipeline.tinygsm.seeds import Seed
-
-
-def _chat(prompt: str) -> tuple[Message, ...]:
-    return (Message("user", prompt),)
+from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, WorkedExample, check_question, sample_solutions
+from pipeline.tinygsm.extract import extract_question
+from pipeline.tinygsm.prompts import QUESTION_SCHEMA, ProblemSpec, question_messages, question_prompt, question_template_id
 
 
 def generate_problems(
     specs: Sequence[ProblemSpec], backend: Backend, question_params: SamplingParams,
-    solution_params: SamplingParams, samples: int, example: Seed, checks: QuestionFilterConfig,
+    solution_params: SamplingParams, samples: int, example: WorkedExample, checks: QuestionFilterConfig,
     structured: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Returns (records with k candidate solutions each, rejected problems).
@@ -57,12 +44,11 @@ def generate_problems(
         else:
             records.append(record)
 
-    # k solutions per surviving problem, in one request each (n = k).
-    ex = {r["index"]: (spec.seed if spec.seed.solution else example) for spec in specs for r in records
-          if r["index"] == spec.index}
-    requests = [ChatRequest(_chat(solution_prompt(r["question"], ex[r["index"]])), solution_params,
-                            seed=r["solution_sampling"]["seed"], n=samples) for r in records]
-    for record, completions in zip(records, backend.generate(requests), strict=True):
-        record["solutions"] = [extract_function(c.text) for c in completions]
-        record["num_tokens"] += sum(c.completion_tokens for c in completions)
+    # k solutions per surviving problem, shown the seed's own worked solution where it has one
+    by_index = {spec.index: spec.seed for spec in specs}
+    asks = [Ask(r["question"], by_index[r["index"]] if by_index[r["index"]].solution else example,
+                r["solution_sampling"]["seed"]) for r in records]
+    for record, sampled in zip(records, sample_solutions(backend, asks, solution_params, samples), strict=True):
+        record["solutions"] = sampled.solutions
+        record["num_tokens"] += sampled.completion_tokens
     return records, rejected

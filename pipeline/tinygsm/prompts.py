@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pipeline.fingerprint import digest
 from pipeline.llm.types import Message, derive_seed
+from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID
 from pipeline.structured import object_schema
 from pipeline.tinygsm.seeds import Seed
 
@@ -37,12 +38,6 @@ QUESTION_EXAMPLES = (
      "A farm has 9 rows of apple trees with 7 trees in each row. Each tree gives 30 apples. "
      "How many apples does the farm give?"),
 )
-SOLUTION_TEMPLATE = (
-    "Here is a math word problem and a Python function that solves it.\n\nProblem: {example_question}\n\n"
-    "```python\n{example_solution}\n```\n\n"
-    "Now write a Python function named simple_math_problem that solves this new problem the same way."
-    "\n\nProblem: {question}"
-)
 # With structured output the rewrite is a JSON object, and the examples show one.
 QUESTION_JSON_SUFFIX = ' Answer with JSON: {{"question": "..."}}'  # a format string, like the template
 QUESTION_SCHEMA = object_schema(question={"type": "string"})
@@ -50,7 +45,6 @@ QUESTION_SCHEMA = object_schema(question={"type": "string"})
 QUESTION_TEMPLATE_ID = "tinygsm.question@" + digest([QUESTION_TEMPLATE, QUESTION_EXAMPLES])[:8]
 QUESTION_JSON_TEMPLATE_ID = "tinygsm.question-json@" + digest(
     [QUESTION_TEMPLATE, QUESTION_EXAMPLES, QUESTION_JSON_SUFFIX, QUESTION_SCHEMA])[:8]
-SOLUTION_TEMPLATE_ID = "tinygsm.solution@" + digest(SOLUTION_TEMPLATE)[:8]
 
 
 def _question_turns(structured: bool) -> list[tuple[str, str]]:
@@ -69,7 +63,7 @@ TEMPLATES = {
          for (q, _), (t, a) in zip(QUESTION_EXAMPLES, _question_turns(structured), strict=True)]
         + [f"[user] {QUESTION_TEMPLATE + (QUESTION_JSON_SUFFIX if structured else '')}"])
     for structured, template_id in ((False, QUESTION_TEMPLATE_ID), (True, QUESTION_JSON_TEMPLATE_ID))
-} | {SOLUTION_TEMPLATE_ID: SOLUTION_TEMPLATE}
+} | {SOLUTION_TEMPLATE_ID: SOLUTION_TEMPLATE}  # step 2 is pipeline.solving's
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +90,3 @@ def question_messages(seed: Seed, structured: bool = False) -> tuple[Message, ..
     for (q, _), (template, answer) in zip(QUESTION_EXAMPLES, _question_turns(structured), strict=True):
         turns += [Message("user", template.format(question=q)), Message("assistant", answer)]
     return (*turns, Message("user", question_prompt(seed, structured)))
-
-
-def solution_prompt(question: str, example: Seed) -> str:
-    assert example.solution is not None
-    return SOLUTION_TEMPLATE.format(example_question=example.question, example_solution=example.solution.strip(),
-                                    question=question)

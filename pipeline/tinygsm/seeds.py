@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
-from pipeline.paths import SEEDS_FILE
 from pipeline.recipe import SeedsConfig
 from pipeline.records import iter_jsonl
-
-_GSM8K_ANSWER = re.compile(r"####\s*([-+]?[\d,]*\.?\d+)")
+from pipeline.solving.answers import parse_answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,21 +16,6 @@ class Seed:
     question: str
     answer: float | None
     solution: str | None  # a worked Python solution, when the seed file has one
-
-
-def parse_answer(raw: object) -> float | None:
-    """A number, a numeric string, or GSM8K's "reasoning ... #### 42"."""
-    if raw is None or isinstance(raw, bool):
-        return None
-    if isinstance(raw, (int, float)):
-        return float(raw)
-    text = str(raw)
-    m = _GSM8K_ANSWER.search(text)
-    candidate = m.group(1) if m else text.strip()
-    try:
-        return float(candidate.replace(",", ""))
-    except ValueError:
-        return None
 
 
 def load_seeds(cfg: SeedsConfig) -> list[Seed]:
@@ -51,8 +33,3 @@ def load_seeds(cfg: SeedsConfig) -> list[Seed]:
     if not seeds:
         raise UserError(f"{cfg.path}: no seed problems")
     return seeds
-
-
-def format_example() -> Seed:
-    """The shipped seed whose solution shows the model the expected format."""
-    return load_seeds(SeedsConfig(path=SEEDS_FILE, limit=1))[0]
