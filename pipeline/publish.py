@@ -13,6 +13,7 @@ The shard contract (what trainers rely on):
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -137,13 +138,14 @@ def publish_dataset(
             (tmp / PLOTS).mkdir()
             for fig_name, png in figures.items():
                 (tmp / PLOTS / f"{fig_name}.png").write_bytes(png)
-        shutil.copyfile(schema.path, tmp / "schema.json")
+        # the resolved document (shared fields inlined): a dataset's schema stands alone
+        (tmp / "schema.json").write_text(json.dumps(schema.document, indent=2, ensure_ascii=False) + "\n")
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             **info,
             "schema": {"name": schema.name, "version": schema.version, "id": schema.id, "file": "schema.json",
-                       "sha256": file_sha256(schema.path)},
+                       "sha256": file_sha256(tmp / "schema.json")},
             "code": code_revision(),
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "splits": splits_meta,

@@ -4,6 +4,12 @@ The Arrow schema of the shards is derived from the JSON Schema, so the two
 cannot drift apart: a property's JSON type decides its column type, and a
 type list containing ``"null"`` makes the column nullable. An ``x-arrow``
 keyword overrides the mapping where JSON has no finer type (``float32``).
+
+Fields every kind shares are defined once, in ``schemas/record.v1.json``
+(``$defs``); a kind's schema refers to them (``{"$ref":
+"record.v1.json#/$defs/sampling"}``, with its own ``description`` beside the
+reference where it says more). :func:`load_schema` inlines every reference,
+so the document a dataset ships as ``schema.json`` stands alone.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class RecordSchema:
 
     def validate(self, records: Iterable[dict[str, Any]]) -> None:
         """Raise SchemaError naming the first record that breaks the contract."""
-        validator = _validator(self.path)
+        validator = _validator(json.dumps(self.document, sort_keys=True))
         for i, record in enumerate(records):
             error = next(iter(validator.iter_errors(record)), None)
             if error is not None:
@@ -95,8 +101,33 @@ def _arrow_field(name: str, prop: dict[str, Any], required: bool) -> pa.Field:
 
 
 @cache
-def _validator(path: Path) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(path.read_text()))
+def _validator(document: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(document))
+
+
+def _resolve(node: Any, base: Path, seen: tuple[str, ...] = ()) -> Any:
+    """``node`` with every ``{"$ref": "<file>#/$defs/<name>", ...}`` replaced by the definition it names (the
+    reference's own keywords, a description say, win). A file is looked up beside ``base``, then in
+    ``schemas/``; only references into another file's ``$defs`` are used by tinyforge's schemas."""
+    if isinstance(node, list):
+        return [_resolve(v, base, seen) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" not in node:
+        return {k: _resolve(v, base, seen) for k, v in node.items()}
+    ref = node["$ref"]
+    file, _, pointer = ref.partition("#")
+    if not file or not pointer.startswith("/$defs/") or ref in seen:
+        raise SchemaError(f"{base}: unsupported or circular $ref {ref!r} (use \"<file>#/$defs/<name>\")")
+    path = next((d / file for d in (base.parent, SCHEMAS_DIR) if (d / file).is_file()), None)
+    if path is None:
+        raise SchemaError(f"{base}: $ref {ref!r}: no file {file} beside it or in {SCHEMAS_DIR}")
+    defs = json.loads(path.read_text()).get("$defs", {})
+    name = pointer.removeprefix("/$defs/")
+    if name not in defs:
+        raise SchemaError(f"{base}: $ref {ref!r}: {path.name} defines no {name!r}")
+    target = _resolve(defs[name], path, (*seen, ref))
+    return {**target, **{k: _resolve(v, base, seen) for k, v in node.items() if k != "$ref"}}
 
 
 def load_schema(schema_id: str | Path) -> RecordSchema:
@@ -106,6 +137,8 @@ def load_schema(schema_id: str | Path) -> RecordSchema:
     if not path.is_file():
         raise SchemaError(f"no schema {schema_id!r} in {SCHEMAS_DIR}" if not isinstance(schema_id, Path)
                           else f"{path}: no such schema file")
-    doc = json.loads(path.read_text())
+    doc = _resolve(json.loads(path.read_text()), path)
     Draft202012Validator.check_schema(doc)
+    if "x-schema-name" not in doc:
+        raise SchemaError(f"{path}: not a record schema (no x-schema-name; record.v1 holds shared fields only)")
     return RecordSchema(doc["x-schema-name"], int(doc["x-schema-version"]), doc, path)
