@@ -18,10 +18,10 @@ import polars as pl
 from pipeline.batches import USAGE_KEYS, rejection_counts
 from pipeline.dedup import dedup_records
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
-from pipeline.fingerprint import digest
+from pipeline.fingerprint import declared_fingerprint
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
-from pipeline.kinds import Stage, get_kind
+from pipeline.kinds import PUBLISH_READS, Stage, get_kind
 from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
@@ -32,6 +32,8 @@ from pipeline.stages import BuildDir, StageResult, concat
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
 DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION = 2, 1, 2
+# ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint)
+DEDUP_READS, SCORE_READS = ("dedup",), ("seed", "difficulty")
 
 
 def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
@@ -96,28 +98,18 @@ def stage_frame(rows: list[dict[str, Any]], build: BuildDir, upstream: StageResu
     return build.read(upstream.name).clear()  # keep the columns even when nothing survives
 
 
-def declared_fingerprint(recipe: BaseRecipe, stage: str, version: int, reads: Sequence[str],
-                         **extra: Any) -> str:
-    """A stage's fingerprint from what it declares it reads: the recipe's seed and ``reads`` (sections of
-    the recipe's fingerprint payload, paths already replaced by digests of their files), plus ``extra``
-    (templates, the upstream fingerprint). A section a stage reads but does not declare would let a
-    changed recipe reuse stale output: list every one."""
-    p = recipe.fingerprint_payload()
-    return digest({"stage": stage, "v": version, "seed": recipe.seed, **{k: p[k] for k in reads}, **extra})
-
-
 Run = Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]]
 
 
-def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version: int, inputs: dict[str, Any],
-                 run: Run) -> StageResult:
+def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version: int, reads: Sequence[str],
+                 run: Run, omit: Sequence[str] = (), extra: dict[str, Any] | None = None) -> StageResult:
     """A stage that keeps or rejects the upstream stage's records, skipped when its fingerprint matches.
 
-    ``inputs`` is everything besides the upstream output that decides the result
-    (configs, digests of files); ``run(records)`` returns (kept, rejected, extra stats).
+    The fingerprint is the upstream's, the recipe parts the stage ``reads`` (less ``omit``), and ``extra``:
+    what else decides the result (digests of files). ``run(records)`` returns (kept, rejected, extra stats).
     """
     build = BuildDir(recipe.build_dir)
-    fp = digest({"stage": name, "v": version, "in": upstream.fingerprint, **inputs})
+    fp = declared_fingerprint(recipe, name, version, reads, omit=omit, **{"in": upstream.fingerprint, **(extra or {})})
     if (done := build.done(name, fp)) is not None:
         return done
     t0 = time.perf_counter()
@@ -155,23 +147,21 @@ def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, score_field: str |
             kept = fresh
         return kept, rejected, {"already_published": by_build}
 
-    return record_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, run=run, inputs={
-        "dedup": cfg.model_dump(mode="json"), "field": text_field,
-        "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
+    return record_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, reads=DEDUP_READS, run=run, extra={
+        "field": text_field, "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
 
 
 def dedup(score_field: str | None = None) -> Stage[BaseRecipe]:
     """The dedup stage over a kind's text field; ``score_field``: the record of a cluster with the highest
     value stays (else the first)."""
-    return Stage("dedup", partial(dedup_stage, score_field=score_field))
+    return Stage("dedup", partial(dedup_stage, score_field=score_field), DEDUP_READS)
 
 
 def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
                 pair: Callable[[dict[str, Any]], tuple[str, str]]) -> StageResult:
     """Proxy-model difficulty scores for every record (null columns when the recipe turns them off)."""
     build, cfg = BuildDir(recipe.build_dir), recipe.difficulty
-    fp = digest({"stage": "score", "v": SCORE_VERSION, "in": upstream.fingerprint, "seed": recipe.seed,
-                 "difficulty": cfg.model_dump(mode="json")})
+    fp = declared_fingerprint(recipe, "score", SCORE_VERSION, SCORE_READS, **{"in": upstream.fingerprint})
     if (done := build.done("score", fp)) is not None:
         return done
     t0 = time.perf_counter()
@@ -188,6 +178,11 @@ def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
     empty = rejected_frame([])
     return build.commit("score", fp, {"records": stage_frame(records, build, upstream), "rejected": empty},
                         {"in": len(records), "difficulty": summary}, time.perf_counter() - t0)
+
+
+def score(pair: Callable[[dict[str, Any]], tuple[str, str]]) -> Stage[BaseRecipe]:
+    """The difficulty stage of a kind whose records are (instruction, response) ``pair(record)``."""
+    return Stage("score", partial(score_stage, pair=pair), SCORE_READS)
 
 
 def publish_stage(
@@ -212,9 +207,8 @@ def publish_stage(
     build, kind = BuildDir(recipe.build_dir), get_kind(recipe.kind)
     schema, text_field = load_schema(kind.schema_id), kind.text_field
     out = build.root / "dataset"
-    fp = digest({"stage": "publish", "v": PUBLISH_VERSION, "in": stages[-1].fingerprint,
-                 "publish": recipe.publish.model_dump(mode="json"), "seed": recipe.seed,
-                 "build_id": recipe.build_id, "schema": schema.document})
+    fp = declared_fingerprint(recipe, "publish", PUBLISH_VERSION, PUBLISH_READS, **{
+        "in": stages[-1].fingerprint, "build_id": recipe.build_id, "schema": schema.document})
     if (out / MANIFEST).is_file():
         manifest = load_manifest(out)
         if manifest.get("fingerprint") == fp:

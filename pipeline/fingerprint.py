@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 def digest(obj: Any) -> str:
@@ -31,3 +31,33 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class Fingerprinted(Protocol):
+    def fingerprint_payload(self) -> dict[str, Any]: ...
+
+
+def declared_fingerprint(recipe: Fingerprinted, stage: str, version: int, reads: Sequence[str], *,
+                         omit: Sequence[str] = (), **extra: Any) -> str:
+    """A stage's fingerprint from what it declares it reads.
+
+    ``reads`` names parts of the recipe's fingerprint payload (paths there are already digests of their
+    files): a top-level key (``"seed"``, ``"filter"``) or one key of a section (``"verify.timeout_s"``);
+    ``omit`` drops keys of a section read whole that cannot change the output (``"verify.workers"``).
+    ``extra`` adds what is not in the recipe (the upstream fingerprint, templates, digests of data).
+    A part a stage depends on but does not declare lets a changed recipe reuse stale output:
+    ``tests/test_fingerprints.py`` checks that every part of every recipe is declared somewhere.
+    """
+    p = recipe.fingerprint_payload()
+    return digest({"stage": stage, "v": version, **{k: read(p, k, omit) for k in reads}, **extra})
+
+
+def read(payload: dict[str, Any], path: str, omit: Sequence[str] = ()) -> Any:
+    section, _, key = path.partition(".")
+    value = payload[section]
+    if key:
+        return value[key] if value is not None else None
+    if isinstance(value, dict):
+        dropped = {o.partition(".")[2] for o in omit if o.partition(".")[0] == section}
+        return {k: v for k, v in value.items() if k not in dropped}
+    return value

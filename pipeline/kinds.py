@@ -19,7 +19,7 @@ imported on first use, so importing this module stays cheap.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,12 +53,19 @@ class Runner(Protocol):
     def log(self, message: str) -> None: ...
 
 
+# The publish step's part of the recipe (the build id, in its fingerprint too, covers the rest).
+PUBLISH_READS = ("seed", "publish", "name", "description")
+
+
 @dataclass(frozen=True)
 class Stage(Generic[R]):
-    """A record stage: reads the upstream stage's output and writes its own (``run(recipe, upstream)``)."""
+    """A record stage: reads the upstream stage's output and writes its own (``run(recipe, upstream)``).
+
+    ``reads``: the parts of the recipe its fingerprint covers (see ``pipeline.fingerprint``)."""
 
     name: str
     run: Callable[[R, StageResult], StageResult]
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,14 @@ class Kind(Generic[R]):
     # none), or None for a kind whose records carry no code
     solution_code: Callable[[dict[str, Any]], str | None] | None = None
     description: str = ""
+    # what of the recipe production's stages read ({"generate": ("seed", "generate", ...)}), and the parts
+    # of a recipe no fingerprint covers because they cannot change a record ({"verify.workers": why})
+    produce_reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    unfingerprinted: Mapping[str, str] = field(default_factory=dict)
+
+    def reads(self) -> dict[str, tuple[str, ...]]:
+        """Every step's declared reads, by step: production, the record stages, publish."""
+        return {**self.produce_reads, **{s.name: s.reads for s in self.stages}, "publish": PUBLISH_READS}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from pipeline.batches import Models
 from pipeline.common_stages import dedup, publish_stage, record_stage
-from pipeline.fingerprint import digest
+from pipeline.fingerprint import declared_fingerprint
 from pipeline.errors import RecipeError
 from pipeline.kinds import BatchedGeneration, Kind, Stage, get_kind, register, run_build, unregister
 from pipeline.llm import sampling_params
@@ -58,9 +58,11 @@ class PoemRecipe(BaseRecipe):
     filter: PoemFilter = PoemFilter()
 
 
+READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("filter",)}
+
+
 def _fingerprint(recipe: PoemRecipe) -> str:
-    p = recipe.fingerprint_payload()
-    return digest({"stage": "generate", "v": 1, **{k: p[k] for k in ("seed", "generate", "sampling", "backend")}})
+    return declared_fingerprint(recipe, "generate", 1, READS["generate"])
 
 
 def _work(recipe: PoemRecipe, start: int, stop: int, models: Models) -> tuple[list[dict[str, Any]], list]:
@@ -82,8 +84,7 @@ def _filter(recipe: PoemRecipe, upstream: StageResult) -> StageResult:
         return ([r for r in records if r not in short],
                 [rejection(r, "filter", "too_short", f"{len(words(r['poem']))} words", "poem") for r in short], {})
 
-    return record_stage(recipe, "filter", upstream, version=1, run=run,
-                        inputs={"filter": recipe.filter.model_dump(mode="json")})
+    return record_stage(recipe, "filter", upstream, version=1, reads=READS["filter"], run=run)
 
 
 SCHEMA = {
@@ -118,7 +119,8 @@ def _schema_file() -> Path:
 def _register() -> Kind[PoemRecipe]:
     return register(Kind(
         name="poems", recipe=PoemRecipe, flow_name="poems", schema_id=_schema_file(), text_field="poem",
-        produce=BatchedGeneration(_fingerprint, _work), stages=(Stage("filter", _filter), dedup()), publish=_publish, description="short poems"))
+        produce=BatchedGeneration(_fingerprint, _work), stages=(Stage("filter", _filter, READS["filter"]), dedup()),
+        produce_reads={"generate": READS["generate"]}, publish=_publish, description="short poems"))
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,15 @@ from typing import Any
 import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
-from pipeline.common_stages import dedup
+from pipeline.common_stages import dedup, score
 from pipeline.common_stages import publish_stage as common_publish
-from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
 from pipeline.evol.operations import JUDGE_TEMPLATE, JUDGE_TEMPLATE_ID, RESPONSE_TEMPLATE_ID, operation
 from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
-from pipeline.fingerprint import digest
-from pipeline.kinds import USAGE, Kind, Produced, Runner, Stage, register, run_batched
+from pipeline.fingerprint import declared_fingerprint, digest
+from pipeline.kinds import USAGE, Kind, Produced, Runner, register, run_batched
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
@@ -39,6 +38,11 @@ from pipeline.stages import BuildDir, StageResult, concat
 
 SCHEMA_ID = "evol_instruct.v1"
 VERSIONS = {"seeds": 1, "round": 1, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
+# what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
+READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
+                                         "response_backend", "math")}
+UNFINGERPRINTED = {"evolve.rounds": "how many rounds run; each round's fingerprint covers the rounds before it, "
+                                    "so adding rounds reuses the ones already made"}
 
 POOL_SCHEMA = {"id": pl.String, "instruction": pl.String, "root_id": pl.String, "round": pl.Int64,
                "answer": pl.Float64}
@@ -80,8 +84,8 @@ def _settings(recipe: EvolInstructRecipe) -> EvolveSettings:
 
 def seeds_stage(recipe: EvolInstructRecipe) -> StageResult:
     """Read the seed pool once; every round starts from what this stage stored."""
-    build, p = build_dir(recipe), recipe.fingerprint_payload()
-    fp = digest({"stage": "seeds", "v": VERSIONS["seeds"], "seeds": p["seeds"]})
+    build = build_dir(recipe)
+    fp = declared_fingerprint(recipe, "seeds", VERSIONS["seeds"], READS["seeds"])
     if (done := build.done("seeds", fp)) is not None:
         return done
     t0 = time.perf_counter()
@@ -112,12 +116,11 @@ def _templates(recipe: EvolInstructRecipe, math: bool) -> dict[str, str]:
 
 
 def round_fingerprint(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> str:
-    p = recipe.fingerprint_payload()
-    return digest({"stage": "round", "v": VERSIONS["round"], "round": round_, "in": upstream.fingerprint,
-                   "seed": recipe.seed, "evolve": {k: v for k, v in p["evolve"].items() if k != "rounds"},
-                   "sampling": p["sampling"], "response": p["response"], "response_sampling": p["response_sampling"],
-                   "math": p["math"] if math else None, "backend": p["backend"],
-                   "response_backend": p["response_backend"], "templates": sorted(_templates(recipe, math))})
+    reads, extra = READS["round"], {"round": round_, "in": upstream.fingerprint,
+                                    "templates": sorted(_templates(recipe, math))}
+    if not math:  # a pool of prose instructions does not depend on the math section
+        reads, extra["math"] = tuple(r for r in reads if r != "math"), None
+    return declared_fingerprint(recipe, "round", VERSIONS["round"], reads, omit=tuple(UNFINGERPRINTED), **extra)
 
 
 def round_stage(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> BatchedStage:
@@ -195,11 +198,6 @@ def evolved_stage(recipe: EvolInstructRecipe, rounds: list[StageResult]) -> Stag
                         {"in": records.height}, 0.0)
 
 
-def score_stage(recipe: EvolInstructRecipe, upstream: StageResult) -> StageResult:
-    """Proxy-model difficulty over (instruction, response): IFD says how much the instruction helps."""
-    return common_score(recipe, upstream, pair=lambda r: (r["instruction"], r["response"]))
-
-
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     keys = ("id", "instruction", "response", "answer", "answer_agreement", "verification", "parent_id", "root_id",
             "round", "operation", "operation_kind", "evolver_model", "responder_model", "prompt",
@@ -237,9 +235,11 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
 KIND = register(Kind(
     name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
     text_field="instruction",
-    produce=produce, stages=(dedup(), Stage("score", score_stage)),
+    # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
+    produce=produce, stages=(dedup(), score(lambda r: (r["instruction"], r["response"]))),
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose
     solution_code=lambda r: r["response"] if r.get("answer") is not None else None,
     description="instructions evolved in depth and in breadth, with responses and lineage",
+    produce_reads={"seeds": READS["seeds"], "round": READS["round"]}, unfingerprinted=UNFINGERPRINTED,
 ))

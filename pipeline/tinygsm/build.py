@@ -11,11 +11,11 @@ from typing import Any
 
 
 from pipeline.batches import Models
-from pipeline.common_stages import declared_fingerprint, dedup, record_stage
+from pipeline.common_stages import dedup, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
-from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
+from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
@@ -31,8 +31,11 @@ from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v2"
 VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2}  # dedup, score, publish: pipeline.common_stages
-# the recipe sections generation depends on (the question filter runs inside it)
-GENERATE_READS = ("generate", "seeds", "sampling", "solution_sampling", "filter", "backend")
+# what of the recipe each stage depends on (the question filter runs inside generation)
+READS = {"generate": ("seed", "generate", "seeds", "sampling", "solution_sampling", "filter", "backend"),
+         "verify": ("verify",), "decontaminate": ("decontaminate", "dedup")}
+
+UNFINGERPRINTED = {"verify.workers": "how many sandbox workers run the programs, not what they return"}
 
 FIELD_DOCS = {
     "id": "content hash of the normalised question (16 hex digits)",
@@ -51,7 +54,7 @@ FIELD_DOCS = {
 
 
 def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
-    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], GENERATE_READS,
+    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"],
                                 templates=_templates(recipe))
 
 
@@ -73,13 +76,12 @@ def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
         programs = sum(sum(c is not None for c in r["solutions"]) for r in records) + len(kept)
         return kept, rejected, {"programs_run": programs}
 
-    return record_stage(recipe, "verify", upstream, version=VERSIONS["verify"], run=run, inputs={
-        "verify": {"min_agreement": cfg.min_agreement, "timeout_s": cfg.timeout_s, "memory_mb": cfg.memory_mb}})
+    return record_stage(recipe, "verify", upstream, version=VERSIONS["verify"], reads=READS["verify"],
+                        omit=tuple(UNFINGERPRINTED), run=run)
 
 
 def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
     cfg = recipe.decontaminate
-    p = recipe.fingerprint_payload()
 
     def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
         evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
@@ -88,13 +90,8 @@ def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageRe
                                        num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
         return kept, rejected, {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams)}
 
-    return record_stage(recipe, "decontaminate", upstream, version=VERSIONS["decontaminate"], run=run,
-                        inputs={"decontaminate": p["decontaminate"], "dedup": p["dedup"]})
-
-
-def score_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
-    """Proxy-model difficulty: the instruction is the question, the response the code."""
-    return common_score(recipe, upstream, pair=lambda r: (r["question"], r["code"]))
+    return record_stage(recipe, "decontaminate", upstream, version=VERSIONS["decontaminate"],
+                        reads=READS["decontaminate"], run=run)
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -134,8 +131,11 @@ KIND = register(Kind(
     name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID,
     text_field="question",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
-    stages=(Stage("verify", verify_stage), Stage("decontaminate", decontaminate_stage),
-            dedup(score_field="answer_agreement"), Stage("score", score_stage)),
+    stages=(Stage("verify", verify_stage, READS["verify"]),
+            Stage("decontaminate", decontaminate_stage, READS["decontaminate"]),
+            dedup(score_field="answer_agreement"),
+            score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
     publish=publish_stage, solution_code=lambda r: r["code"],
     description="grade-school math word problems with Python solutions verified by execution",
+    produce_reads={"generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
 ))

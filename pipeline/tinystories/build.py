@@ -13,10 +13,10 @@ from typing import Any
 
 
 from pipeline.batches import Models
-from pipeline.common_stages import declared_fingerprint, dedup, record_stage
+from pipeline.common_stages import dedup, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
-from pipeline.common_stages import score_stage as common_score
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
+from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
@@ -32,7 +32,7 @@ SCHEMA_ID = "tinystories.v2"
 # Bump a stage's version when its logic changes, so old outputs are not reused
 # (the shared stages, dedup, score and publish, carry their own in pipeline.common_stages).
 VERSIONS = {"generate": 1, "filter": 1}
-GENERATE_READS = ("generate", "sampling", "backend")  # the recipe sections generation depends on
+READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("filter",)}  # what of the recipe
 
 FIELD_DOCS = {
     "id": "content hash of the normalised story (16 hex digits)",
@@ -53,7 +53,7 @@ FIELD_DOCS = {
 
 
 def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
-    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], GENERATE_READS,
+    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"],
                                 templates=[STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID])
 
 
@@ -73,16 +73,11 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
     def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
         return (*filter_stories(records, vocab, recipe.filter), {})
 
-    return record_stage(recipe, "filter", upstream, version=VERSIONS["filter"], run=run,
-                        inputs={"filter": recipe.filter.model_dump(mode="json"), "vocab": vocab.digest})
+    return record_stage(recipe, "filter", upstream, version=VERSIONS["filter"], reads=READS["filter"], run=run,
+                        extra={"vocab": vocab.digest})
 
 
 # --- publish ----------------------------------------------------------------------
-
-
-def score_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
-    """Proxy-model difficulty: the instruction is the prompt, the response the story."""
-    return common_score(recipe, upstream, pair=lambda r: (r["prompt"], r["story"]))
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -119,7 +114,9 @@ KIND = register(Kind(
     name="tinystories", recipe=TinyStoriesRecipe, flow_name="tinystories", schema_id=SCHEMA_ID,
     text_field="story",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
-    stages=(Stage("filter", filter_stage), dedup(), Stage("score", score_stage)),
+    # proxy-model difficulty: the instruction is the prompt, the response the story
+    stages=(Stage("filter", filter_stage, READS["filter"]), dedup(), score(lambda r: (r["prompt"], r["story"]))),
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
+    produce_reads={"generate": READS["generate"]},
 ))
