@@ -185,13 +185,17 @@ def score(pair: Callable[[dict[str, Any]], tuple[str, str]]) -> Stage[BaseRecipe
     return Stage("score", partial(score_stage, pair=pair), SCORE_READS)
 
 
+def field_docs(schema: dict[str, Any]) -> dict[str, str]:
+    """What the dataset card says of each field: its description in the schema (one place for both)."""
+    return {k: v["description"] for k, v in schema["properties"].items() if v.get("description")}
+
+
 def publish_stage(
     recipe: BaseRecipe,
     stages: list[StageResult],
     *,
     to_record: Callable[[dict[str, Any]], dict[str, Any]],
     templates: dict[str, str],
-    field_docs: dict[str, str],
     format_example: Callable[[dict[str, Any]], str],
     length: Callable[[dict[str, Any]], int],
     default_description: str,
@@ -249,7 +253,7 @@ def publish_stage(
     published = publish_dataset(
         records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
         card=lambda m: render_card(m, title=recipe.name, description=recipe.description or default_description,
-                                   fields=field_docs),
+                                   fields=field_docs(schema.document)),
         report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples,
                                        difficulty=difficulty_section(records, difficulty, format_example),
                                        sections=sections,

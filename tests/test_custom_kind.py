@@ -104,7 +104,7 @@ def _publish(recipe: PoemRecipe, stages: list[StageResult]):
                 "num_words": len(words(r["poem"]))}
 
     return publish_stage(recipe, stages, to_record=to_record,
-                         templates={"poems.prompt@1": PROMPT}, field_docs={"poem": "the poem"},
+                         templates={"poems.prompt@1": PROMPT},
                          format_example=lambda r: f"> {r['poem']}", length=lambda r: r["num_words"],
                          default_description="Short poems.", training_text=lambda r: r["poem"])
 

@@ -34,6 +34,8 @@ def test_each_kind_takes_the_shared_fields_from_record_v1(kind: str) -> None:
     used = {r.rpartition("/")[2] for r in _refs(raw)}
     assert used == set(SHARED), f"{schema.path.name} spells out a shared field instead of referring to it"
     assert not _refs(schema.document)  # loaded, every reference is inlined
+    undocumented = [k for k, v in schema.document["properties"].items() if not v.get("description")]
+    assert not undocumented, f"the dataset card takes each field's description from the schema: {undocumented}"
     for name, prop in raw["properties"].items():
         if "$ref" in prop:  # the kind may only annotate a shared field, never change its type
             assert set(prop) <= {"$ref", "description"}, name

@@ -47,23 +47,6 @@ UNFINGERPRINTED = {"evolve.rounds": "how many rounds run; each round's fingerpri
 POOL_SCHEMA = {"id": pl.String, "instruction": pl.String, "root_id": pl.String, "round": pl.Int64,
                "answer": pl.Float64}
 
-FIELD_DOCS = {
-    "id": "content hash of the normalised instruction (16 hex digits)",
-    "instruction": "the evolved instruction",
-    "response": "the response to it; for math pools, the verified Python solution function",
-    "answer / answer_agreement": "math pools: the majority answer of k sampled solutions and their agreement",
-    "verification": "`passed` (math: solved in the sandbox) or `not_applicable`",
-    "parent_id / root_id / round": "lineage: the instruction this one evolved from, the seed at its root, "
-                                   "and the round that made it (1 = evolved from a seed)",
-    "operation / operation_kind": "the Evol-Instruct operation (add_constraints, deepen, concretize, "
-                                  "increase_reasoning, complicate_input, breadth) and depth/breadth",
-    "evolver_model / responder_model": "the models that evolved the instruction and wrote the response",
-    "prompt / prompt_template_id / response_template_id": "the evolving prompt and the templates' ids",
-    "sampling / response_sampling": "sampling parameters, seeds included",
-    "dedup_cluster": "id of the record kept for this record's duplicate cluster",
-    "num_words / response_words / num_tokens": "instruction and response length in words; generator tokens spent",
-}
-
 
 def build_dir(recipe: EvolInstructRecipe) -> BuildDir:
     return BuildDir(recipe.build_dir)
@@ -224,7 +207,7 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
     return common_publish(
         recipe, stages, 
         to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
-        field_docs=FIELD_DOCS, format_example=_format_example, length=lambda r: r["num_words"],
+        format_example=_format_example, length=lambda r: r["num_words"],
        
         training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=[("Evolution", section)],
         default_description="Instructions evolved with Evol-Instruct operations by a small model, with responses "

@@ -37,21 +37,6 @@ READS = {"generate": ("seed", "generate", "seeds", "sampling", "solution_samplin
 
 UNFINGERPRINTED = {"verify.workers": "how many sandbox workers run the programs, not what they return"}
 
-FIELD_DOCS = {
-    "id": "content hash of the normalised question (16 hex digits)",
-    "question": "the word problem",
-    "code": "`def simple_math_problem() -> int|float:` with the question as its docstring; returns the answer",
-    "answer": "the majority answer of the sampled solutions, which the stored code reproduces",
-    "answer_agreement": "share of the k sampled solutions that reached the answer",
-    "samples": "status, value and error of every sampled solution, in sampling order",
-    "seed_id / parent_id": "the seed problem this one was written from",
-    "prompt / prompt_template_id / solution_template_id": "the question prompt and both templates' ids",
-    "generator_model / sampling / solution_sampling": "model id and sampling parameters, seeds included",
-    "verification": "`passed`: executed in the sandbox, finite, agreed and deterministic",
-    "dedup_cluster": "id of the record kept for this record's duplicate cluster",
-    "num_words / num_tokens": "question length in words; generator tokens spent (question and all samples)",
-}
-
 
 def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
     return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"],
@@ -120,7 +105,7 @@ def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Pub
     return common_publish(
         recipe, stages, 
         to_record=lambda r: published_record(r, recipe.build_id),
-        templates={t: TEMPLATES[t] for t in _templates(recipe)}, field_docs=FIELD_DOCS,
+        templates={t: TEMPLATES[t] for t in _templates(recipe)}, 
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: f"{r['question']}\n\n{r['code']}",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",

@@ -34,20 +34,6 @@ SCHEMA_ID = "tinystories.v2"
 VERSIONS = {"generate": 1, "filter": 1}
 READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("filter",)}  # what of the recipe
 
-FIELD_DOCS = {
-    "id": "content hash of the normalised story (16 hex digits)",
-    "build_id": "the build that published the record",
-    "story": "the story text",
-    "summary": "a one-sentence summary, where the recipe asked for one (else null)",
-    "words": "the required [verb, noun, adjective]",
-    "features": "story features asked for (Dialogue, BadEnding, MoralValue, Twist, Foreshadowing, Conflict)",
-    "prompt / prompt_template_id / summary_template_id": "the exact prompt and the templates' ids",
-    "generator_model / sampling": "model id and sampling parameters, seed and sample index included",
-    "parent_id / verification": "null for stories (used by evolved and verified corpora)",
-    "dedup_cluster": "id of the record kept for this record's duplicate cluster",
-    "num_words / num_tokens / finish_reason": "story length in words and generator tokens; why generation stopped",
-}
-
 
 # --- generate -------------------------------------------------------------------
 
@@ -103,7 +89,7 @@ def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
     return common_publish(
         recipe, stages, 
-        to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, field_docs=FIELD_DOCS,
+        to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, 
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: r["story"],
         default_description="TinyStories-style short stories for small language models.",
