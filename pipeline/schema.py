@@ -130,6 +130,11 @@ def _resolve(node: Any, base: Path, seen: tuple[str, ...] = ()) -> Any:
     return {**target, **{k: _resolve(v, base, seen) for k, v in node.items() if k != "$ref"}}
 
 
+def schema_ids() -> list[str]:
+    """The record schemas tinyforge ships (``tinygsm.v3``, ...); ``record.v1`` only holds shared fields."""
+    return sorted(p.stem for p in SCHEMAS_DIR.glob("*.json") if "x-schema-name" in json.loads(p.read_text()))
+
+
 def load_schema(schema_id: str | Path) -> RecordSchema:
     """``load_schema("tinystories.v1")`` reads ``schemas/tinystories.v1.json``; a path reads that file
     (a kind defined outside tinyforge ships its own schema)."""
