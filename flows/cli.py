@@ -7,6 +7,7 @@
     tinyforge serve [RECIPE|DIR ...]                every recipe as a Prefect deployment (UI, schedules)
     tinyforge builds [--output-root DIR]            the builds under an output root, with counts and status
     tinyforge inspect BUILD                         a build's report (or how far it got) in the terminal
+    tinyforge compare BUILD BUILD ...               math builds' calibration side by side, per token
     tinyforge doctor [CHECK ...]                    exercise every native path on this machine, one child each
 
 A user's mistake (bad recipe, missing file) prints one line and exits 2;
@@ -80,6 +81,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"  report:   {result['report']}",
         flush=True,
     )
+    for note in result.get("notes", []):
+        print(f"  note:     {note}", flush=True)
     return 0
 
 
@@ -175,6 +178,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline.history import resolve_build
+    from pipeline.solving.compare import compare_text
+
+    print(compare_text([resolve_build(b, args.output_root) for b in args.builds]))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pipeline.doctor import main as doctor
 
@@ -218,6 +229,10 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("build", help="a build's name (under --output-root), folder or dataset folder")
     i.add_argument("--output-root", default="build", help="where named builds are (default: build)")
     i.set_defaults(func=cmd_inspect)
+    cm = sub.add_parser("compare", help="math builds' calibration side by side, per generated token")
+    cm.add_argument("builds", nargs="+", help="two or more builds (names under --output-root, or folders)")
+    cm.add_argument("--output-root", default="build", help="where named builds are (default: build)")
+    cm.set_defaults(func=cmd_compare)
     d = sub.add_parser("doctor", help="check that every native part (llama.cpp, MinHash, sandbox) works here")
     d.add_argument("checks", nargs="*", help="run only these checks (default: all)")
     d.set_defaults(func=cmd_doctor)

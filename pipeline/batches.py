@@ -56,6 +56,7 @@ class Models:
 
 
 Work = Callable[[int, int, Models], Mapping[str, pl.DataFrame]]
+Summarize = Callable[[Mapping[str, pl.DataFrame]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,10 @@ class BatchedStage:
         parts.write(batch, tables, stats)
         return stats
 
-    def gather(self, stats: Mapping[str, Any] | None = None) -> StageResult:
+    def gather(self, stats: Mapping[str, Any] | Summarize | None = None) -> StageResult:
         """Commit every finished batch as the stage's output (each must be finished), with ``stats`` added
-        to the stage's own: items in, usage summed, rejections by reason."""
+        to the stage's own (items in, usage summed, rejections by reason); ``stats`` may be a function of
+        the gathered tables (a summary of them)."""
         build = BuildDir(self.build_dir)
         if (done := build.done(self.name, self.fingerprint)) is not None:
             return done
@@ -105,8 +107,9 @@ class BatchedStage:
         empty = {"records": pl.DataFrame(), "rejected": rejected_frame([]),
                  **{t: pl.DataFrame(schema=dict(s)) for t, s in self.tables.items()}}
         tables = {t: frame if (frame := parts.read(range(n), t)).width else default for t, default in empty.items()}
+        extra = stats(tables) if callable(stats) else (stats or {})
         result = build.commit(self.name, self.fingerprint, tables, {
-            "in": self.items, **(stats or {}),
+            "in": self.items, **extra,
             "usage": {k: sum(s.get(k, 0) for s in batch_stats) for k in USAGE_KEYS},
             "rejected_by_reason": rejection_counts(tables["rejected"])}, sum(s["seconds"] for s in batch_stats))
         build.clear_parts(self.name)

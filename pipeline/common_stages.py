@@ -102,11 +102,13 @@ Run = Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[dict[str
 
 
 def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version: int, reads: Sequence[str],
-                 run: Run, omit: Sequence[str] = (), extra: dict[str, Any] | None = None) -> StageResult:
+                 run: Run, omit: Sequence[str] = (), extra: dict[str, Any] | None = None,
+                 tables: Callable[[], dict[str, pl.DataFrame]] | None = None) -> StageResult:
     """A stage that keeps or rejects the upstream stage's records, skipped when its fingerprint matches.
 
     The fingerprint is the upstream's, the recipe parts the stage ``reads`` (less ``omit``), and ``extra``:
-    what else decides the result (digests of files). ``run(records)`` returns (kept, rejected, extra stats).
+    what else decides the result (digests of files). ``run(records)`` returns (kept, rejected, extra stats);
+    ``tables()``, called after it, gives any other tables the run made (the verify stage's samples).
     """
     build = BuildDir(recipe.build_dir)
     fp = declared_fingerprint(recipe, name, version, reads, omit=omit, **{"in": upstream.fingerprint, **(extra or {})})
@@ -116,7 +118,8 @@ def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, versio
     records = build.read(upstream.name).to_dicts()
     kept, rejected, extra = run(records)
     rej = rejected_frame(rejected)
-    return build.commit(name, fp, {"records": stage_frame(kept, build, upstream), "rejected": rej},
+    side = tables() if tables is not None else {}
+    return build.commit(name, fp, {"records": stage_frame(kept, build, upstream), "rejected": rej, **side},
                         {"in": len(records), **extra, "rejected_by_reason": rejection_counts(rej)}, time.perf_counter() - t0)
 
 
@@ -201,18 +204,23 @@ def publish_stage(
     default_description: str,
     training_text: Callable[[dict[str, Any]], str],
     extra_sections: Sequence[tuple[str, Callable[[list[dict[str, Any]]], str]]] = (),
+    configs: dict[str, tuple[str, list[dict[str, Any]]]] | None = None,
+    notes: Sequence[str] = (),
+    extra_info: dict[str, Any] | None = None,
 ) -> tuple[Published, bool]:
     """Publish the last stage's records under the kind's schema. Returns (dataset, whether an identical one
     was reused).
 
     ``training_text(record)`` is what ``input_ids`` tokenizes when the recipe asks for it.
     ``extra_sections``: (title, render(published records) -> markdown) for the kind's own report sections.
+    ``configs``: other tables of the dataset, name -> (schema id, rows); ``notes``: sentences the card adds
+    after the description; ``extra_info``: more of the manifest (a math build's calibration).
     """
     build, kind = BuildDir(recipe.build_dir), get_kind(recipe.kind)
     schema, text_field = load_schema(kind.schema_id), kind.text_field
     out = build.root / "dataset"
     fp = declared_fingerprint(recipe, "publish", PUBLISH_VERSION, PUBLISH_READS, **{
-        "in": stages[-1].fingerprint, "build_id": recipe.build_id, "schema": schema.document})
+        "in": [s.fingerprint for s in stages], "build_id": recipe.build_id, "schema": schema.document})
     if (out / MANIFEST).is_file():
         manifest = load_manifest(out)
         if manifest.get("fingerprint") == fp:
@@ -238,6 +246,8 @@ def publish_stage(
         "difficulty": difficulty,
         "stages": [s.to_json() for s in stages],
         "cost": recipe.cost.model_dump(mode="json"),
+        "notes": list(notes),
+        **(extra_info or {}),
     }
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
     lengths = [length(r) for r in records]
@@ -252,7 +262,8 @@ def publish_stage(
         tokenizer = tok.describe(recipe.publish.append_eos)
     published = publish_dataset(
         records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
-        card=lambda m: render_card(m, title=recipe.name, description=recipe.description or default_description,
+        card=lambda m: render_card(m, title=recipe.name,
+                                   description="\n\n".join([recipe.description.strip() or default_description, *notes]),
                                    fields=field_docs(schema.document)),
         report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples,
                                        difficulty=difficulty_section(records, difficulty, format_example),
@@ -260,6 +271,7 @@ def publish_stage(
                                        figures=[(t, m["plots"][n]) for n, t in FIGURE_TITLES.items() if n in figures]),
         figures=figures, input_ids=input_ids, tokenizer=tokenizer,
         subsets={"s2l": "s2l_selected"} if difficulty and difficulty.get("enabled") else {},
+        configs={name: (load_schema(sid), rows) for name, (sid, rows) in (configs or {}).items()},
     )
     if recipe.dedup.enabled and recipe.dedup.cross_build:
         PublishedIndex(recipe.output_root, recipe.kind, recipe.dedup.num_perm, recipe.dedup.ngram).register(

@@ -128,6 +128,9 @@ def inspect_text(build: Path) -> str:
     if parts:
         head.append(f"  batches finished in a stage still running: {len(parts)}")
     report = build / "dataset" / "report.md"
+    manifest = build / "dataset" / "manifest.json"
+    if manifest.is_file():
+        head += [f"  note: {n}" for n in json.loads(manifest.read_text()).get("notes", [])]
     if report.is_file():
         if info.status == "stale":
             head.append("  the report below is of the last published dataset; the recipe has changed since")

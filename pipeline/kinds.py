@@ -27,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import polars as pl
 
-from pipeline.batches import BatchedStage, BatchStats, Models, Work, batch_ranges
+from pipeline.batches import BatchedStage, BatchStats, Models, Summarize, Work, batch_ranges
 from pipeline.publish import Published
 from pipeline.recipe import RECIPE_KINDS, BaseRecipe
 from pipeline.records import rejected_frame
@@ -116,6 +116,7 @@ class BuildOutcome:
             "report": str(self.published.path / "report.md"),
             "splits": {k: v["rows"] for k, v in self.published.manifest["splits"].items()},
             "run_usage": self.usage,
+            "notes": self.published.manifest.get("notes", []),  # what the card says besides the description
             "stages": {s.name: "reused" if s.skipped else "ran" for s in self.stages}
             | {"publish": "reused" if self.reused else "ran"},
         }
@@ -208,7 +209,7 @@ def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
 
 
 def run_batched(runner: Runner, stage: BatchedStage, work: Work, *, label: str, gather: str,
-                stats: dict[str, Any] | None = None) -> tuple[StageResult, dict[str, int]]:
+                stats: dict[str, Any] | Summarize | None = None) -> tuple[StageResult, dict[str, int]]:
     """A batched stage through ``runner``: its batches (unless the stage is done), then its gather task
     ``gather``. Returns the stage and what this run spent on it."""
     usage = dict.fromkeys(USAGE, 0)
@@ -218,7 +219,7 @@ def run_batched(runner: Runner, stage: BatchedStage, work: Work, *, label: str, 
     return runner.stage(gather, _gather, stage, stats), usage
 
 
-def _gather(stage: BatchedStage, stats: dict[str, Any] | None) -> StageResult:
+def _gather(stage: BatchedStage, stats: dict[str, Any] | Summarize | None) -> StageResult:
     return stage.gather(stats)
 
 

@@ -89,6 +89,7 @@ def publish_dataset(
     figures: dict[str, bytes] | None = None,
     input_ids: list[list[int]] | None = None,
     tokenizer: dict[str, Any] | None = None,
+    configs: dict[str, tuple[RecordSchema, list[dict[str, Any]]]] | None = None,
 ) -> Published:
     """Write the dataset folder. ``info`` goes into the manifest as it is (build id, recipe, usage...).
 
@@ -97,6 +98,8 @@ def publish_dataset(
     ``figures`` are PNG files (name -> bytes) stored as ``plots/<name>.png``.
     ``input_ids`` (one list per record, described by ``tokenizer``) become an
     extra ``input_ids`` column after the schema's own.
+    ``configs`` are other tables of the dataset, each with its own schema (a math build's ``verifier``
+    samples): shards ``<name>/<name>-*.parquet``, listed under ``splits`` with ``"config": name``.
     """
     if not records:
         raise BuildFailed(
@@ -115,19 +118,31 @@ def publish_dataset(
             chosen = parts["train"].filter(pc.fill_null(parts["train"][column], False))
             if chosen.num_rows:
                 parts[name] = chosen
-        for split, part in parts.items():
+        tables = {name: (schema, part) for name, part in parts.items()}
+        for name, (config_schema, rows) in (configs or {}).items():
+            if rows:
+                tables[name] = (config_schema, config_schema.to_table(rows))
+        for split, (part_schema, part) in tables.items():
             bounds = shard_bounds(part, cfg)
+            # another table keeps its own folder, so a glob over data/ still finds only records
+            folder = "data" if part_schema is schema else split
+            (tmp / folder).mkdir(exist_ok=True)
             shards = []
             for k, (a, b) in enumerate(bounds):
-                rel = f"data/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
+                rel = f"{folder}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
                 piece = part.slice(a, b - a)
                 pq.write_table(piece, tmp / rel, compression="zstd", compression_level=cfg.compression_level,
                                row_group_size=cfg.row_group_rows)
                 tokens = pc.sum(piece[token_field]).as_py() if token_field in piece.column_names else None
                 shards.append({"path": rel, "rows": piece.num_rows, "bytes": (tmp / rel).stat().st_size,
                                "sha256": file_sha256(tmp / rel), "num_tokens": tokens})
+            if part_schema is not schema:  # another table: its schema ships beside the records'
+                (tmp / f"{split}.schema.json").write_text(json.dumps(part_schema.document, indent=2) + "\n")
             splits_meta[split] = {
                 **({"subset_of": "train", "selected_by": subsets[split]} if subsets and split in subsets else {}),
+                **({"config": split, "schema": {"id": part_schema.id, "file": f"{split}.schema.json",
+                                                "sha256": file_sha256(tmp / f"{split}.schema.json")}}
+                   if part_schema is not schema else {}),
                 "rows": sum(s["rows"] for s in shards),
                 "num_tokens": sum(s["num_tokens"] or 0 for s in shards),
                 "shards": shards,

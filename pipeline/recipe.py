@@ -415,9 +415,23 @@ class VerifyConfig(_Strict):
     min_agreement: float = Field(
         0.5, gt=0.0, le=1.0, description="share of the k samples that must reach the majority answer"
     )
+    votes: Literal["distinct", "samples"] = Field(
+        "distinct", description="what a vote is: a distinct program (after normalising names, spacing and "
+                                "comments) or every sample")
+    min_votes: int = Field(1, ge=1, le=64, description="distinct programs that must reach the majority answer")
     timeout_s: float = Field(2.0, gt=0.0, le=60.0)
     memory_mb: int = Field(512, ge=64, le=16384)
     workers: int = Field(2, ge=1, le=256)
+
+
+class CalibrateConfig(_Strict):
+    """Problems with known answers, solved by the build's own solver: how often its verification is right."""
+
+    enabled: bool = True
+    path: Path = Field(SEEDS_FILE, description="JSONL with a question and a numeric or GSM8K-style answer")
+    question_field: str = "question"
+    answer_field: str = "answer"
+    limit: int | None = Field(120, gt=0, description="calibrate on the first N problems with an answer")
 
 
 class EvalSetConfig(_Strict):
@@ -440,11 +454,13 @@ class TinyGSMRecipe(BaseRecipe):
     solution_sampling: SamplingConfig = SamplingConfig(temperature=0.5, max_tokens=320, repeat_penalty=1.05)
     filter: QuestionFilterConfig = QuestionFilterConfig()
     verify: VerifyConfig = VerifyConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
 
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = super().fingerprint_payload()
         payload["seeds"]["path"] = files_digest([self.seeds.path])
+        payload["calibrate"]["path"] = files_digest([self.calibrate.path])
         payload["decontaminate"]["eval_sets"] = [
             {"file": files_digest([e.path]), "field": e.field} for e in self.decontaminate.eval_sets
         ]
@@ -453,11 +469,14 @@ class TinyGSMRecipe(BaseRecipe):
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         sets = tuple(e.model_copy(update={"path": resolve(e.path)}) for e in self.decontaminate.eval_sets)
         return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
+                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)}),
                 "decontaminate": self.decontaminate.model_copy(update={"eval_sets": sets})}
 
     def check_files(self, source: str) -> None:
         if not self.seeds.path.is_file():
             raise RecipeError(f"{source}: seeds.path: no such seed file {self.seeds.path}")
+        if self.calibrate.enabled and not self.calibrate.path.is_file():
+            raise RecipeError(f"{source}: calibrate.path: no such file {self.calibrate.path}")
         for i, e in enumerate(self.decontaminate.eval_sets):
             if not e.path.is_file():
                 raise RecipeError(f"{source}: decontaminate.eval_sets.{i}.path: no such file {e.path}")

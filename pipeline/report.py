@@ -98,8 +98,8 @@ def render_report(
     generated = next((s["rows"].get("records", 0) + s["rows"].get("rejected", 0)
                       for s in manifest.get("stages", []) if s["name"] == "generate"), 0)
     rej_rows = [{**r, "share": f"{r['count'] / generated:.1%}" if generated else ""} for r in rejection_table(rejected)]
-    split_rows = [{"split": k + (f" (subset of {v['subset_of']})" if v.get("subset_of") else ""), "rows": v["rows"],
-                   "shards": len(v["shards"]), "tokens": v["num_tokens"]} for k, v in splits.items()]
+    split_rows = [{"split": k + _split_note(v), "rows": v["rows"], "shards": len(v["shards"]), "tokens": v["num_tokens"]}
+                  for k, v in splits.items()]
     out = [
         f"# Build report: {manifest['recipe']['name']}",
         "",
@@ -160,19 +160,29 @@ _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K
                     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
 
 
+def _split_note(meta: dict[str, Any]) -> str:
+    if meta.get("subset_of"):
+        return f" (subset of {meta['subset_of']})"
+    if meta.get("config"):
+        return f" (own configuration, schema {meta['schema']['id']})"
+    return ""
+
+
 def render_card(manifest: dict[str, Any], *, title: str, description: str, fields: dict[str, str]) -> str:
     """README.md whose YAML header lets Hugging Face `datasets` load the folder."""
-    total = sum(s["rows"] for s in manifest["splits"].values() if not s.get("subset_of"))
+    total = sum(s["rows"] for s in manifest["splits"].values() if not s.get("subset_of") and not s.get("config"))
     size = next((label for limit, label in _SIZE_CATEGORIES if total < limit), "n>100M")
     yaml = ["---", f"pretty_name: {title}", "language:", "- en", "task_categories:", "- text-generation",
             "size_categories:", f"- {size}", "tags:", "- synthetic", "- tinyforge", "configs:",
             "- config_name: default", "  data_files:"]
-    subsets = {k for k, v in manifest["splits"].items() if v.get("subset_of")}
+    subsets = {k for k, v in manifest["splits"].items() if v.get("subset_of") or v.get("config")}
     for split in manifest["splits"]:
         if split not in subsets:
             yaml += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
     for subset in sorted(subsets):
-        yaml += [f"- config_name: {subset}", "  data_files:", "  - split: train", f"    path: data/{subset}-*.parquet"]
+        folder = subset if manifest["splits"][subset].get("config") else "data"
+        yaml += [f"- config_name: {subset}", "  data_files:", "  - split: train",
+                 f"    path: {folder}/{subset}-*.parquet"]
     yaml.append("---")
     lines = [
         *yaml,

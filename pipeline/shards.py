@@ -30,8 +30,9 @@ class VerifiedDataset:
 
     @property
     def splits(self) -> list[str]:
-        """The splits that partition the records (not subsets such as the S2L selection)."""
-        return [k for k, v in self.manifest["splits"].items() if not v.get("subset_of")]
+        """The splits that partition the records (not subsets such as the S2L selection, nor other tables
+        such as a math build's ``verifier`` configuration)."""
+        return [k for k, v in self.manifest["splits"].items() if not v.get("subset_of") and not v.get("config")]
 
     def files(self, split: str) -> list[Path]:
         try:

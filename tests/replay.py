@@ -172,13 +172,14 @@ def preload_evolution(recipe_path: str | Path, parent: dict[str, Any], round_: i
     ``response`` for a general pool, or the k sampled ``solutions`` for a math pool."""
     from pipeline.evol.build import _settings
     from pipeline.evol.evolve import MathGate, evolve_batch
+    from pipeline.solving import Rule
     from pipeline.solving import shipped_example
 
     recipe = _recipe(recipe_path)
     math = None
     if solutions is not None:
         m = recipe.math
-        math = MathGate(sampling_params(m.solution_sampling), m.samples, m.verify.min_agreement, m.filter,
+        math = MathGate(sampling_params(m.solution_sampling), m.samples, Rule.of(m.verify), m.filter,
                         shipped_example(), _NoSandbox())
     replies = iter([[evolution], solutions if solutions is not None else [response]])
     backend = ScriptedBackend(embedded_model_id(recipe.backend.model), lambda call, r: next(replies))

@@ -4,6 +4,11 @@ The fixtures (tests/golden.py) were captured with the per-kind flows that the
 kind registry replaced; these builds run the library entry point and the one
 generic Prefect flow over the same response cache. No model call is made, so
 the rows depend only on tinyforge's code.
+
+The tinygsm and evol_instruct rows were rewritten once since, from the same
+completions, when verification began recording votes as distinct programs
+(``answer_votes``, each sample's ``program``; the new verify settings change
+the build id): nothing else in them moved.
 """
 
 from __future__ import annotations

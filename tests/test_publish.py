@@ -120,6 +120,40 @@ def test_readers_polars_duckdb_and_datasets(tmp_path: Path) -> None:
     assert set(ds["train"].column_names) == set(SCHEMA.fields)
 
 
+def test_another_configuration_has_its_own_schema_folder_and_card_entry(tmp_path: Path) -> None:
+    verifier = load_schema("math_verifier.v1")
+    samples = [{"build_id": "test-build", "problem_id": f"p{i // 2}", "source": "build", "question": "Q?",
+                "sample_index": i % 2, "code": "def simple_math_problem():\n    return 2\n", "program": "ab",
+                "status": "ok", "value": 2.0, "error": None, "majority_answer": 2.0, "gold_answer": None,
+                "label": "agrees", "problem_kept": True} for i in range(6)]
+    out = tmp_path / "dataset"
+    publish_dataset(
+        [story_record(i) for i in range(10)], rejected_frame([]), out_dir=out, schema=SCHEMA,
+        cfg=PublishConfig(validation_fraction=0.0), seed=1, info={"build_id": "test-build"},
+        card=lambda m: render_card(m, title="t", description="test", fields={}), report=lambda m: "# report\n",
+        configs={"verifier": (verifier, samples)})
+    ds = verify_dataset(out)  # the verifier shards are checksummed like the records
+    assert ds.splits == ["train"] and ds.manifest["splits"]["verifier"]["schema"]["id"] == "math_verifier.v1"
+    assert read_split(out, "verifier").height == 6 and sorted(p.name for p in (out / "verifier").iterdir()) == [
+        "verifier-00000-of-00001.parquet"]
+    assert json.loads((out / "verifier.schema.json").read_text())["x-schema-name"] == "math_verifier"
+
+    import duckdb
+
+    (rows,), = duckdb.sql(f"select count(*) from read_parquet('{out}/data/*.parquet')").fetchall()
+    assert rows == 10  # data/ holds the records alone
+
+    from datasets import load_dataset
+
+    ds_v = load_dataset(str(out), "verifier", cache_dir=str(tmp_path / "hf-cache"))
+    assert ds_v["train"].num_rows == 6 and "label" in ds_v["train"].column_names
+    assert load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))["train"].num_rows == 10
+    with pytest.raises(SchemaError):
+        publish_dataset([story_record(0)], rejected_frame([]), out_dir=tmp_path / "bad", schema=SCHEMA,
+                        cfg=PublishConfig(validation_fraction=0.0), seed=1, info={}, card=lambda m: "",
+                        report=lambda m: "", configs={"verifier": (verifier, [samples[0] | {"label": "maybe"}])})
+
+
 def test_input_ids_column_is_the_shipped_tokenizer_on_each_record(tmp_path: Path) -> None:
     from pipeline.tokenize import load_tokenizer
 

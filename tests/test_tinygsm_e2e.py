@@ -11,6 +11,7 @@ solution that does not re-run to its answer, and problems copied from Parquet an
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -45,14 +46,17 @@ KEPT = [
 
 
 def small_recipe(tmp_path: Path) -> Path:
-    """The demo recipe cut to its first 8 problems, with a decontamination set; its agreement threshold kept."""
+    """The demo recipe cut to its first 8 problems and 20 calibration problems, with a decontamination set;
+    its agreement threshold and vote kept."""
     text = (REPO / "flows" / "recipes" / "tinygsm-demo.toml").read_text()
     text = text.replace('output_root = "../../build"', f'output_root = "{tmp_path / "out"}"')
     assert "\nseed = 3\n" in text, "the demo recipe changed: update this test"
     text = text.replace("\nseed = 3\n", f"\nseed = {recipe_seed(3)}\n")
     text = text.replace("count = 96", "count = 8").replace("batch_size = 24", "batch_size = 4")
     text = text.replace("[decontaminate]\n", f'[decontaminate]\neval_sets = [{{path = "{FIXTURE}"}}]\n')
+    text = re.sub(r"(\[calibrate\][^\[]*?\n)limit = 120\n", r"\1limit = 20\n", text)
     assert "count = 8\n" in text and "batch_size = 4" in text, "the demo recipe changed: update this test"
+    assert re.search(r"\[calibrate\][^\[]*?\nlimit = 20\n", text), "the demo recipe changed: update this test"
     assert f"min_agreement = {MIN_AGREEMENT}\n" in text, "the demo recipe changed: update this test"
     path = tmp_path / "gsm.toml"
     path.write_text(text)
@@ -77,21 +81,24 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
     assert set(rejected["stage"]) <= {"generate", "verify", "decontaminate", "dedup"}
     preloaded = rows.filter(pl.col("question") == KEPT_Q)
     assert preloaded.height == 1 and preloaded["answer"][0] == 19 and preloaded["answer_agreement"][0] == 0.75
+    assert preloaded["answer_votes"][0] == 3  # three different programs reached 19
 
     for r in rows.iter_rows(named=True):
         assert r["verification"] == "passed" and r["answer_agreement"] >= MIN_AGREEMENT
         assert len(r["samples"]) == 4
-        assert sum(s["value"] is not None and round(s["value"], 6) == r["answer"] for s in r["samples"]) \
-            == round(r["answer_agreement"] * 4)
+        agreeing = [s for s in r["samples"] if s["value"] is not None and round(s["value"], 6) == r["answer"]]
+        assert len(agreeing) == round(r["answer_agreement"] * 4)
+        assert r["answer_votes"] == len({s["program"] for s in agreeing}) >= 1
         assert f'"""{r["question"]}"""' in r["code"] and r["parent_id"] == r["seed_id"]
         # the embedded backend enforces the problem's JSON schema with a grammar, so the prompt asked for JSON
         assert r["prompt_template_id"].startswith("tinygsm.question-json@") and r["prompt"].endswith('"..."}')
     for d in rejected.filter(pl.col("reason") == "low_agreement")["detail"]:
         assert d.endswith("needs 50%")  # the threshold applied is the recipe's
     stages = [s["name"] for s in ds.manifest["stages"]]
-    assert stages == ["generate", "verify", "decontaminate", "dedup", "score"]
+    assert stages == ["calibrate", "generate", "verify", "decontaminate", "dedup", "score"]
+    check_calibration(ds, tmp_path)
     assert all(len(t) == 7 for t in rows["loss_trajectory"].to_list()) and rows["difficulty"].is_not_null().all()
-    assert ds.manifest["stages"][2]["stats"]["eval_ngrams"] > 0
+    assert next(s for s in ds.manifest["stages"] if s["name"] == "decontaminate")["stats"]["eval_ngrams"] > 0
 
     # the user-facing check: re-run every stored solution in the sandbox
     capsys.readouterr()
@@ -100,6 +107,31 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
 
     again = tinygsm_flow(recipe_path=str(recipe))
     assert again["run_usage"]["model_calls"] == 0 and set(again["stages"].values()) == {"reused"}
+
+
+def check_calibration(ds, tmp_path: Path) -> None:
+    """The calibration figures in the manifest, recomputed here from the published verifier rows, and shown
+    in the report, the card and `tinyforge inspect`."""
+    c = ds.manifest["calibration"]
+    verifier = read_split(ds.path, "verifier")
+    assert "verifier" not in ds.splits  # its own configuration, not a split of the records
+    cal = verifier.filter(pl.col("source") == "calibration")
+    problems = cal.group_by("problem_id").agg(pl.col("problem_kept").first(), pl.col("majority_answer").first(),
+                                              pl.col("gold_answer").first(), (pl.col("label") == "correct").any())
+    assert problems.height == c["problems"] == 20 and cal.height == 20 * 4 == c["samples"]
+    right = problems.filter(pl.col("problem_kept") & ((pl.col("majority_answer") - pl.col("gold_answer")).abs() < 1e-6))
+    kept = problems["problem_kept"].sum()
+    assert c["kept"] == kept and c["correct"] == right.height
+    assert c["coverage"] == round(kept / 20, 4) and c["pass_at_k"] == round(problems["label"].sum() / 20, 4)
+    assert c["precision"] == (round(right.height / kept, 4) if kept else None)
+    built = verifier.filter(pl.col("source") == "build")
+    assert built.height == 4 * built["problem_id"].n_unique()  # every executed sample of every verified problem
+    assert set(built.filter(pl.col("problem_kept"))["problem_id"]) >= set(read_split(ds.path, "train")["id"])
+    assert "## Calibration" in (ds.path / "report.md").read_text()
+    card = (ds.path / "README.md").read_text()
+    assert "problems with known answers" in card and "config_name: verifier" in card
+    inspect = subprocess.run([TINYFORGE, "inspect", str(ds.path.parent)], capture_output=True, text=True, timeout=60)
+    assert inspect.returncode == 0 and f"On {c['problems']} problems with known answers" in inspect.stdout
 
 
 # --- a build replayed from hand-written completions -------------------------------------------------
@@ -159,6 +191,9 @@ def replayed(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> d
         samples = 4
         [verify]
         min_agreement = {MIN_AGREEMENT}
+        votes = "samples"  # the hand-written agreeing solutions are one program four times
+        [calibrate]
+        enabled = false
         [decontaminate]
         eval_sets = [{{path = "evals.parquet"}}, {{path = "evals.txt"}}]
         [difficulty]

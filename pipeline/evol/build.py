@@ -33,7 +33,7 @@ from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
 from pipeline.recipe import EvolInstructRecipe
-from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, shipped_example
+from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, Rule, shipped_example
 from pipeline.stages import BuildDir, StageResult, concat
 
 SCHEMA_ID = "evol_instruct.v1"
@@ -134,7 +134,7 @@ def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
     m = recipe.math
     sandbox = stack.enter_context(Sandbox(workers=m.verify.workers, timeout_s=m.verify.timeout_s,
                                           memory_mb=m.verify.memory_mb))
-    return MathGate(sampling_params(m.solution_sampling), m.samples, m.verify.min_agreement, m.filter,
+    return MathGate(sampling_params(m.solution_sampling), m.samples, Rule.of(m.verify), m.filter,
                     shipped_example(), sandbox)
 
 

@@ -25,7 +25,7 @@ from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams, de
 from pipeline.recipe import QuestionFilterConfig
 from pipeline.records import make_id, rejection
 from pipeline.sandbox import Sandbox
-from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, Solver, WorkedExample, check_question
+from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, Rule, Solver, WorkedExample, check_question
 from pipeline.text import words
 
 
@@ -56,7 +56,7 @@ class MathGate:
 
     solution_params: SamplingParams
     samples: int
-    min_agreement: float
+    rule: Rule
     question_checks: QuestionFilterConfig
     example: WorkedExample  # whose solution shows the expected format
     sandbox: Sandbox  # open
@@ -157,7 +157,7 @@ def _respond(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: in
 def _solve(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: int, s: EvolveSettings,
            responder: Backend, math: MathGate, reject: Reject) -> list[dict[str, Any]]:
     """The solvability gate: k sampled Python solutions run in the sandbox and must agree on one answer."""
-    solver = Solver(responder, math.solution_params, math.samples, math.min_agreement, math.sandbox)
+    solver = Solver(responder, math.solution_params, math.samples, math.rule, math.sandbox)
     asks = [Ask(r["instruction"], math.example, derive_seed(s.seed, "solve", round_, p["id"])) for p, r in candidates]
     survivors = []
     for (parent, record), ask, (sampled, verified) in zip(candidates, asks, solver.solve(asks), strict=True):

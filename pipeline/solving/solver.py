@@ -9,7 +9,7 @@ from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams
 from pipeline.sandbox import Sandbox
 from pipeline.solving.extract import extract_function
 from pipeline.solving.prompt import WorkedExample, solution_prompt
-from pipeline.solving.verify import Verified, verify
+from pipeline.solving.verify import Rule, Verified, verify
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,11 @@ class Solver:
     backend: Backend
     params: SamplingParams
     samples: int  # k
-    min_agreement: float
+    rule: Rule
     sandbox: Sandbox
 
     def solve(self, asks: Sequence[Ask]) -> list[tuple[Sampled, Verified]]:
         sampled = sample_solutions(self.backend, asks, self.params, self.samples)
         verified = verify([(a.question, s.solutions) for a, s in zip(asks, sampled, strict=True)], self.sandbox,
-                          self.min_agreement)
+                          self.rule)
         return list(zip(sampled, verified, strict=True))

@@ -1,39 +1,61 @@
 """The TinyGSM kind: its stages as plain functions over the build directory, and ``KIND``.
 
-generate (batches) -> verify -> decontaminate -> dedup -> score -> publish.
+calibrate (batches), generate (batches) -> verify -> decontaminate -> dedup -> score -> publish.
 Generation writes a problem from a seed and samples k solutions for it;
-verification executes every sample in the sandbox.
+verification executes every sample in the sandbox. Calibration solves
+problems with known answers with the same solver and vote, so the report can
+say how often verification is right (``pipeline.solving.calibrate``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
+import polars as pl
 
-from pipeline.batches import Models
+from pipeline.batches import BatchedStage, Models, batch_ranges
 from pipeline.common_stages import dedup, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
+from pipeline.errors import BuildFailed
 from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import BatchedGeneration, Kind, Records, Stage, register
+from pipeline.kinds import USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register, run_batched
 from pipeline.llm import sampling_params
+from pipeline.llm.types import derive_seed
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
 from pipeline.sandbox import Sandbox
-from pipeline.solving import shipped_example
-from pipeline.stages import StageResult
+from pipeline.records import rejected_frame
+from pipeline.solving import Ask, Rule, Solver, same_answer, shipped_example
+from pipeline.solving.calibrate import GoldProblem, breakdown, load_gold, summarize, verifier_rows
+from pipeline.solving.calibrate import sentence as calibration_sentence
+from pipeline.solving.report import calibration_section
+from pipeline.stages import BuildDir, StageResult, concat
 from pipeline.text import words
 from pipeline.tinygsm.generate import generate_problems
 from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem, question_template_id
 from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
-SCHEMA_ID = "tinygsm.v2"
-VERSIONS = {"generate": 1, "verify": 1, "decontaminate": 2}  # dedup, score, publish: pipeline.common_stages
+SCHEMA_ID = "tinygsm.v3"
+VERIFIER_SCHEMA_ID = "math_verifier.v1"  # every executed sample: the `verifier` configuration
+VERSIONS = {"calibrate": 1, "generate": 1, "verify": 2, "decontaminate": 2}  # dedup, score, publish: pipeline.common_stages
 # what of the recipe each stage depends on (the question filter runs inside generation)
 READS = {"generate": ("seed", "generate", "seeds", "sampling", "solution_sampling", "filter", "backend"),
-         "verify": ("verify",), "decontaminate": ("decontaminate", "dedup")}
+         "verify": ("verify",), "decontaminate": ("decontaminate", "dedup"),
+         # the solver's own settings, so calibration measures exactly what verification runs
+         "calibrate": ("seed", "calibrate", "solution_sampling", "generate.samples", "verify", "backend")}
+SAMPLES_SCHEMA = {"problem_id": pl.String, "source": pl.String, "question": pl.String, "sample_index": pl.Int64,
+                  "code": pl.String, "program": pl.String, "status": pl.String, "value": pl.Float64,
+                  "error": pl.String, "majority_answer": pl.Float64, "gold_answer": pl.Float64, "label": pl.String,
+                  "problem_kept": pl.Boolean}
+
+
+def samples_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SAMPLES_SCHEMA)
 
 UNFINGERPRINTED = {"verify.workers": "how many sandbox workers run the programs, not what they return"}
 
@@ -54,15 +76,74 @@ def generate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) 
 
 def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
     cfg = recipe.verify
+    samples: list[dict[str, Any]] = []
 
     def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
         with Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb) as sandbox:
-            kept, rejected = verify_problems(records, sandbox, cfg.min_agreement)
+            kept, rejected = verify_problems(records, sandbox, Rule.of(cfg), samples)
         programs = sum(sum(c is not None for c in r["solutions"]) for r in records) + len(kept)
         return kept, rejected, {"programs_run": programs}
 
     return record_stage(recipe, "verify", upstream, version=VERSIONS["verify"], reads=READS["verify"],
-                        omit=tuple(UNFINGERPRINTED), run=run)
+                        omit=tuple(UNFINGERPRINTED), run=run, tables=lambda: {"samples": samples_frame(samples)})
+
+
+# --- calibration ------------------------------------------------------------------
+
+
+def calibration_problems(recipe: TinyGSMRecipe) -> list[GoldProblem]:
+    c = recipe.calibrate
+    # the worked example the solver is shown would be its own answer key
+    return load_gold(c.path, c.limit, c.question_field, c.answer_field, exclude=[shipped_example().question])
+
+
+def calibrate_stage(recipe: TinyGSMRecipe) -> BatchedStage:
+    problems = calibration_problems(recipe) if recipe.calibrate.enabled else []
+    return BatchedStage(recipe.build_dir, recipe.output_root, "calibrate",
+                        declared_fingerprint(recipe, "calibrate", VERSIONS["calibrate"], READS["calibrate"],
+                                             omit=tuple(UNFINGERPRINTED), templates=[SOLUTION_TEMPLATE_ID]),
+                        batch_ranges(len(problems), recipe.generate.batch_size), {"samples": SAMPLES_SCHEMA})
+
+
+def calibrate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) -> dict[str, pl.DataFrame]:
+    """Solve gold problems ``start..stop`` exactly as generated problems are solved and verified."""
+    problems, cfg = calibration_problems(recipe)[start:stop], recipe.verify
+    asks = [Ask(p.question, shipped_example(), derive_seed(recipe.seed, "calibrate", p.id)) for p in problems]
+    with Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb) as sandbox:
+        solver = Solver(models.open(recipe.backend), sampling_params(recipe.solution_sampling),
+                        recipe.generate.samples, Rule.of(cfg), sandbox)
+        solved = solver.solve(asks)
+    rows = [row for p, (sampled, v) in zip(problems, solved, strict=True)
+            for row in verifier_rows(p.id, p.question, sampled.solutions, v, "calibration", p.answer)]
+    records = [{"id": p.id, "topic": p.topic, "steps": p.steps, "gold": p.answer, "answer": v.answer,
+                "votes": v.votes, "agreement": v.agreement, "kept": v.passed, "correct": same_answer(v.answer, p.answer),
+                "reason": v.reason, "completion_tokens": s.completion_tokens}
+               for p, (s, v) in zip(problems, solved, strict=True)]
+    return {"records": pl.DataFrame(records, infer_schema_length=None), "rejected": rejected_frame([]),
+            "samples": samples_frame(rows)}
+
+
+def calibration_summary(recipe: TinyGSMRecipe, tables: Mapping[str, pl.DataFrame]) -> dict[str, Any]:
+    problems = tables["records"].to_dicts()
+    return {"calibration": summarize(tables["samples"].to_dicts(), recipe.generate.samples,
+                                     recipe.verify.min_agreement, recipe.verify.votes == "distinct",
+                                     recipe.verify.min_votes)
+            | {"by_topic": breakdown(problems, "topic"), "by_steps": breakdown(problems, "steps"),
+               "completion_tokens": sum(p["completion_tokens"] for p in problems)}}
+
+
+def produce(recipe: TinyGSMRecipe, runner: Runner) -> Produced:
+    """Calibration (when on), then generation; the record stages follow generation."""
+    stages, usage = [], dict.fromkeys(USAGE, 0)
+    if recipe.calibrate.enabled:
+        calibrated, usage = run_batched(runner, calibrate_stage(recipe), partial(calibrate_work, recipe),
+                                        label="calibrate", gather="gather-calibrate",
+                                        stats=partial(calibration_summary, recipe))
+        stats = calibrated.stats["calibration"]
+        runner.log(f"calibrate: {calibration_sentence(stats)}")
+        stages.append(calibrated)
+    generated = GENERATION(recipe, runner)
+    return Produced([*stages, *generated.stages], {k: usage[k] + generated.usage[k] for k in usage})
 
 
 def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
@@ -82,7 +163,8 @@ def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageRe
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     return {
         "id": r["id"], "build_id": build_id, "question": r["question"], "code": r["code"], "answer": r["answer"],
-        "answer_agreement": r["answer_agreement"], "samples": r["samples"], "seed_id": r["seed_id"],
+        "answer_agreement": r["answer_agreement"], "answer_votes": r["answer_votes"], "samples": r["samples"],
+        "seed_id": r["seed_id"],
         "parent_id": r["seed_id"], "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
@@ -102,25 +184,44 @@ def _templates(recipe: TinyGSMRecipe) -> list[str]:
 
 
 def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+    build = BuildDir(recipe.build_dir)
+    by_name = {s.name: s for s in stages}
+    samples = concat([build.read(n, "samples") for n in ("verify", "calibrate") if n in by_name])
+    verifier = [r | {"build_id": recipe.build_id} for r in samples.to_dicts()]
+    calibration = by_name["calibrate"].stats["calibration"] if "calibrate" in by_name else None
+    try:
+        return _publish(recipe, stages, verifier, calibration)
+    except BuildFailed as failed:  # what calibration measured is worth saying even when nothing survived
+        raise BuildFailed(f"{failed} {calibration_sentence(calibration)}" if calibration else str(failed)) from None
+
+
+def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], verifier: list[dict[str, Any]],
+             calibration: dict[str, Any] | None) -> tuple[Published, bool]:
+    sections = [("Calibration", lambda records: calibration_section(calibration))] if calibration else []
     return common_publish(
-        recipe, stages, 
+        recipe, stages,
         to_record=lambda r: published_record(r, recipe.build_id),
-        templates={t: TEMPLATES[t] for t in _templates(recipe)}, 
+        templates={t: TEMPLATES[t] for t in _templates(recipe)},
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: f"{r['question']}\n\n{r['code']}",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
+        extra_sections=sections, configs={"verifier": (VERIFIER_SCHEMA_ID, verifier)},
+        notes=[calibration_sentence(calibration)] if calibration else [],
+        extra_info={"calibration": calibration},
     )
 
+
+GENERATION = BatchedGeneration(generate_fingerprint, generate_work)
 
 KIND = register(Kind(
     name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID,
     text_field="question",
-    produce=BatchedGeneration(generate_fingerprint, generate_work),
+    produce=produce,
     stages=(Stage("verify", verify_stage, READS["verify"]),
             Stage("decontaminate", decontaminate_stage, READS["decontaminate"]),
             dedup(score_field="answer_agreement"),
             score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
     publish=publish_stage, solution_code=lambda r: r["code"],
     description="grade-school math word problems with Python solutions verified by execution",
-    produce_reads={"generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
+    produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
 ))

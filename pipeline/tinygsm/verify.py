@@ -6,18 +6,24 @@ from typing import Any
 
 from pipeline.records import rejection
 from pipeline.sandbox import Sandbox
-from pipeline.solving import verify
+from pipeline.solving import Rule, verify
+from pipeline.solving.calibrate import verifier_rows
 
 
-def verify_problems(records: list[dict[str, Any]], sandbox: Sandbox, min_agreement: float,
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(kept records, with their code and ``verification: passed``; rejections with the reason)."""
+def verify_problems(records: list[dict[str, Any]], sandbox: Sandbox, rule: Rule | float,
+                    samples: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept records, with their code and ``verification: passed``; rejections with the reason).
+
+    ``samples``, when given, receives one verifier row per executed sample (``pipeline.solving.calibrate``)."""
     kept, rejected = [], []
-    results = verify([(r["question"], r["solutions"]) for r in records], sandbox, min_agreement)
+    results = verify([(r["question"], r["solutions"]) for r in records], sandbox, rule)
     for record, v in zip(records, results, strict=True):
-        base = {**record, "samples": v.samples, "answer": v.answer, "answer_agreement": v.agreement}
+        base = {**record, "samples": v.samples, "answer": v.answer, "answer_agreement": v.agreement,
+                "answer_votes": v.votes}
         if v.code is not None:
             base["code"] = v.code
+        if samples is not None:
+            samples += verifier_rows(record["id"], record["question"], record["solutions"], v, "build")
         if v.passed:
             kept.append(base | {"verification": "passed"})
         else:
