@@ -98,8 +98,8 @@ def render_report(
     generated = next((s["rows"].get("records", 0) + s["rows"].get("rejected", 0)
                       for s in manifest.get("stages", []) if s["name"] == "generate"), 0)
     rej_rows = [{**r, "share": f"{r['count'] / generated:.1%}" if generated else ""} for r in rejection_table(rejected)]
-    split_rows = [{"split": k + _split_note(v), "rows": v["rows"], "shards": len(v["shards"]), "tokens": v["num_tokens"]}
-                  for k, v in splits.items()]
+    split_rows = [{"split": k + _split_note(v), "rows": v["rows"], "shards": len(v["shards"]),
+                   "tokens": "–" if v.get("config") else v["num_tokens"]} for k, v in splits.items()]
     out = [
         f"# Build report: {manifest['recipe']['name']}",
         "",
@@ -198,7 +198,8 @@ def render_card(manifest: dict[str, Any], *, title: str, description: str, field
         "",
         "| split | rows | shards | tokens |",
         "|---|---|---|---|",
-        *[f"| {k} | {v['rows']} | {len(v['shards'])} | {v['num_tokens']} |" for k, v in manifest["splits"].items()],
+        *[f"| {k}{_split_note(v)} | {v['rows']} | {len(v['shards'])} | {'–' if v.get('config') else v['num_tokens']} |"
+          for k, v in manifest["splits"].items()],
         "",
         "## Fields",
         "",
