@@ -8,6 +8,7 @@ answers), so what calibration measures is what the build ran.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 
 from pipeline.fingerprint import digest
@@ -47,6 +48,7 @@ class Worked:
     solution: str
 
 
+@cache  # read once: every solution request of every batch shows it
 def shipped_example() -> Worked:
     """The first shipped seed problem and its solution: the format every solver is shown by default."""
     _, row = next(iter_jsonl(SEEDS_FILE))
