@@ -549,6 +549,8 @@ class EvolInstructRecipe(BaseRecipe):
     response_sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_tokens=300, repeat_penalty=1.15)
     response: EvolResponseConfig = EvolResponseConfig()
     math: EvolMathConfig = EvolMathConfig()
+    calibrate: CalibrateConfig = Field(
+        CalibrateConfig(), description="math pools: the solvability gate's solver on problems with known answers")
 
     _default_response_kind = field_validator("response_backend", mode="before")(BaseRecipe._default_kind.__func__)
 
@@ -556,15 +558,19 @@ class EvolInstructRecipe(BaseRecipe):
         payload = super().fingerprint_payload()
         p = self.seeds.path
         payload["seeds"]["path"] = files_digest([p / "manifest.json"] if p.is_dir() else [p])
+        payload["calibrate"]["path"] = files_digest([self.calibrate.path])
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
-        return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)})}
+        return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
+                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)})}
 
     def check_files(self, source: str) -> None:
         p = self.seeds.path
         if not (p.is_file() or (p / "manifest.json").is_file()):
             raise RecipeError(f"{source}: seeds.path: no such seed file or published dataset {p}")
+        if self.calibrate.enabled and not self.calibrate.path.is_file():
+            raise RecipeError(f"{source}: calibrate.path: no such file {self.calibrate.path}")
 
     @property
     def responder(self) -> LlamaCppBackendConfig | OpenAIBackendConfig | VLLMBackendConfig:

@@ -184,7 +184,7 @@ def preload_evolution(recipe_path: str | Path, parent: dict[str, Any], round_: i
     replies = iter([[evolution], solutions if solutions is not None else [response]])
     backend = ScriptedBackend(embedded_model_id(recipe.backend.model), lambda call, r: next(replies))
     node = {"root_id": parent["id"], "round": round_ - 1, **parent}
-    _, rejected, _ = evolve_batch([node], round_, _settings(recipe), backend, backend, math)
+    rejected = evolve_batch([node], round_, _settings(recipe), backend, backend, math).rejected
     assert not rejected and len(backend.recorded) == 2, f"the preloaded evolution was eliminated: {rejected}"
     store(recipe, backend)
 

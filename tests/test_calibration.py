@@ -13,7 +13,8 @@ import pytest
 
 from flows.cli import main
 from pipeline.errors import UserError
-from pipeline.solving.calibrate import breakdown, load_gold, sentence, summarize
+from pipeline.errors import BuildFailed
+from pipeline.solving.calibrate import BANDS, breakdown, difficulty_bands, load_gold, said_on_failure, sentence, summarize
 from pipeline.solving.canonical import canonical_program, program_key
 from pipeline.solving.verify import vote
 
@@ -64,6 +65,31 @@ def test_breakdown_by_topic() -> None:
     assert breakdown(problems, "topic") == [
         {"topic": "money", "problems": 2, "kept": 1, "coverage": 0.5, "precision": 1.0},
         {"topic": "?", "problems": 1, "kept": 1, "coverage": 1.0, "precision": 0.0}]
+
+
+def test_learning_percentage_bands_cover_the_problems_with_a_solution() -> None:
+    from pipeline.paths import SEEDS_FILE
+    from pipeline.recipe import DifficultyConfig
+
+    problems = load_gold(SEEDS_FILE, 12)
+    assert all(p.solution for p in problems)
+    solved = [{"kept": i % 3 == 0, "correct": i % 6 == 0} for i in range(12)]
+    cfg = DifficultyConfig(ifd=False)  # the default proxy: a few seconds on 12 pairs
+    bands = difficulty_bands(solved, problems, cfg, seed=3)
+    assert [b["band"] for b in bands] == list(BANDS)
+    assert sum(b["problems"] for b in bands) == 12 and sum(b["kept"] for b in bands) == 4
+    assert all(b["precision"] in (None, 0.0, 0.5, 1.0) for b in bands)
+    # too few problems for quarters to mean anything: no table rather than four rows of one
+    assert difficulty_bands(solved[:7], problems[:7], cfg, seed=3) == []
+
+
+def test_a_failed_build_still_says_what_calibration_measured() -> None:
+    summary = {"problems": 20, "kept": 0, "coverage": 0.0, "precision": None}
+    with pytest.raises(BuildFailed, match="nothing survived. On 20 problems with known answers, this verification kept none"):
+        with said_on_failure(summary):
+            raise BuildFailed("nothing survived.")
+    with pytest.raises(BuildFailed, match="^nothing survived.$"), said_on_failure(None):
+        raise BuildFailed("nothing survived.")
 
 
 def test_gold_problems_from_a_gsm8k_file(tmp_path: Path) -> None:

@@ -111,17 +111,19 @@ def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: st
             'path = "' + str(REPO / "data" / "seeds" / "gsm_seeds.jsonl") + '"',
         "limit = 24": "limit = 12", "rounds = 4": "rounds = 1", "batch_size = 24": "batch_size = 12",
         # Loose problem checks, so that more of the model's evolutions reach the sandbox; the agreement
-        # threshold is the default (two of four samples).
-        "[publish]": "[math.filter]\nmin_words = 6\nmin_numbers = 1\nrequire_question = false\n\n[publish]"})
+        # threshold is the default (two of four samples). The gate is calibrated on 8 shipped problems.
+        "[publish]": "[math.filter]\nmin_words = 6\nmin_numbers = 1\nrequire_question = false\n\n"
+                     "[calibrate]\nlimit = 8\n\n[publish]"})
     # The first seed's evolution and its four solutions are preloaded into the response cache (three of
     # the four agree): something passes the gate whatever the model samples for the other eleven seeds.
     seed = json.loads((REPO / "data" / "seeds" / "gsm_seeds.jsonl").read_text().splitlines()[0])
     preload_evolution(recipe, {"id": seed["id"], "instruction": seed["question"]}, 1, MATH_EVOLUTION,
                       solutions=MATH_SOLUTIONS)
     result = evolve_flow(recipe_path=str(recipe))
-    assert result["run_usage"]["cache_hits"] == 1 + 4 and result["run_usage"]["model_calls"] >= 11
+    assert result["run_usage"]["cache_hits"] == 1 + 4 and result["run_usage"]["model_calls"] >= 11 + 8
     ds = verify_dataset(result["dataset"])
     assert ds.manifest["stages"][0]["stats"]["math"] is True
+    assert [s["name"] for s in ds.manifest["stages"]][:3] == ["seeds", "calibrate", "round-1"]
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
     assert rows.height + rejected.height == 12
@@ -135,6 +137,31 @@ def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: st
     unsolvable = rejected.filter(pl.col("reason") == "unsolvable")
     for d in unsolvable["detail"]:
         assert d.split(":")[0] in {"low_agreement", "no_numeric_answer", "no_code", "nondeterministic"}
+    check_gate_calibration(ds, rows, unsolvable.height)
+
+
+def check_gate_calibration(ds, rows: pl.DataFrame, unsolvable: int) -> None:
+    """The gate's calibration figures are what its published verifier rows say, and every sample the
+    gate executed is a verifier row."""
+    from pipeline.solving.calibrate import summarize
+
+    c = ds.manifest["calibration"]
+    verifier = read_split(ds.path, "verifier")
+    cal = verifier.filter(pl.col("source") == "calibration")
+    assert c["problems"] == cal["problem_id"].n_unique() == 8 and cal.height == 8 * 4
+    assert cal["gold_answer"].is_not_null().all() and set(cal["label"]) <= {"correct", "wrong"}
+    recomputed = summarize(cal.to_dicts(), 4, c["min_agreement"], c["votes"] == "distinct", c["min_votes"])
+    assert {k: c[k] for k in recomputed} == recomputed
+    assert [b["band"] for b in c["by_learning_percentage"]] == ["easiest quarter", "second quarter",
+                                                                "third quarter", "hardest quarter"]
+    gate = verifier.filter(pl.col("source") == "build")  # the build's own problems: here its evolutions
+    # every evolution that reached the sandbox: the published ones and the unsolvable ones, 4 samples each
+    assert gate["problem_id"].n_unique() == rows.height + unsolvable and gate.height == 4 * gate["problem_id"].n_unique()
+    assert set(gate.filter(pl.col("problem_kept"))["problem_id"]) >= set(rows["id"])
+    assert gate.filter(pl.col("question") == MATH_EVOLUTION)["value"].to_list().count(3.5) == 3
+    report = (ds.path / "report.md").read_text()
+    assert "## Calibration of the solvability gate" in report and "Kept and right by learning percentage" in report
+    assert "problems with known answers" in (ds.path / "README.md").read_text()
 
 
 MATH_EVOLUTION = ("Maya buys 3 notebooks that cost $4 each and 2 pens that cost $1.25 each. She also buys a ruler "

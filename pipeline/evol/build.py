@@ -1,6 +1,6 @@
 """The Evol-Instruct kind: its stages as plain functions over the build directory, and ``KIND``.
 
-seeds -> round-1 -> ... -> round-R -> evolved -> dedup -> score -> publish.
+seeds -> (calibrate) -> round-1 -> ... -> round-R -> evolved -> dedup -> score -> publish.
 
 The seeds stage fixes the pool. Each round is one stage made of batches (a
 Prefect task run each, under the flow): a batch evolves its share of the pool, eliminates failed
@@ -8,11 +8,17 @@ evolutions, answers (or, for math, solves) the survivors, and writes the
 survivors, the rejections, and its share of the next round's pool. The
 ``evolved`` stage gathers the survivors of every round; dedup, difficulty
 scores and publishing are shared with the other corpus kinds.
+
+A math pool's gate is a vote of k sampled programs, so a math build also
+calibrates it (``pipeline.solving.calibrate_stage``): the same solver on
+problems with known answers says how often the gate's answers are right, and
+every executed sample is published in the dataset's ``verifier`` configuration.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from typing import Any
@@ -34,13 +40,20 @@ from pipeline.publish import Published
 from pipeline.records import rejected_frame
 from pipeline.recipe import EvolInstructRecipe
 from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, Rule, shipped_example
+from pipeline.solving.calibrate import SAMPLES_SCHEMA, VERIFIER_SCHEMA_ID, said_on_failure, samples_frame
+from pipeline.solving.calibrate import sentence as calibration_sentence
+from pipeline.solving.calibrate_stage import Calibration, SolverSetup
+from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 
 SCHEMA_ID = "evol_instruct.v1"
-VERSIONS = {"seeds": 1, "round": 1, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
+VERSIONS = {"seeds": 1, "round": 2, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
 # what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
 READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
-                                         "response_backend", "math")}
+                                         "response_backend", "math"),
+         # the gate's own solver (math pools), so calibration measures exactly what the gate runs
+         "calibrate": ("seed", "calibrate", "math.samples", "math.solution_sampling", "math.verify", "backend",
+                       "response_backend", "difficulty")}
 UNFINGERPRINTED = {"evolve.rounds": "how many rounds run; each round's fingerprint covers the rounds before it, "
                                     "so adding rounds reuses the ones already made"}
 
@@ -110,7 +123,8 @@ def round_stage(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, 
     """Round ``round_`` as a batched stage over the pool ``upstream`` left; its tables include the next pool."""
     return BatchedStage(recipe.build_dir, recipe.output_root, f"round-{round_}",
                         round_fingerprint(recipe, round_, upstream, math),
-                        batch_ranges(upstream.rows["pool"], recipe.evolve.batch_size), {"pool": POOL_SCHEMA})
+                        batch_ranges(upstream.rows["pool"], recipe.evolve.batch_size),
+                        {"pool": POOL_SCHEMA, "samples": SAMPLES_SCHEMA})
 
 
 def round_work(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, start: int, stop: int,
@@ -121,11 +135,11 @@ def round_work(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, m
     responder = models.open(recipe.responder)
     with ExitStack() as stack:
         gate = _math_gate(recipe, stack) if math else None
-        survivors, rejected, retry = evolve_batch(pool, round_, _settings(recipe), evolver, responder, gate)
+        out = evolve_batch(pool, round_, _settings(recipe), evolver, responder, gate)
     next_pool = [{"id": r["id"], "instruction": r["instruction"], "root_id": r["root_id"], "round": r["round"],
-                  "answer": r.get("answer")} for r in survivors] + retry
-    return {"records": pl.DataFrame(survivors, infer_schema_length=None), "rejected": rejected_frame(rejected),
-            "pool": pl.DataFrame(next_pool, schema=POOL_SCHEMA)}
+                  "answer": r.get("answer")} for r in out.survivors] + out.retry
+    return {"records": pl.DataFrame(out.survivors, infer_schema_length=None), "rejected": rejected_frame(out.rejected),
+            "pool": pl.DataFrame(next_pool, schema=POOL_SCHEMA), "samples": samples_frame(out.samples)}
 
 
 def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
@@ -136,6 +150,13 @@ def _math_gate(recipe: EvolInstructRecipe, stack: ExitStack) -> MathGate:
                                           memory_mb=m.verify.memory_mb))
     return MathGate(sampling_params(m.solution_sampling), m.samples, Rule.of(m.verify), m.filter,
                     shipped_example(), sandbox)
+
+
+def calibration(recipe: EvolInstructRecipe) -> Calibration:
+    """Calibration of exactly the solver and vote the solvability gate runs."""
+    m = recipe.math
+    return Calibration(recipe, recipe.calibrate, SolverSetup(recipe.responder, m.solution_sampling, m.samples, m.verify),
+                       READS["calibrate"], batch_size=recipe.evolve.batch_size, difficulty=recipe.difficulty)
 
 
 def run_round(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool, runner: Runner,
@@ -157,6 +178,10 @@ def produce(recipe: EvolInstructRecipe, runner: Runner) -> Produced:
     the survivors in one stage."""
     seeds = runner.stage("seeds", seeds_stage, recipe)
     math, usage = is_math(seeds), dict.fromkeys(USAGE, 0)
+    calibrated = []
+    if math and recipe.calibrate.enabled:
+        stage, usage = calibration(recipe).run(runner, calibration_sentence)
+        calibrated.append(stage)
     rounds, upstream = [], seeds
     for r in range(1, recipe.evolve.rounds + 1):
         if upstream.rows["pool"] == 0:
@@ -164,7 +189,7 @@ def produce(recipe: EvolInstructRecipe, runner: Runner) -> Produced:
             break
         upstream = run_round(recipe, r, upstream, math, runner, usage)
         rounds.append(upstream)
-    return Produced([seeds, *rounds, runner.stage("evolved", evolved_stage, recipe, rounds)], usage)
+    return Produced([seeds, *calibrated, *rounds, runner.stage("evolved", evolved_stage, recipe, rounds)], usage)
 
 
 # --- after the rounds -----------------------------------------------------------
@@ -196,7 +221,8 @@ def _format_example(r: dict[str, Any]) -> str:
 
 
 def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
-    build, math = build_dir(recipe), is_math(stages[0])
+    build, by_name = build_dir(recipe), {s.name: s for s in stages}
+    math = is_math(by_name["seeds"])
     rounds = [s for s in stages if s.name.startswith("round-")]
     seeds = build.read("seeds")
 
@@ -204,15 +230,25 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
         return evolution_section(seeds, [(s.stats["round"], build.read(s.name), build.read(s.name, "rejected"))
                                          for s in rounds], records)
 
-    return common_publish(
-        recipe, stages, 
-        to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
-        format_example=_format_example, length=lambda r: r["num_words"],
-       
-        training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=[("Evolution", section)],
-        default_description="Instructions evolved with Evol-Instruct operations by a small model, with responses "
-                            "and full lineage.",
-    )
+    sections: list[tuple[str, Callable[[list[dict[str, Any]]], str]]] = [("Evolution", section)]
+    calibration = by_name["calibrate"].stats["calibration"] if "calibrate" in by_name else None
+    if calibration:
+        sections.append(("Calibration of the solvability gate", lambda records: calibration_section(calibration)))
+    verifier = None
+    if math:  # every executed solution sample: the gate's, and calibration's
+        samples = concat([build.read(s.name, "samples") for s in (*rounds, by_name.get("calibrate")) if s])
+        verifier = {"verifier": (VERIFIER_SCHEMA_ID, [r | {"build_id": recipe.build_id} for r in samples.to_dicts()])}
+    with said_on_failure(calibration):
+        return common_publish(
+            recipe, stages,
+            to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
+            format_example=_format_example, length=lambda r: r["num_words"],
+            training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=sections,
+            default_description="Instructions evolved with Evol-Instruct operations by a small model, with "
+                                "responses and full lineage.",
+            configs=verifier, notes=[calibration_sentence(calibration)] if calibration else [],
+            extra_info={"calibration": calibration} if calibration else None,
+        )
 
 
 KIND = register(Kind(
@@ -224,5 +260,6 @@ KIND = register(Kind(
     # a math pool's response is its verified solution; other responses are prose
     solution_code=lambda r: r["response"] if r.get("answer") is not None else None,
     description="instructions evolved in depth and in breadth, with responses and lineage",
-    produce_reads={"seeds": READS["seeds"], "round": READS["round"]}, unfingerprinted=UNFINGERPRINTED,
+    produce_reads={"seeds": READS["seeds"], "calibrate": READS["calibrate"], "round": READS["round"]},
+    unfingerprinted=UNFINGERPRINTED,
 ))

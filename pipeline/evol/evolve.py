@@ -26,10 +26,21 @@ from pipeline.recipe import QuestionFilterConfig
 from pipeline.records import make_id, rejection
 from pipeline.sandbox import Sandbox
 from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, Rule, Solver, WorkedExample, check_question
+from pipeline.solving.calibrate import verifier_rows
 from pipeline.text import words
 
 
 Reject = Callable[[dict[str, Any], dict[str, Any], str, str], None]  # (record, parent, reason, detail)
+
+
+@dataclass
+class Evolved:
+    """What one batch of one round made."""
+
+    survivors: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    retry: list[dict[str, Any]]  # parents whose evolution failed: the next round evolves them again
+    samples: list[dict[str, Any]]  # math pools: one verifier row per executed solution sample
 
 
 @dataclass(frozen=True)
@@ -80,16 +91,14 @@ def _chat(text: str) -> tuple[Message, ...]:
 
 
 def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings, evolver: Backend,
-                 responder: Backend, math: MathGate | None = None,
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Returns (surviving children, rejected evolutions, parents to retry next round)."""
+                 responder: Backend, math: MathGate | None = None) -> Evolved:
     stage = f"round-{round_}"
     ops = [operation(pick_operation(p["id"], round_, s), math is not None) for p in pool]  # type: ignore[arg-type]
     seeds = [derive_seed(s.seed, "evolve", round_, p["id"]) for p in pool]
     replies = evolver.generate([ChatRequest(op.messages(p["instruction"]), s.evolve_params, seed=seed)
                                 for p, op, seed in zip(pool, ops, seeds, strict=True)])
 
-    candidates, rejected, retry = [], [], []
+    candidates, rejected, retry, samples = [], [], [], []
 
     def reject(record: dict[str, Any], parent: dict[str, Any], reason: str, detail: str) -> None:
         rejected.append(rejection(record, stage, reason, detail, "instruction"))
@@ -128,9 +137,9 @@ def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings,
                 kept.append((parent, record))
         candidates = kept
 
-    survivors = (_solve(candidates, round_, s, responder, math, reject) if math is not None
+    survivors = (_solve(candidates, round_, s, responder, math, reject, samples) if math is not None
                  else _respond(candidates, round_, s, responder, reject))
-    return survivors, rejected, retry
+    return Evolved(survivors, rejected, retry, samples)
 
 
 def _respond(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: int, s: EvolveSettings,
@@ -155,8 +164,9 @@ def _respond(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: in
 
 
 def _solve(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: int, s: EvolveSettings,
-           responder: Backend, math: MathGate, reject: Reject) -> list[dict[str, Any]]:
-    """The solvability gate: k sampled Python solutions run in the sandbox and must agree on one answer."""
+           responder: Backend, math: MathGate, reject: Reject, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The solvability gate: k sampled Python solutions run in the sandbox and must agree on one answer.
+    Every executed sample becomes a verifier row in ``samples``."""
     solver = Solver(responder, math.solution_params, math.samples, math.rule, math.sandbox)
     asks = [Ask(r["instruction"], math.example, derive_seed(s.seed, "solve", round_, p["id"])) for p, r in candidates]
     survivors = []
@@ -164,6 +174,7 @@ def _solve(candidates: list[tuple[dict[str, Any], dict[str, Any]]], round_: int,
         record |= {"responder_model": responder.model_id, "response_template_id": SOLUTION_TEMPLATE_ID,
                    "response_sampling": {**math.solution_params.to_dict(), "seed": ask.seed, "samples": math.samples},
                    "num_tokens": record["num_tokens"] + sampled.completion_tokens}
+        samples += verifier_rows(record["id"], record["instruction"], sampled.solutions, verified, "build")
         if verified.passed:
             survivors.append(_finished(record | {"answer": verified.answer, "answer_agreement": verified.agreement,
                                                  "verification": "passed", "response": verified.code}))

@@ -23,15 +23,30 @@ from __future__ import annotations
 
 import ast
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+import polars as pl
+
+from pipeline.errors import BuildFailed, UserError
+from pipeline.recipe import DifficultyConfig
 from pipeline.records import iter_jsonl
 from pipeline.solving.answers import parse_answer, same_answer
 from pipeline.solving.verify import Verified, vote
+
+# one verifier row per executed sample: the `verifier` configuration of a math dataset
+VERIFIER_SCHEMA_ID = "math_verifier.v1"
+SAMPLES_SCHEMA = {"problem_id": pl.String, "source": pl.String, "question": pl.String, "sample_index": pl.Int64,
+                  "code": pl.String, "program": pl.String, "status": pl.String, "value": pl.Float64,
+                  "error": pl.String, "majority_answer": pl.Float64, "gold_answer": pl.Float64, "label": pl.String,
+                  "problem_kept": pl.Boolean}
+
+
+def samples_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SAMPLES_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +56,7 @@ class GoldProblem:
     answer: float
     topic: str | None = None
     steps: int | None = None  # statements in the worked solution, where the file has one: how long the problem is
+    solution: str | None = None  # the worked solution, where the file has one
 
 
 def program_steps(source: object) -> int | None:
@@ -70,7 +86,8 @@ def load_gold(path: Path, limit: int | None, question_field: str = "question", a
             continue
         problems.append(GoldProblem(str(row.get("id", f"line-{lineno}")), question.strip(), answer,
                                     row.get("topic") if isinstance(row.get("topic"), str) else None,
-                                    program_steps(row.get("solution"))))
+                                    program_steps(row.get("solution")),
+                                    row["solution"] if isinstance(row.get("solution"), str) else None))
         if limit and len(problems) >= limit:
             break
     if not problems:
@@ -138,6 +155,34 @@ def breakdown(problems: Sequence[Mapping[str, Any]], by: str) -> list[dict[str, 
     return rows
 
 
+BANDS = ("easiest quarter", "second quarter", "third quarter", "hardest quarter")
+
+
+def difficulty_bands(solved: Sequence[Mapping[str, Any]], problems: Sequence[GoldProblem], cfg: DifficultyConfig,
+                     seed: int) -> list[dict[str, Any]]:
+    """Coverage and precision per quarter of learning percentage (LP), over the gold problems that come
+    with a worked solution: a proxy model trained on (question, solution) says which are learned late
+    (hard), so the table shows whether the vote keeps only the early-learned ones. Empty when fewer than
+    eight problems have a solution (quarters of one or two say nothing)."""
+    with_solution = [(s, p) for s, p in zip(solved, problems, strict=True) if p.solution]
+    if len(with_solution) < 8:
+        return []
+    from pipeline.difficulty.score import score_pairs
+
+    # only the trajectory is needed; IFD would load a second model for nothing
+    scored = score_pairs([(p.question, p.solution or "") for _, p in with_solution],
+                         cfg.model_copy(update={"ifd": False}), seed)
+    percentile = scored.columns["difficulty"]  # 0 = easiest (highest LP) ... 1 = hardest
+    banded = [{**s, "band": BANDS[min(3, int(d * 4))], "lp": lp}
+              for (s, _), d, lp in zip(with_solution, percentile, scored.columns["learning_percentage"], strict=True)]
+    rows = breakdown(banded, "band")
+    order = {b: i for i, b in enumerate(BANDS)}
+    for r in rows:
+        lps = [b["lp"] for b in banded if b["band"] == r["band"]]
+        r["mean LP"] = round(sum(lps) / len(lps), 3)
+    return sorted(rows, key=lambda r: order[r["band"]])
+
+
 def _share(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
@@ -155,6 +200,17 @@ def sentence(summary: Mapping[str, Any]) -> str:
         text += (f" {share} of the published answers may be wrong: verified here means the samples agreed, not "
                  "that the answer is right.")
     return text
+
+
+@contextmanager
+def said_on_failure(summary: Mapping[str, Any] | None) -> Iterator[None]:
+    """A failed build still says what calibration measured: it is worth knowing when nothing survived."""
+    try:
+        yield
+    except BuildFailed as failed:
+        if summary is None:
+            raise
+        raise BuildFailed(f"{failed} {sentence(summary)}") from None
 
 
 def verifier_rows(problem_id: str, question: str, solutions: Sequence[str | None], verified: Verified,

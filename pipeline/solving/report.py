@@ -41,7 +41,9 @@ def calibration_section(c: Mapping[str, Any]) -> str:
         "(programs equal after normalising names, spacing and comments are one vote):", "",
         md_table(curve), "",
     ]
-    for key, title in (("by_topic", "topic"), ("by_steps", "steps in the worked solution")):
+    for key, title in (("by_topic", "topic"), ("by_steps", "steps in the worked solution"),
+                       ("by_learning_percentage", "learning percentage of the worked solution (low: learned "
+                                                  "late by a proxy model, hard)")):
         rows = [{**r, "coverage": _pct(r["coverage"]), "precision": _pct(r["precision"])} for r in c.get(key, [])]
         if len(rows) > 1:
             lines += [f"Kept and right by {title} (does the vote keep only easy problems?):", "", md_table(rows), ""]

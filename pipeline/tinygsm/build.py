@@ -9,29 +9,23 @@ say how often verification is right (``pipeline.solving.calibrate``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
-import polars as pl
-
-from pipeline.batches import BatchedStage, Models, batch_ranges
+from pipeline.batches import Models
 from pipeline.common_stages import dedup, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
-from pipeline.errors import BuildFailed
 from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register, run_batched
+from pipeline.kinds import USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register
 from pipeline.llm import sampling_params
-from pipeline.llm.types import derive_seed
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
 from pipeline.sandbox import Sandbox
-from pipeline.records import rejected_frame
-from pipeline.solving import Ask, Rule, Solver, same_answer, shipped_example
-from pipeline.solving.calibrate import GoldProblem, breakdown, load_gold, summarize, verifier_rows
+from pipeline.solving import Rule, shipped_example
+from pipeline.solving.calibrate import VERIFIER_SCHEMA_ID, said_on_failure, samples_frame
 from pipeline.solving.calibrate import sentence as calibration_sentence
+from pipeline.solving.calibrate_stage import Calibration, SolverSetup
 from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 from pipeline.text import words
@@ -41,22 +35,14 @@ from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v3"
-VERIFIER_SCHEMA_ID = "math_verifier.v1"  # every executed sample: the `verifier` configuration
-VERSIONS = {"calibrate": 1, "generate": 1, "verify": 2, "decontaminate": 2}  # dedup, score, publish: pipeline.common_stages
+# calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.common_stages
+VERSIONS = {"generate": 1, "verify": 2, "decontaminate": 2}
 # what of the recipe each stage depends on (the question filter runs inside generation)
 READS = {"generate": ("seed", "generate", "seeds", "sampling", "solution_sampling", "filter", "backend"),
          "verify": ("verify",), "decontaminate": ("decontaminate", "dedup"),
          # the solver's own settings, so calibration measures exactly what verification runs
-         "calibrate": ("seed", "calibrate", "solution_sampling", "generate.samples", "verify", "backend")}
-SAMPLES_SCHEMA = {"problem_id": pl.String, "source": pl.String, "question": pl.String, "sample_index": pl.Int64,
-                  "code": pl.String, "program": pl.String, "status": pl.String, "value": pl.Float64,
-                  "error": pl.String, "majority_answer": pl.Float64, "gold_answer": pl.Float64, "label": pl.String,
-                  "problem_kept": pl.Boolean}
-
-
-def samples_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=SAMPLES_SCHEMA)
-
+         "calibrate": ("seed", "calibrate", "solution_sampling", "generate.samples", "verify", "backend",
+                       "difficulty")}  # difficulty: the learning-percentage bands of the gold problems
 UNFINGERPRINTED = {"verify.workers": "how many sandbox workers run the programs, not what they return"}
 
 
@@ -91,56 +77,18 @@ def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
 # --- calibration ------------------------------------------------------------------
 
 
-def calibration_problems(recipe: TinyGSMRecipe) -> list[GoldProblem]:
-    c = recipe.calibrate
-    # the worked example the solver is shown would be its own answer key
-    return load_gold(c.path, c.limit, c.question_field, c.answer_field, exclude=[shipped_example().question])
-
-
-def calibrate_stage(recipe: TinyGSMRecipe) -> BatchedStage:
-    problems = calibration_problems(recipe) if recipe.calibrate.enabled else []
-    return BatchedStage(recipe.build_dir, recipe.output_root, "calibrate",
-                        declared_fingerprint(recipe, "calibrate", VERSIONS["calibrate"], READS["calibrate"],
-                                             omit=tuple(UNFINGERPRINTED), templates=[SOLUTION_TEMPLATE_ID]),
-                        batch_ranges(len(problems), recipe.generate.batch_size), {"samples": SAMPLES_SCHEMA})
-
-
-def calibrate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) -> dict[str, pl.DataFrame]:
-    """Solve gold problems ``start..stop`` exactly as generated problems are solved and verified."""
-    problems, cfg = calibration_problems(recipe)[start:stop], recipe.verify
-    asks = [Ask(p.question, shipped_example(), derive_seed(recipe.seed, "calibrate", p.id)) for p in problems]
-    with Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb) as sandbox:
-        solver = Solver(models.open(recipe.backend), sampling_params(recipe.solution_sampling),
-                        recipe.generate.samples, Rule.of(cfg), sandbox)
-        solved = solver.solve(asks)
-    rows = [row for p, (sampled, v) in zip(problems, solved, strict=True)
-            for row in verifier_rows(p.id, p.question, sampled.solutions, v, "calibration", p.answer)]
-    records = [{"id": p.id, "topic": p.topic, "steps": p.steps, "gold": p.answer, "answer": v.answer,
-                "votes": v.votes, "agreement": v.agreement, "kept": v.passed, "correct": same_answer(v.answer, p.answer),
-                "reason": v.reason, "completion_tokens": s.completion_tokens}
-               for p, (s, v) in zip(problems, solved, strict=True)]
-    return {"records": pl.DataFrame(records, infer_schema_length=None), "rejected": rejected_frame([]),
-            "samples": samples_frame(rows)}
-
-
-def calibration_summary(recipe: TinyGSMRecipe, tables: Mapping[str, pl.DataFrame]) -> dict[str, Any]:
-    problems = tables["records"].to_dicts()
-    return {"calibration": summarize(tables["samples"].to_dicts(), recipe.generate.samples,
-                                     recipe.verify.min_agreement, recipe.verify.votes == "distinct",
-                                     recipe.verify.min_votes)
-            | {"by_topic": breakdown(problems, "topic"), "by_steps": breakdown(problems, "steps"),
-               "completion_tokens": sum(p["completion_tokens"] for p in problems)}}
+def calibration(recipe: TinyGSMRecipe) -> Calibration:
+    """Calibration of exactly the solver and vote the verify stage runs."""
+    setup = SolverSetup(recipe.backend, recipe.solution_sampling, recipe.generate.samples, recipe.verify)
+    return Calibration(recipe, recipe.calibrate, setup, READS["calibrate"], omit=tuple(UNFINGERPRINTED),
+                       batch_size=recipe.generate.batch_size, difficulty=recipe.difficulty)
 
 
 def produce(recipe: TinyGSMRecipe, runner: Runner) -> Produced:
     """Calibration (when on), then generation; the record stages follow generation."""
     stages, usage = [], dict.fromkeys(USAGE, 0)
     if recipe.calibrate.enabled:
-        calibrated, usage = run_batched(runner, calibrate_stage(recipe), partial(calibrate_work, recipe),
-                                        label="calibrate", gather="gather-calibrate",
-                                        stats=partial(calibration_summary, recipe))
-        stats = calibrated.stats["calibration"]
-        runner.log(f"calibrate: {calibration_sentence(stats)}")
+        calibrated, usage = calibration(recipe).run(runner, calibration_sentence)
         stages.append(calibrated)
     generated = GENERATION(recipe, runner)
     return Produced([*stages, *generated.stages], {k: usage[k] + generated.usage[k] for k in usage})
@@ -189,10 +137,8 @@ def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Pub
     samples = concat([build.read(n, "samples") for n in ("verify", "calibrate") if n in by_name])
     verifier = [r | {"build_id": recipe.build_id} for r in samples.to_dicts()]
     calibration = by_name["calibrate"].stats["calibration"] if "calibrate" in by_name else None
-    try:
+    with said_on_failure(calibration):
         return _publish(recipe, stages, verifier, calibration)
-    except BuildFailed as failed:  # what calibration measured is worth saying even when nothing survived
-        raise BuildFailed(f"{failed} {calibration_sentence(calibration)}" if calibration else str(failed)) from None
 
 
 def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], verifier: list[dict[str, Any]],
