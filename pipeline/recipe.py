@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import digest, files_digest
-from pipeline.paths import INSTRUCTIONS_FILE, SEEDS_FILE, VOCAB_DIR
+from pipeline.paths import EVOLUTION_EXEMPLARS_FILE, INSTRUCTIONS_FILE, SEEDS_FILE, STORY_EXEMPLARS_FILE, VOCAB_DIR
 
 STORY_FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
 Feature = Literal["Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict"]
@@ -142,6 +142,9 @@ class TinyStoriesGenerateConfig(_Strict):
     summary_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share of stories that also get a one-sentence summary"
     )
+    exemplars: int = Field(2, ge=0, le=8, description="example stories shown as earlier chat turns (0: none)")
+    exemplars_path: Path = Field(STORY_EXEMPLARS_FILE, description="JSONL of example stories (id, words, "
+                                 "features, story)")
 
     @model_validator(mode="after")
     def _feature_bounds(self) -> TinyStoriesGenerateConfig:
@@ -368,15 +371,20 @@ class TinyStoriesRecipe(BaseRecipe):
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = super().fingerprint_payload()
         payload["generate"]["vocab_dir"] = files_digest(self.generate.vocab_dir / n for n in VOCAB_FILES)
+        payload["generate"]["exemplars_path"] = files_digest([self.generate.exemplars_path])
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
-        return {"generate": self.generate.model_copy(update={"vocab_dir": resolve(self.generate.vocab_dir)})}
+        g = self.generate
+        return {"generate": g.model_copy(update={"vocab_dir": resolve(g.vocab_dir),
+                                                 "exemplars_path": resolve(g.exemplars_path)})}
 
     def check_files(self, source: str) -> None:
         for name in VOCAB_FILES:
             if not (self.generate.vocab_dir / name).is_file():
                 raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {self.generate.vocab_dir / name}")
+        if self.generate.exemplars and not self.generate.exemplars_path.is_file():
+            raise RecipeError(f"{source}: generate.exemplars_path: no such file {self.generate.exemplars_path}")
 
 
 # --- tinygsm ------------------------------------------------------------------
@@ -510,6 +518,9 @@ class EvolveConfig(_Strict):
     batch_size: int = Field(32, gt=0, le=100_000, description="instructions per Prefect task")
     retry_failed: bool = Field(True, description="a failed evolution's parent goes back into the next round's pool")
     judge: bool = Field(False, description="also ask the evolver whether child and parent are Equal (paper's judge)")
+    exemplars: int = Field(2, ge=0, le=8, description="example evolutions shown as earlier chat turns (0: none)")
+    exemplars_path: Path = Field(EVOLUTION_EXEMPLARS_FILE, description="JSONL of example evolutions (id, "
+                                 "operation, math, parent, child)")
     min_words: int = Field(4, ge=1)
     max_words: int = Field(200, ge=1)
     max_growth: float = Field(3.0, gt=1.0, le=100.0, description="in-depth: child words / parent words at most")
@@ -559,11 +570,13 @@ class EvolInstructRecipe(BaseRecipe):
         p = self.seeds.path
         payload["seeds"]["path"] = files_digest([p / "manifest.json"] if p.is_dir() else [p])
         payload["calibrate"]["path"] = files_digest([self.calibrate.path])
+        payload["evolve"]["exemplars_path"] = files_digest([self.evolve.exemplars_path])
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
-                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)})}
+                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)}),
+                "evolve": self.evolve.model_copy(update={"exemplars_path": resolve(self.evolve.exemplars_path)})}
 
     def check_files(self, source: str) -> None:
         p = self.seeds.path
@@ -571,6 +584,8 @@ class EvolInstructRecipe(BaseRecipe):
             raise RecipeError(f"{source}: seeds.path: no such seed file or published dataset {p}")
         if self.calibrate.enabled and not self.calibrate.path.is_file():
             raise RecipeError(f"{source}: calibrate.path: no such file {self.calibrate.path}")
+        if self.evolve.exemplars and not self.evolve.exemplars_path.is_file():
+            raise RecipeError(f"{source}: evolve.exemplars_path: no such file {self.evolve.exemplars_path}")
 
     @property
     def responder(self) -> LlamaCppBackendConfig | OpenAIBackendConfig | VLLMBackendConfig:

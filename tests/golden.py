@@ -28,8 +28,8 @@ IGNORED = ("loss_trajectory", "learning_percentage", "difficulty", "s2l_cluster"
 
 # demo recipe -> the replacements that make it small (each must match exactly once)
 SMALL = {
-    "tinystories": ("tinystories-demo.toml", {r"\ncount = 60\n": "\ncount = 8\n",
-                                              r"\nbatch_size = 30 ": "\nbatch_size = 8 "}),
+    "tinystories": ("tinystories-demo.toml", {r"\ncount = 60\n": "\ncount = 32\n",
+                                              r"\nbatch_size = 30 ": "\nbatch_size = 32 "}),
     # about 1 problem in 20 survives the 135M model: 32 keep a few
     # (calibration off: the golden rows are about generation and verification; tests/test_tinygsm_e2e.py
     # checks calibration)

@@ -109,7 +109,7 @@ def preload_stories(recipe_path: str | Path, indices: Sequence[int], *, output_r
     Summaries are not stored: where the recipe asks for one, the model writes it during the build.
     """
     from pipeline.tinystories.generate import generate_stories
-    from pipeline.tinystories.prompts import plan_story
+    from pipeline.tinystories.prompts import plan_story, story_exemplars
     from pipeline.tinystories.vocab import load_vocabulary
 
     recipe = _recipe(recipe_path, output_root=output_root, seed=seed)
@@ -119,7 +119,9 @@ def preload_stories(recipe_path: str | Path, indices: Sequence[int], *, output_r
     by_seed = {s.seed: s.index for s in specs}
     backend = ScriptedBackend(model_id or embedded_model_id(recipe.backend.model),
                               lambda call, r: [texts[by_seed[r.seed]]] if call == 0 else None)
-    generate_stories(specs, backend, sampling_params(recipe.sampling))
+    g = recipe.generate  # the same chat a build sends: the exemplar turns, then the request
+    generate_stories(specs, backend, sampling_params(recipe.sampling),
+                     story_exemplars(g.exemplars_path) if g.exemplars else None, g.exemplars)
     assert store(recipe, backend) == len(indices)
     return texts
 

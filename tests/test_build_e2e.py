@@ -59,7 +59,7 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
     for r in rows.iter_rows(named=True):
         assert len(r["loss_trajectory"]) == 1 + 3 * 2 and 0.0 <= r["difficulty"] <= 1.0
         assert r["s2l_cluster"] is not None and r["ifd"] is not None and r["ic_ifd"] is not None
-    assert m["schema"]["id"] == "tinystories.v2" and m["difficulty"]["proxy"]["parameters"] > 0
+    assert m["schema"]["id"] == "tinystories.v3" and m["difficulty"]["proxy"]["parameters"] > 0
     assert "## Difficulty" in (ds.path / "report.md").read_text()
 
     report = Artifact.get("tiny-report")

@@ -155,3 +155,33 @@ def test_the_report_counts_survival_per_round_and_operation() -> None:
     assert "| template_leak | 1 | 0 | 1 |" in md
     assert "| 2 | 0 | 0 | – |" in md  # an empty round still has its row
     json.dumps(md)
+
+
+# what the evolution demo published before this rule, read one by one (issue 17): statements, answers,
+# and a prompt about prompts; each passed every other rule
+NOT_INSTRUCTIONS = [
+    "We should wash our hands before eating, as washing our hands can help prevent the spread of germs.",
+    "One of the most effective ways to get a good night's sleep is by waking up early and having breakfast "
+    "before your bedtime.",
+    "The five animals listed in the ocean are the Blue Whale, the Great Barrier Reef, the Mona Lisa and the shark.",
+    "Create a new prompt that is related to the creation of a brand new prompt.",
+]
+
+
+@pytest.mark.parametrize("child", NOT_INSTRUCTIONS)
+def test_a_rewrite_that_asks_for_nothing_is_not_an_instruction(child: str) -> None:
+    parent = "Explain why we should wash our hands before eating."
+    op = operation("breadth")
+    reason, detail = check_evolution(parent, child, op, **(RULES | {"max_growth": 10.0}))
+    assert reason == "not_an_instruction" and detail
+
+
+def test_every_shipped_seed_asks_for_something() -> None:
+    from pipeline.evol.eliminate import asks_for_something
+
+    for path, field in ((INSTRUCTIONS_FILE, "instruction"), (SEEDS_FILE, "question")):
+        for line in path.read_text().splitlines():
+            assert asks_for_something(json.loads(line)[field]), line
+    for text in ("In three sentences, explain why the sky is blue.", "Please list four ways to save water.",
+                 "Could you sort these words: oak, owl.", "Tom has 3 boxes of 8 pencils. Find the total."):
+        assert asks_for_something(text), text

@@ -29,6 +29,22 @@ EXPECTED = {"template_leak", "copied_prompt", "length_out_of_bounds", "no_inform
             "stopwords_only", "response_truncated", "response_copies_instruction", "survived"}
 
 
+# Captured before the `not_an_instruction` rule: these evolutions are statements or answers ("The shop
+# opens at nine.", "A plan to learn ten new words a week that involves the use of your mind!"), which now
+# end there, before the rule they reached then. Read one by one when the rule was added.
+NOW_NOT_AN_INSTRUCTION = {
+    ("length_out_of_bounds", "inst-003", 1), ("length_out_of_bounds", "inst-004", 1), ("refusal", "inst-035", 3),
+    ("refusal", "inst-004", 5), ("response_copies_instruction", "inst-007", 1),
+    ("response_copies_instruction", "inst-036", 1), ("response_truncated", "inst-001", 1),
+    ("response_truncated", "inst-028", 1), ("stopwords_only", "inst-044", 2), ("survived", "inst-018", 1),
+    ("survived", "inst-021", 1)}
+
+
+def expected_reason(case: dict) -> str:
+    key = (case["reason"], case["parent"]["id"], case["round"])
+    return "not_an_instruction" if key in NOW_NOT_AN_INSTRUCTION else case["reason"]
+
+
 def settings() -> EvolveSettings:
     s = dict(CASES["settings"])
     s["operations"] = tuple(s["operations"])
@@ -59,13 +75,14 @@ def test_the_fixture_covers_every_rule_the_model_trips() -> None:
 @pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: f"{c['reason']}-{c['parent']['id']}-r{c['round']}")
 def test_real_output_is_eliminated_for_its_reason(case: dict, replay: CachedBackend) -> None:
     before = replay.stats.misses
-    survivors, rejected, retry = evolve_batch([case["parent"]], case["round"], settings(), replay, replay)
+    out = evolve_batch([case["parent"]], case["round"], settings(), replay, replay)
+    survivors, rejected, retry = out.survivors, out.rejected, out.retry
     assert replay.stats.misses == before, "a completion was not in the fixture: the prompts or keys changed"
-    if case["reason"] == "survived":
+    if expected_reason(case) == "survived":
         assert len(survivors) == 1 and not rejected and not retry
         child = survivors[0]
         assert child["parent_id"] == case["parent"]["id"] and child["operation"] == case["operation"]
         assert child["round"] == case["round"] and child["response"]
     else:
-        assert not survivors and [r["reason"] for r in rejected] == [case["reason"]]
+        assert not survivors and [r["reason"] for r in rejected] == [expected_reason(case)]
         assert retry == [case["parent"]]  # the failed parent goes back into the pool

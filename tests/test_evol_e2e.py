@@ -13,13 +13,13 @@ from flows.cli import main
 from pipeline.evol.operations import OPERATIONS
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO
-from tests.replay import embedded_model_id, import_rows, preload_evolution
+from tests.replay import preload_evolution
 
-CASES = json.loads((Path(__file__).parent / "fixtures" / "evol_cases.json").read_text())
 
 pytestmark = pytest.mark.slow
 
-EVOLUTION_REASONS = {"empty", "template_leak", "copied_prompt", "length_out_of_bounds", "no_information_gain"}
+EVOLUTION_REASONS = {"empty", "template_leak", "copied_prompt", "not_an_instruction", "length_out_of_bounds",
+                     "no_information_gain"}
 RESPONSE_REASONS = {"refusal", "stopwords_only", "response_too_short", "response_truncated",
                     "response_copies_instruction"}
 
@@ -43,23 +43,24 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
 
     evolve_flow = flow_for("evol_instruct")
 
-    # Two of the eight seeds evolve in round 1 exactly as the real model evolved them when
-    # fixtures/evol_cases.json was recorded (the demo recipe's seed and settings are the fixture's): their
-    # completions are replayed from the response cache, so something survives whatever the model samples
-    # on this CPU for the rest (the other six seeds in round 1, everything in round 2).
-    survived = [c for c in CASES["cases"] if c["reason"] == "survived" and c["round"] == 1]
-    assert len(survived) == 2 and CASES["model_id"] == embedded_model_id()
+    # Two of the eight seeds evolve in round 1 as written here: their evolutions and responses are
+    # preloaded into the response cache (for the request a build sends, exemplar turns included), so
+    # something survives whatever the model samples on this CPU for the rest (the other six seeds in
+    # round 1, everything in round 2).
     lines = (REPO / "data" / "seeds" / "instructions.jsonl").read_text().splitlines()
-    replayed = {c["parent"]["id"] for c in survived}
+    replayed = set(WRITTEN)
     chosen = [line for line in lines if json.loads(line)["id"] in replayed]
     chosen += [line for line in lines if json.loads(line)["id"] not in replayed][: 8 - len(chosen)]
     (tmp_path / "seeds.jsonl").write_text("\n".join(chosen) + "\n")
     recipe = demo_recipe(tmp_path, **{"limit = 24": "limit = 8", "rounds = 4": "rounds = 2",
                                       "batch_size = 24": "batch_size = 4",
                                       str(REPO / "data" / "seeds" / "instructions.jsonl"): str(tmp_path / "seeds.jsonl")})
-    import_rows(tmp_path / "out", [row for c in survived for row in c["rows"]])
+    for line in chosen:
+        seed = json.loads(line)
+        if seed["id"] in WRITTEN:
+            preload_evolution(recipe, seed, 1, *WRITTEN[seed["id"]])
     result = evolve_flow(recipe_path=str(recipe))
-    assert result["run_usage"]["cache_hits"] == 4  # both evolutions and both responses were replayed
+    assert result["run_usage"]["cache_hits"] == 4  # both evolutions and both responses were preloaded
     assert result["run_usage"]["model_calls"] >= 6 + 8  # the model evolved the rest, in both rounds
     ds = verify_dataset(result["dataset"])
     rows = read_split(ds.path, "train")
@@ -99,6 +100,18 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
 
     again = evolve_flow(recipe_path=str(recipe))
     assert again["run_usage"]["model_calls"] == 0 and set(again["stages"].values()) == {"reused"}
+
+
+# seed id -> (its evolution in round 1, the response): instructions that pass every elimination rule
+WRITTEN = {
+    "inst-018": ("Suggest a simple plan for learning ten new words a week, with one short game for each day.",
+                 "Monday: pick ten words and write each on a card. Tuesday: play memory with the cards. "
+                 "Wednesday: use five words in sentences. Thursday: use the other five. Friday: ask a friend "
+                 "to quiz you, and keep the cards you missed for next week."),
+    "inst-021": ("Suggest a healthy breakfast for a school day that takes less than ten minutes and has no eggs.",
+                 "Try oatmeal made with milk, topped with a sliced banana and a spoon of peanut butter. It takes "
+                 "about five minutes in a pot, gives you energy for the morning, and has no eggs at all."),
+}
 
 
 def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: str, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from contextlib import ExitStack
 from functools import partial
 from typing import Any
@@ -33,6 +34,7 @@ from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
 from pipeline.evol.operations import JUDGE_TEMPLATE, JUDGE_TEMPLATE_ID, RESPONSE_TEMPLATE_ID, operation
 from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
+from pipeline.exemplars import ExemplarPool, load_pool
 from pipeline.fingerprint import declared_fingerprint, digest
 from pipeline.kinds import USAGE, Kind, Produced, Runner, register, run_batched
 from pipeline.llm import sampling_params
@@ -46,7 +48,7 @@ from pipeline.solving.calibrate_stage import Calibration, SolverSetup
 from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 
-SCHEMA_ID = "evol_instruct.v1"
+SCHEMA_ID = "evol_instruct.v2"
 VERSIONS = {"seeds": 1, "round": 2, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
 # what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
 READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
@@ -72,7 +74,12 @@ def _settings(recipe: EvolInstructRecipe) -> EvolveSettings:
         max_words=e.max_words, max_growth=e.max_growth, max_similarity=e.max_similarity,
         max_template_overlap=e.max_template_overlap, judge=e.judge, retry_failed=e.retry_failed,
         evolve_params=sampling_params(recipe.sampling), response_params=sampling_params(recipe.response_sampling),
-        response_min_words=recipe.response.min_words, allow_truncated=recipe.response.allow_truncated)
+        response_min_words=recipe.response.min_words, allow_truncated=recipe.response.allow_truncated,
+        exemplars=e.exemplars, pool=evolution_exemplars(e.exemplars_path) if e.exemplars else None)
+
+
+def evolution_exemplars(path: Path) -> ExemplarPool:
+    return load_pool(path, "evolutions", ("operation", "parent", "child"))
 
 
 # --- seeds --------------------------------------------------------------------
@@ -104,6 +111,11 @@ def _templates(recipe: EvolInstructRecipe, math: bool) -> dict[str, str]:
     used = {op.template_id: op.template for op in (operation(n, math) for n in dict.fromkeys(recipe.evolve.operations))}
     if recipe.evolve.judge:
         used[JUDGE_TEMPLATE_ID] = JUDGE_TEMPLATE
+    if recipe.evolve.exemplars:
+        pool = evolution_exemplars(recipe.evolve.exemplars_path)
+        used[pool.template_id] = (f"{recipe.evolve.exemplars} of the example evolutions in "
+                                  f"{recipe.evolve.exemplars_path.name} (the same operation's first), each as its "
+                                  "parent in the operation's template and the child as the reply, before the request")
     if math:
         used[SOLUTION_TEMPLATE_ID] = SOLUTION_TEMPLATE
     else:
@@ -209,7 +221,7 @@ def evolved_stage(recipe: EvolInstructRecipe, rounds: list[StageResult]) -> Stag
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     keys = ("id", "instruction", "response", "answer", "answer_agreement", "verification", "parent_id", "root_id",
             "round", "operation", "operation_kind", "evolver_model", "responder_model", "prompt",
-            "prompt_template_id", "response_template_id", "sampling", "response_sampling", "dedup_cluster",
+            "prompt_template_id", "exemplar_ids", "response_template_id", "sampling", "response_sampling", "dedup_cluster",
             "num_words", "response_words", "num_tokens")
     return {"build_id": build_id, **{k: r.get(k) for k in keys}, **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
 

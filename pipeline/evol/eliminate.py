@@ -7,6 +7,9 @@ checks a small evolver needs. An evolved instruction fails when
 - it leaks the template: "#Rewritten Prompt#", "given prompt" and the like (``template_leak``);
 - it repeats the evolving prompt's own instructions instead of following them (``copied_prompt``);
 - its length is out of bounds, or it grew or shrank too much against its parent (``length_out_of_bounds``);
+- it asks nothing of a reader: no sentence is a question or a request, so it is a statement or an
+  answer ("We should wash our hands before eating, as ..."), or it asks for a prompt rather than a task
+  (``not_an_instruction``);
 - it is near-identical to its parent, or the optional LLM judge calls them Equal (``no_information_gain``).
 
 Its response fails when it is a refusal or apology shorter than 80 words
@@ -73,6 +76,36 @@ def template_overlap(child: str, parent: str, op: Operation, n: int = 4) -> floa
     return len(fresh & _ngrams(words(op.instructions), n)) / len(fresh)
 
 
+# A sentence asks for something when it is a question, or opens (after a courtesy or a short lead-in
+# such as "In three sentences,") with a verb that requests work. The verbs are those of the shipped seed
+# pool and of Evol-Instruct's own examples; a rewrite that asks in another way is rare for a small evolver,
+# and the rule only ever rejects, with the sentence it read as its detail.
+_REQUEST_VERBS = frozenset("""
+add analyse analyze answer arrange build calculate change check choose classify compare compose compute
+convert count create decide define describe design determine develop draft draw estimate evaluate explain
+figure find fix generate give go help identify imagine implement improve include invent label list make
+match name outline paraphrase pick plan predict prepare prove provide rank read recommend rewrite say
+share show simplify solve sort state suggest summarise summarize tell translate turn use work write
+""".split())
+_ASKING = re.compile(
+    r"\b(?:can you|could you|would you|will you|i want you|i would like|i'd like|i need|help me|let's|let us"
+    r"|your task|you should|you must|make sure|be sure)\b", re.IGNORECASE)
+_COURTESY = frozenset({"please", "now", "then", "also", "and", "next", "first", "finally", "briefly", "kindly"})
+
+
+def asks_for_something(text: str) -> bool:
+    """Whether any sentence of ``text`` is a question or a request (see ``_REQUEST_VERBS``)."""
+    if "?" in text or _ASKING.search(text):
+        return True
+    for sentence in re.split(r"(?<=[.!;:])\s+|\n+", text):
+        clause = sentence.split(",")[-1] if "," in sentence[:60] else sentence  # "In two sentences, explain..."
+        for candidate in (sentence, clause):
+            ws = [w for w in words(candidate) if w not in _COURTESY]
+            if ws and ws[0] in _REQUEST_VERBS:
+                return True
+    return False
+
+
 def check_evolution(parent: str, child: str | None, op: Operation, *, min_words: int, max_words: int,
                     max_growth: float, max_similarity: float, max_template_overlap: float) -> Verdict:
     """Why the evolved instruction fails, or None when it survives."""
@@ -83,6 +116,10 @@ def check_evolution(parent: str, child: str | None, op: Operation, *, min_words:
         return "template_leak", repr(leaked)
     if (share := template_overlap(child, parent, op)) > max_template_overlap:
         return "copied_prompt", f"{share:.0%} of its new 4-grams repeat the evolving prompt"
+    if not asks_for_something(child) and asks_for_something(parent):
+        return "not_an_instruction", f"no sentence asks for anything: {child[:80]!r}"
+    if re.search(r"\bprompts?\b", low) and not re.search(r"\bprompts?\b", parent.lower()):
+        return "not_an_instruction", "asks about a prompt, not for a task"
     n, p = len(words(child)), max(len(words(parent)), 1)
     if n < min_words or n > max_words:
         return "length_out_of_bounds", f"{n} words, outside {min_words}..{max_words}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.evol.eliminate import check_evolution, check_response, extract_instruction
+from pipeline.exemplars import Exemplar, ExemplarPool, as_turns
 from pipeline.evol.operations import (
     RESPONSE_TEMPLATE_ID,
     Operation,
@@ -59,6 +60,8 @@ class EvolveSettings:
     response_params: SamplingParams
     response_min_words: int
     allow_truncated: bool
+    exemplars: int = 0  # example evolutions shown before each request
+    pool: ExemplarPool | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,23 @@ def pick_operation(parent_id: str, round_: int, s: EvolveSettings) -> Operation 
     return s.operations[derive_seed(s.seed, "operation", round_, parent_id) % len(s.operations)]
 
 
+def draw_exemplars(parent_id: str, round_: int, op: Operation, math: bool, s: EvolveSettings) -> tuple[Exemplar, ...]:
+    """The example evolutions a request shows: of the pool's same kind (math or not), the operation's own
+    first."""
+    if s.pool is None or not s.exemplars:
+        return ()
+    return s.pool.draw(s.exemplars, s.seed, round_, parent_id, among=lambda e: bool(e.fields["math"]) == math,
+                       prefer=lambda e: e.fields["operation"] == op.name)
+
+
+def evolve_messages(op: Operation, instruction: str, exemplars: Sequence[Exemplar], math: bool) -> tuple[Message, ...]:
+    """Each exemplar's parent in its own operation's template and its child as the reply, then the request."""
+    def turn(e: Exemplar) -> tuple[str, str]:
+        return operation(e.fields["operation"], math).prompt(e.fields["parent"]), e.fields["child"]
+
+    return (*as_turns(exemplars, turn), *op.messages(instruction))
+
+
 def _is_hex(text: str) -> bool:
     return len(text) >= 8 and all(c in "0123456789abcdef" for c in text[:8])
 
@@ -93,10 +113,12 @@ def _chat(text: str) -> tuple[Message, ...]:
 def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings, evolver: Backend,
                  responder: Backend, math: MathGate | None = None) -> Evolved:
     stage = f"round-{round_}"
-    ops = [operation(pick_operation(p["id"], round_, s), math is not None) for p in pool]  # type: ignore[arg-type]
+    is_math = math is not None
+    ops = [operation(pick_operation(p["id"], round_, s), is_math) for p in pool]  # type: ignore[arg-type]
     seeds = [derive_seed(s.seed, "evolve", round_, p["id"]) for p in pool]
-    replies = evolver.generate([ChatRequest(op.messages(p["instruction"]), s.evolve_params, seed=seed)
-                                for p, op, seed in zip(pool, ops, seeds, strict=True)])
+    shown = [draw_exemplars(p["id"], round_, op, is_math, s) for p, op in zip(pool, ops, strict=True)]
+    replies = evolver.generate([ChatRequest(evolve_messages(op, p["instruction"], ex, is_math), s.evolve_params,
+                                            seed=seed) for p, op, ex, seed in zip(pool, ops, shown, seeds, strict=True)])
 
     candidates, rejected, retry, samples = [], [], [], []
 
@@ -105,13 +127,13 @@ def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings,
         if s.retry_failed:
             retry.append(parent)
 
-    for parent, op, seed, (reply,) in zip(pool, ops, seeds, replies, strict=True):
+    for parent, op, seed, ex, (reply,) in zip(pool, ops, seeds, shown, replies, strict=True):
         child = extract_instruction(reply.text)
         record = {
             "id": make_id(child or reply.text or parent["id"]), "instruction": child, "raw": reply.text,
             "parent_id": parent["id"], "root_id": parent["root_id"], "round": round_, "operation": op.name,
             "operation_kind": op.kind, "evolver_model": evolver.model_id, "prompt": op.prompt(parent["instruction"]),
-            "prompt_template_id": op.template_id,
+            "prompt_template_id": op.template_id, "exemplar_ids": [e.id for e in ex],
             "sampling": {**s.evolve_params.to_dict(), "seed": seed, "sample_index": 0},
             "num_tokens": reply.completion_tokens,
         }

@@ -25,10 +25,10 @@ from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import filter_stories
 from pipeline.tinystories.generate import generate_stories
-from pipeline.tinystories.prompts import STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID, TEMPLATES, plan_stories
+from pipeline.tinystories.prompts import TEMPLATES, plan_stories, story_exemplars
 from pipeline.tinystories.vocab import load_vocabulary
 
-SCHEMA_ID = "tinystories.v2"
+SCHEMA_ID = "tinystories.v3"
 # Bump a stage's version when its logic changes, so old outputs are not reused
 # (the shared stages, dedup, score and publish, carry their own in pipeline.common_stages).
 VERSIONS = {"generate": 1, "filter": 1}
@@ -40,14 +40,27 @@ READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("fi
 
 def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
     return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"],
-                                templates=[STORY_TEMPLATE_ID, SUMMARY_TEMPLATE_ID])
+                                templates=list(_templates(recipe)))
+
+
+def _templates(recipe: TinyStoriesRecipe) -> dict[str, str]:
+    """The prompt templates this recipe's build uses, by id (the exemplar pool is one)."""
+    used = dict(TEMPLATES)
+    if recipe.generate.exemplars:
+        pool = story_exemplars(recipe.generate.exemplars_path)
+        used[pool.template_id] = (f"{recipe.generate.exemplars} of the {len(pool.items)} example stories in "
+                                  f"{recipe.generate.exemplars_path.name}, each as a request in the story "
+                                  "template and the story as the reply, before the real request")
+    return used
 
 
 def generate_work(recipe: TinyStoriesRecipe, start: int, stop: int, models: Models) -> tuple[Records, Records]:
     """Stories ``start..stop``: their specs (words, features) drawn from the per-item seeds, then generated."""
     vocab = load_vocabulary(recipe.generate.vocab_dir)
     specs = plan_stories(start, stop, recipe.seed, recipe.generate, vocab)
-    return generate_stories(specs, models.open(recipe.backend), sampling_params(recipe.sampling))
+    g = recipe.generate
+    pool = story_exemplars(g.exemplars_path) if g.exemplars else None
+    return generate_stories(specs, models.open(recipe.backend), sampling_params(recipe.sampling), pool, g.exemplars)
 
 
 # --- filter -----------------------------------------------------------------------
@@ -67,10 +80,11 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
-    """A stage record projected onto the shard contract (tinystories.v1)."""
+    """A stage record projected onto the shard contract (tinystories.v3)."""
     return {
         "id": r["id"], "build_id": build_id, "story": r["story"], "summary": r["summary"], "words": r["words"],
         "features": r["features"], "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
+        "exemplar_ids": r.get("exemplar_ids") or [],
         "summary_template_id": r["summary_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "parent_id": None, "verification": None, "dedup_cluster": r["dedup_cluster"],
         "num_words": len(words(r["story"])), "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
@@ -89,7 +103,7 @@ def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
     return common_publish(
         recipe, stages, 
-        to_record=lambda r: published_record(r, recipe.build_id), templates=TEMPLATES, 
+        to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe),
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: r["story"],
         default_description="TinyStories-style short stories for small language models.",

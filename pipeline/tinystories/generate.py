@@ -6,12 +6,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.exemplars import ExemplarPool
 from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams
 from pipeline.records import make_id, rejection
 from pipeline.tinystories.prompts import (
     STORY_TEMPLATE_ID,
     SUMMARY_TEMPLATE_ID,
     StorySpec,
+    story_messages,
     story_prompt,
     summary_prompt,
 )
@@ -48,17 +50,20 @@ def _chat(prompt: str) -> tuple[Message, ...]:
 
 
 def generate_stories(
-    specs: Sequence[StorySpec], backend: Backend, params: SamplingParams
+    specs: Sequence[StorySpec], backend: Backend, params: SamplingParams, pool: ExemplarPool | None = None,
+    exemplars: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Generate one story per spec (and a summary where asked). Returns (records, rejected)."""
+    """Generate one story per spec (and a summary where asked), each request preceded by ``exemplars``
+    example stories drawn from ``pool`` by the story's seed. Returns (records, rejected)."""
     prompts = [story_prompt(s) for s in specs]
-    requests = [ChatRequest(_chat(p), params, seed=s.seed) for p, s in zip(prompts, specs, strict=True)]
+    shown = [pool.draw(exemplars, s.seed) if pool is not None else () for s in specs]
+    requests = [ChatRequest(story_messages(s, ex), params, seed=s.seed) for s, ex in zip(specs, shown, strict=True)]
     outputs = backend.generate(requests)
 
     records: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     sampling = params.to_dict()
-    for spec, prompt, (completion,) in zip(specs, prompts, outputs, strict=True):
+    for spec, prompt, ex, (completion,) in zip(specs, prompts, shown, outputs, strict=True):
         story = clean_story(completion.text)
         record = {
             "id": make_id(story),
@@ -69,6 +74,7 @@ def generate_stories(
             "features": list(spec.features),
             "prompt": prompt,
             "prompt_template_id": STORY_TEMPLATE_ID,
+            "exemplar_ids": [e.id for e in ex],
             "summary_template_id": None,
             "generator_model": backend.model_id,
             "sampling": {**sampling, "seed": spec.seed, "sample_index": 0},

@@ -10,10 +10,13 @@ and manifest that used it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from pipeline.exemplars import Exemplar, ExemplarPool, as_turns, load_pool
 from pipeline.fingerprint import digest
-from pipeline.llm.types import sample_seed
+from pipeline.llm.types import Message, sample_seed
 from pipeline.recipe import STORY_FEATURES, TinyStoriesGenerateConfig
 from pipeline.tinystories.vocab import Vocabulary
 
@@ -89,6 +92,22 @@ def story_prompt(spec: StorySpec) -> str:
         joined = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         features = FEATURES_SENTENCE.format(items=joined)
     return STORY_TEMPLATE.format(verb=spec.verb, noun=spec.noun, adjective=spec.adjective, features=features)
+
+
+def story_messages(spec: StorySpec, exemplars: Sequence[Exemplar]) -> tuple[Message, ...]:
+    """The chat for one story: each exemplar as a request in the same template and its story as the
+    reply, then the real request (its last turn is ``story_prompt(spec)``)."""
+    return (*as_turns(exemplars, _exemplar_turn), Message("user", story_prompt(spec)))
+
+
+def _exemplar_turn(e: Exemplar) -> tuple[str, str]:
+    verb, noun, adjective = e.fields["words"]
+    features = tuple(sorted(e.fields["features"], key=STORY_FEATURES.index))
+    return story_prompt(StorySpec(-1, verb, noun, adjective, features, False, 0)), e.fields["story"]
+
+
+def story_exemplars(path: Path) -> ExemplarPool:
+    return load_pool(path, "stories", ("words", "features", "story"))
 
 
 def summary_prompt(story: str) -> str:
