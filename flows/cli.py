@@ -8,6 +8,7 @@
     tinyforge builds [--output-root DIR]            the builds under an output root, with counts and status
     tinyforge inspect BUILD                         a build's report (or how far it got) in the terminal
     tinyforge compare BUILD BUILD ...               math builds' calibration side by side, per token
+    tinyforge judge-eval [--set S] [--model M]      AUROC of the quality signals on the shipped labeled sets
     tinyforge doctor [CHECK ...]                    exercise every native path on this machine, one child each
 
 A user's mistake (bad recipe, missing file) prints one line and exits 2;
@@ -186,6 +187,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge_eval(args: argparse.Namespace) -> int:
+    from pipeline.judge_eval import SETS, evaluate, fluency_signal, table
+
+    sets = list(SETS) if args.set == "all" else [args.set]
+    print(table(evaluate(sets, {f"fluency ({args.model})": fluency_signal(args.model)})))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pipeline.doctor import main as doctor
 
@@ -233,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
     cm.add_argument("builds", nargs="+", help="two or more builds (names under --output-root, or folders)")
     cm.add_argument("--output-root", default="build", help="where named builds are (default: build)")
     cm.set_defaults(func=cmd_compare)
+    je = sub.add_parser("judge-eval", help="how well each quality signal separates the shipped good and bad "
+                                           "texts (AUROC per failure)")
+    je.add_argument("--set", default="all", choices=["all", "stories", "math", "instructions"])
+    je.add_argument("--model", default="smollm2-135m-instruct", help="the fluency model: a shipped name or .gguf")
+    je.set_defaults(func=cmd_judge_eval)
     d = sub.add_parser("doctor", help="check that every native part (llama.cpp, MinHash, sandbox) works here")
     d.add_argument("checks", nargs="*", help="run only these checks (default: all)")
     d.set_defaults(func=cmd_doctor)

@@ -31,9 +31,9 @@ from pipeline.stages import BuildDir, StageResult, concat
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
-DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION = 2, 1, 2
+DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION = 2, 1, 2, 1
 # ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint)
-DEDUP_READS, SCORE_READS = ("dedup",), ("seed", "difficulty")
+DEDUP_READS, SCORE_READS, FLUENCY_READS = ("dedup",), ("seed", "difficulty"), ("fluency",)
 
 
 def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
@@ -160,6 +160,39 @@ def dedup(score_field: str | None = None) -> Stage[BaseRecipe]:
     return Stage("dedup", partial(dedup_stage, score_field=score_field), DEDUP_READS)
 
 
+def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
+    """The fluency score of every record's text (``pipeline.fluency``); above ``fluency.max_loss`` a record
+    is rejected as ``disfluent``, with its loss in the detail."""
+    cfg, text_field = recipe.fluency, get_kind(recipe.kind).text_field
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        if not cfg.enabled or not records:
+            return [r | {"fluency_loss": None} for r in records], [], {"enabled": cfg.enabled}
+        from pipeline.difficulty.ifd import LlamaScorer
+        from pipeline.fluency import fluency_losses, too_disfluent
+
+        losses = fluency_losses([r[text_field] for r in records], LlamaScorer(cfg.model))
+        kept, rejected = [], []
+        for r, loss in zip(records, losses, strict=True):
+            r = r | {"fluency_loss": loss}
+            if too_disfluent(loss, cfg.max_loss):
+                rejected.append(rejection(r, "fluency", "disfluent", f"mean token loss {loss} > {cfg.max_loss}",
+                                          text_field))
+            else:
+                kept.append(r)
+        finite = sorted(x for x in losses if x is not None)
+        return kept, rejected, {"enabled": True, "model": cfg.model, "median_loss": finite[len(finite) // 2]
+                                if finite else None}
+
+    return record_stage(recipe, "fluency", upstream, version=FLUENCY_VERSION, reads=FLUENCY_READS, run=run,
+                        extra={"field": text_field})
+
+
+def fluency() -> Stage[BaseRecipe]:
+    """The fluency stage over a kind's text field."""
+    return Stage("fluency", fluency_stage, FLUENCY_READS)
+
+
 def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
                 pair: Callable[[dict[str, Any]], tuple[str, str]]) -> StageResult:
     """Proxy-model difficulty scores for every record (null columns when the recipe turns them off)."""
@@ -252,6 +285,10 @@ def publish_stage(
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
     lengths = [length(r) for r in records]
     sections = [(title, render(records)) for title, render in extra_sections]
+    from pipeline.fluency import fluency_section
+
+    if (fluent := fluency_section(records, format_example, recipe.fluency.max_loss)) is not None:
+        sections.append(("Fluency", fluent))
     figures = build_figures(records, lengths, difficulty)
     input_ids, tokenizer = None, None
     if recipe.publish.tokenizer:

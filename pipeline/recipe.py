@@ -235,6 +235,16 @@ class DifficultyConfig(_Strict):
         return self
 
 
+class FluencyConfig(_Strict):
+    """The fluency score: a small pretrained model's mean token loss on each record's text (see docs/judge.md)."""
+
+    enabled: bool = True
+    model: str = Field("smollm2-135m-instruct", description="a shipped model name or a .gguf path")
+    max_loss: float | None = Field(
+        None, gt=0.0, description="reject records whose mean token loss is above this, as `disfluent` "
+        "(default: score only)")
+
+
 class ScheduleConfig(_Strict):
     """When `tinyforge serve` runs the recipe on its own (see docs/operations.md)."""
 
@@ -314,6 +324,7 @@ class BaseRecipe(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     dedup: DedupConfig = DedupConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
+    fluency: FluencyConfig = FluencyConfig()
     publish: PublishConfig = PublishConfig()
     # Operations, not data: none of these is part of the build id.
     schedule: ScheduleConfig | None = None

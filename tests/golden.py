@@ -6,7 +6,7 @@ build of the small recipe needed, captured once with the embedded model;
 recipe from those completions makes no model call, so its rows depend only
 on tinyforge's code: a refactor that changes them changed behaviour.
 
-Difficulty columns are left out of the comparison: they come from a proxy
+Difficulty and fluency columns are left out of the comparison: they come from a proxy
 model trained on the CPU (and IFD from llama.cpp), whose floating-point
 results differ between CPUs; nothing a stage keeps or rejects depends on them.
 
@@ -24,7 +24,7 @@ from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "golden"
 RECIPES = REPO / "flows" / "recipes"
-IGNORED = ("loss_trajectory", "learning_percentage", "difficulty", "s2l_cluster", "s2l_selected", "ifd", "ic_ifd")
+IGNORED = ("fluency_loss", "loss_trajectory", "learning_percentage", "difficulty", "s2l_cluster", "s2l_selected", "ifd", "ic_ifd")
 
 # demo recipe -> the replacements that make it small (each must match exactly once)
 SMALL = {

@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
-from pipeline.common_stages import dedup, score
+from pipeline.common_stages import dedup, fluency, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
@@ -223,7 +223,8 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
             "round", "operation", "operation_kind", "evolver_model", "responder_model", "prompt",
             "prompt_template_id", "exemplar_ids", "response_template_id", "sampling", "response_sampling", "dedup_cluster",
             "num_words", "response_words", "num_tokens")
-    return {"build_id": build_id, **{k: r.get(k) for k in keys}, **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
+    return {"build_id": build_id, **{k: r.get(k) for k in keys}, "fluency_loss": r.get("fluency_loss"),
+            **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
 
 
 def _format_example(r: dict[str, Any]) -> str:
@@ -267,7 +268,7 @@ KIND = register(Kind(
     name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
     text_field="instruction",
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
-    produce=produce, stages=(dedup(), score(lambda r: (r["instruction"], r["response"]))),
+    produce=produce, stages=(fluency(), dedup(), score(lambda r: (r["instruction"], r["response"]))),
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose
     solution_code=lambda r: r["response"] if r.get("answer") is not None else None,

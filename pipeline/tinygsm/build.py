@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.batches import Models
-from pipeline.common_stages import dedup, record_stage, score
+from pipeline.common_stages import dedup, fluency, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
@@ -34,7 +34,7 @@ from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_probl
 from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
-SCHEMA_ID = "tinygsm.v3"
+SCHEMA_ID = "tinygsm.v4"
 # calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.common_stages
 VERSIONS = {"generate": 1, "verify": 2, "decontaminate": 2}
 # what of the recipe each stage depends on (the question filter runs inside generation)
@@ -117,7 +117,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
         "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
-        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
+        "fluency_loss": r.get("fluency_loss"), **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
 
@@ -165,7 +165,7 @@ KIND = register(Kind(
     produce=produce,
     stages=(Stage("verify", verify_stage, READS["verify"]),
             Stage("decontaminate", decontaminate_stage, READS["decontaminate"]),
-            dedup(score_field="answer_agreement"),
+            fluency(), dedup(score_field="answer_agreement"),
             score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
     publish=publish_stage, solution_code=lambda r: r["code"],
     description="grade-school math word problems with Python solutions verified by execution",

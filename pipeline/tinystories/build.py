@@ -13,7 +13,7 @@ from typing import Any
 
 
 from pipeline.batches import Models
-from pipeline.common_stages import dedup, record_stage, score
+from pipeline.common_stages import dedup, fluency, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
@@ -88,7 +88,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "summary_template_id": r["summary_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "parent_id": None, "verification": None, "dedup_cluster": r["dedup_cluster"],
         "num_words": len(words(r["story"])), "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
-        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
+        "fluency_loss": r.get("fluency_loss"), **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
 
@@ -115,7 +115,8 @@ KIND = register(Kind(
     text_field="story",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
     # proxy-model difficulty: the instruction is the prompt, the response the story
-    stages=(Stage("filter", filter_stage, READS["filter"]), dedup(), score(lambda r: (r["prompt"], r["story"]))),
+    stages=(Stage("filter", filter_stage, READS["filter"]), fluency(), dedup(),
+            score(lambda r: (r["prompt"], r["story"]))),
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
     produce_reads={"generate": READS["generate"]},
