@@ -21,7 +21,7 @@ from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
-from pipeline.kinds import PUBLISH_READS, Stage, get_kind
+from pipeline.kinds import PUBLISH_READS, TARGET_READS, Stage, get_kind
 from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
@@ -31,7 +31,7 @@ from pipeline.stages import BuildDir, StageResult, concat
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
-DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION = 2, 1, 2, 1
+DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION, TARGET_VERSION = 2, 1, 2, 1, 1
 # ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint)
 DEDUP_READS, SCORE_READS, FLUENCY_READS = ("dedup",), ("seed", "difficulty"), ("fluency",)
 
@@ -188,6 +188,26 @@ def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
                         extra={"field": text_field})
 
 
+def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds: int,
+                 max_candidates: int) -> StageResult:
+    """The first ``target`` survivors, in candidate order; the rest rejected as ``beyond_target``."""
+    from pipeline.target import select, sentence
+
+    text_field = get_kind(recipe.kind).text_field
+    candidates = recipe.generate.count  # type: ignore[attr-defined]  # the last round's
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        kept, rest = select(records, target)
+        rejected = [rejection(r, "target", "beyond_target", f"the first {target} survivors are published",
+                              text_field) for r in rest]
+        return kept, rejected, {"target": target, "candidates": candidates, "rounds": rounds,
+                                "max_candidates": max_candidates, "met": len(kept) >= target,
+                                "sentence": sentence(len(kept), target, candidates, rounds, max_candidates)}
+
+    return record_stage(recipe, "target", upstream, version=TARGET_VERSION, reads=TARGET_READS, run=run,
+                        extra={"rounds": rounds, "max_candidates": max_candidates})
+
+
 def fluency() -> Stage[BaseRecipe]:
     """The fluency stage over a kind's text field."""
     return Stage("fluency", fluency_stage, FLUENCY_READS)
@@ -251,6 +271,10 @@ def publish_stage(
     """
     build, kind = BuildDir(recipe.build_dir), get_kind(recipe.kind)
     schema, text_field = load_schema(kind.schema_id), kind.text_field
+    target = next((s for s in stages if s.name == "target"), None)
+    if target is not None:  # met or not, the card, the report and the build's last lines say so
+        notes = [*notes, target.stats["sentence"]]
+        extra_sections = [*extra_sections, ("Target", lambda records: target.stats["sentence"])]
     out = build.root / "dataset"
     fp = declared_fingerprint(recipe, "publish", PUBLISH_VERSION, PUBLISH_READS, **{
         "in": [s.fingerprint for s in stages], "build_id": recipe.build_id, "schema": schema.document})

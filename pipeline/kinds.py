@@ -55,6 +55,10 @@ class Runner(Protocol):
 
 # The publish step's part of the recipe (the build id, in its fingerprint too, covers the rest).
 PUBLISH_READS = ("seed", "publish", "name", "description")
+# a target decides how many candidates the rounds write (their `count` is fingerprinted), and the target
+# stage reads it: the generate stage leaves these out of its fingerprint
+TARGET_KEYS = ("generate.target", "generate.max_candidates")
+TARGET_READS = ("generate.target",)
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ class Kind(Generic[R]):
 
     def reads(self) -> dict[str, tuple[str, ...]]:
         """Every step's declared reads, by step: production, the record stages, publish."""
-        return {**self.produce_reads, **{s.name: s.reads for s in self.stages}, "publish": PUBLISH_READS}
+        target = {"target": TARGET_READS} if "generate" in self.recipe.model_fields else {}  # kinds that generate
+        return {**self.produce_reads, **{s.name: s.reads for s in self.stages}, **target, "publish": PUBLISH_READS}
 
 
 @dataclass
@@ -189,14 +194,51 @@ def batch_line(label: str, s: BatchStats, finished: int, total: int, pct: float 
             f"{s['model_calls']} model calls, {s['cache_hits']} cache hits, {rate:.0f} tok/s{done}")
 
 
-def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
-    """Build ``recipe`` end to end: produce, each record stage, publish. Stages already done are reused."""
-    runner = runner or InProcess()
-    kind = get_kind(recipe.kind)
+def _produce_and_stages(kind: Kind[Any], recipe: BaseRecipe, runner: Runner) -> tuple[Produced, list[StageResult]]:
     produced = kind.produce(recipe, runner)
     stages = list(produced.stages)
     for stage in kind.stages:
         stages.append(runner.stage(stage.name, stage.run, recipe, stages[-1]))
+    return produced, stages
+
+
+def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: int,
+                   ) -> tuple[Produced, list[StageResult]]:
+    """Rounds of candidates until ``target`` records survive the stages or the budget is spent
+    (``pipeline.target``); then the target stage keeps the first ``target``."""
+    from pipeline.common_stages import target_stage
+    from pipeline.target import Budget, next_count
+
+    g = recipe.generate  # type: ignore[attr-defined]  # a recipe with a target has a generate section
+    budget = Budget(target, g.max_candidates or 20 * target, g.batch_size)
+    usage, count, rounds = dict.fromkeys(USAGE, 0), g.count, 0
+    while True:
+        rounds += 1
+        this = recipe.model_copy(update={"generate": g.model_copy(update={"count": count})})
+        produced, stages = _produce_and_stages(kind, this, runner)
+        usage = {k: usage[k] + produced.usage[k] for k in usage}
+        survivors = stages[-1].rows["records"]
+        after = next_count(count, survivors, budget)
+        runner.log(f"target: round {rounds}: {survivors} of {target} records from {count} candidates"
+                   + (f"; next round: {after} candidates in all" if after is not None else ""))
+        if after is None:
+            break
+        count = after
+    stages.append(runner.stage("target", target_stage, this, stages[-1], target, rounds, budget.max_candidates))
+    runner.log(f"target: {stages[-1].stats['sentence']}")
+    return Produced(produced.stages, usage), stages
+
+
+def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
+    """Build ``recipe`` end to end: produce, each record stage, publish. Stages already done are reused.
+    With ``generate.target``, produce and the record stages run in rounds until the target is met."""
+    runner = runner or InProcess()
+    kind = get_kind(recipe.kind)
+    target = getattr(getattr(recipe, "generate", None), "target", None)
+    if target is not None:
+        produced, stages = _toward_target(kind, recipe, runner, target)
+    else:
+        produced, stages = _produce_and_stages(kind, recipe, runner)
     for s in stages:
         runner.log(f"{s.name}: {'reused' if s.skipped else 'ran'}, {s.rows['records']} kept, "
                    f"{s.rows.get('rejected', 0)} rejected")

@@ -132,6 +132,13 @@ class SamplingConfig(_Strict):
 # --- stages -------------------------------------------------------------------
 
 
+def check_budget(count: int, target: int | None, max_candidates: int | None) -> None:
+    if max_candidates is not None and target is None:
+        raise ValueError("max_candidates is the budget of a target: set target too")
+    if max_candidates is not None and max_candidates < count:
+        raise ValueError(f"max_candidates ({max_candidates}) is smaller than count ({count}), the first round")
+
+
 class TinyStoriesGenerateConfig(_Strict):
     count: int = Field(..., gt=0, le=10_000_000, description="stories to generate")
     batch_size: int = Field(16, gt=0, le=100_000, description="stories per Prefect task")
@@ -142,12 +149,17 @@ class TinyStoriesGenerateConfig(_Strict):
     summary_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share of stories that also get a one-sentence summary"
     )
+    target: int | None = Field(None, gt=0, le=10_000_000, description="publish exactly this many records: "
+                               "generate in rounds (the first of `count` candidates) until they survive")
+    max_candidates: int | None = Field(None, gt=0, le=100_000_000,
+                                       description="with target: candidates at most, in all rounds (default 20 x target)")
     exemplars: int = Field(2, ge=0, le=8, description="example stories shown as earlier chat turns (0: none)")
     exemplars_path: Path = Field(STORY_EXEMPLARS_FILE, description="JSONL of example stories (id, words, "
                                  "features, story)")
 
     @model_validator(mode="after")
     def _feature_bounds(self) -> TinyStoriesGenerateConfig:
+        check_budget(self.count, self.target, self.max_candidates)
         if self.min_features > self.max_features:
             raise ValueError(
                 f"min_features ({self.min_features}) is larger than max_features ({self.max_features})"
@@ -415,6 +427,15 @@ class TinyGSMGenerateConfig(_Strict):
     count: int = Field(..., gt=0, le=10_000_000, description="problems to write (before verification)")
     batch_size: int = Field(8, gt=0, le=100_000, description="problems per Prefect task")
     samples: int = Field(4, ge=1, le=64, description="independent solutions sampled per problem (k)")
+    target: int | None = Field(None, gt=0, le=10_000_000, description="publish exactly this many records: "
+                               "generate in rounds (the first of `count` candidates) until they survive")
+    max_candidates: int | None = Field(None, gt=0, le=100_000_000,
+                                       description="with target: candidates at most, in all rounds (default 20 x target)")
+
+    @model_validator(mode="after")
+    def _budget(self) -> TinyGSMGenerateConfig:
+        check_budget(self.count, self.target, self.max_candidates)
+        return self
 
 
 class QuestionFilterConfig(_Strict):

@@ -28,12 +28,16 @@ IGNORED = ("fluency_loss", "loss_trajectory", "learning_percentage", "difficulty
 
 # demo recipe -> the replacements that make it small (each must match exactly once)
 SMALL = {
-    "tinystories": ("tinystories-demo.toml", {r"\ncount = 60\n": "\ncount = 32\n",
+    # (no target: the golden rows are one round's, from the captured completions; tests/test_target.py
+    # checks rounds)
+    "tinystories": ("tinystories-demo.toml", {r"\ncount = 60 [^\n]*\n": "\ncount = 32\n",
+                                              r"\ntarget = 8 [^\n]*\nmax_candidates = 240\n": "\n",
                                               r"\nbatch_size = 30 ": "\nbatch_size = 32 "}),
     # about 1 problem in 20 survives the 135M model: 32 keep a few
     # (calibration off: the golden rows are about generation and verification; tests/test_tinygsm_e2e.py
     # checks calibration)
-    "tinygsm": ("tinygsm-demo.toml", {r"\ncount = 96\n": "\ncount = 32\n", r"\nbatch_size = 24 ": "\nbatch_size = 16 ",
+    "tinygsm": ("tinygsm-demo.toml", {r"\ncount = 96 [^\n]*\n": "\ncount = 32\n",
+                                      r"\ntarget = 5 [^\n]*\nmax_candidates = 192\n": "\n", r"\nbatch_size = 24 ": "\nbatch_size = 16 ",
                                       r"\n\[calibrate\]\n": "\n[calibrate]\nenabled = false\n"}),
     "evol_instruct": ("evol-demo.toml", {r"\nlimit = 24\n": "\nlimit = 6\n", r"\nrounds = 4\n": "\nrounds = 2\n"}),
 }

@@ -17,7 +17,7 @@ from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register
+from pipeline.kinds import TARGET_KEYS, USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
@@ -47,7 +47,7 @@ UNFINGERPRINTED = {"verify.workers": "how many sandbox workers run the programs,
 
 
 def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
-    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"],
+    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"], omit=TARGET_KEYS,
                                 templates=_templates(recipe))
 
 

@@ -17,7 +17,7 @@ from pipeline.common_stages import dedup, fluency, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import BatchedGeneration, Kind, Records, Stage, register
+from pipeline.kinds import TARGET_KEYS, BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
@@ -39,7 +39,7 @@ READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("fi
 
 
 def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
-    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"],
+    return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"], omit=TARGET_KEYS,
                                 templates=list(_templates(recipe)))
 
 

@@ -1,0 +1,56 @@
+"""A target row count: generate in rounds until the build publishes exactly N records, or the budget ends.
+
+``generate.count`` is how many candidates a build writes; what survives the
+checks, verification and dedup is unknown until they run. With
+``generate.target = N`` the build runs its stages on ``count`` candidates,
+estimates the yield from what survived, asks for the remainder plus a margin,
+and runs again, until N records survive or ``generate.max_candidates`` are
+spent. Candidate i is the same whatever the round sizes (its seeds come from
+its index), so a later round re-reads the earlier candidates from the
+response cache: nothing is paid for twice, and raising N continues from
+where the last build stopped. The ``target`` stage then keeps the first N
+survivors in candidate order and rejects the rest as ``beyond_target``, so
+the published splits add up to N exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MARGIN = 1.25  # ask for a quarter more than the yield so far says is needed: one more round costs a gather
+
+
+@dataclass(frozen=True)
+class Budget:
+    target: int
+    max_candidates: int
+    batch_size: int
+
+
+def next_count(candidates: int, survivors: int, budget: Budget) -> int | None:
+    """How many candidates the next round should have in all, or None when this round is the last
+    (the target is met, or the budget is spent)."""
+    if survivors >= budget.target or candidates >= budget.max_candidates:
+        return None
+    missing = budget.target - survivors
+    # nothing survived yet: the yield is below 1/candidates; try four times as many
+    per_survivor = candidates / survivors if survivors else 4.0 * candidates
+    more = max(budget.batch_size, math.ceil(missing * per_survivor * MARGIN))
+    return min(budget.max_candidates, candidates + more)
+
+
+def select(records: list[dict[str, Any]], target: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The first ``target`` records (the stages keep candidate order), and the rest."""
+    return records[:target], records[target:]
+
+
+def sentence(published: int, target: int, candidates: int, rounds: int, max_candidates: int) -> str:
+    """What the card and the build summary say of the target."""
+    if published >= target:
+        return (f"Target met: {target} records from {candidates} candidates in {rounds} "
+                f"round{'s' if rounds > 1 else ''}.")
+    return (f"Target not met: the budget of {max_candidates} candidates ran out with {published} of the "
+            f"{target} records asked for ({rounds} round{'s' if rounds > 1 else ''}); raise "
+            "generate.max_candidates to continue from here.")
