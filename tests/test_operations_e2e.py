@@ -20,6 +20,8 @@ from tests.replay import preload_stories
 pytestmark = pytest.mark.slow
 TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 
+# Runners, serving, locks and shared storage are what these builds test, not the prose: no exemplar turns
+# (shorter prompts) and no fluency scoring keep them quick on 2 cores.
 SMALL = """
     name = "{name}"
     kind = "tinystories"
@@ -29,6 +31,7 @@ SMALL = """
     count = {count}
     batch_size = 2
     max_features = 1
+    exemplars = 0
     [sampling]
     max_tokens = 250
     [filter]
@@ -39,6 +42,8 @@ SMALL = """
     [difficulty]
     epochs = 1
     ifd = false
+    [fluency]
+    enabled = false
     [publish]
     validation_fraction = 0.25
     tokenizer = "smollm2-135m-instruct"
