@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 
 # Runners, serving, locks and shared storage are what these builds test, not the prose: no exemplar turns
-# (shorter prompts) and no fluency scoring keep them quick on 2 cores.
+# (shorter prompts), short stories, and no fluency or difficulty scoring keep them quick on 2 cores.
 SMALL = """
     name = "{name}"
     kind = "tinystories"
@@ -33,15 +33,14 @@ SMALL = """
     max_features = 1
     exemplars = 0
     [sampling]
-    max_tokens = 250
+    max_tokens = 150
     [filter]
     min_words = 5
     min_required_words = 0
     max_oov_fraction = 1.0
     max_repeated_ngram_fraction = 1.0
     [difficulty]
-    epochs = 1
-    ifd = false
+    enabled = false
     [fluency]
     enabled = false
     [publish]

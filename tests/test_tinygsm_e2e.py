@@ -46,7 +46,7 @@ KEPT = [
 
 
 def small_recipe(tmp_path: Path) -> Path:
-    """The demo recipe cut to its first 8 problems and 20 calibration problems, with a decontamination set;
+    """The demo recipe cut to its first 8 problems and 8 calibration problems, with a decontamination set;
     its agreement threshold and vote kept."""
     text = (REPO / "flows" / "recipes" / "tinygsm-demo.toml").read_text()
     text = text.replace('output_root = "../../build"', f'output_root = "{tmp_path / "out"}"')
@@ -55,10 +55,10 @@ def small_recipe(tmp_path: Path) -> Path:
     text = re.sub(r"\ncount = 96 [^\n]*\n", "\ncount = 8\n", text).replace("batch_size = 24", "batch_size = 4")
     text = re.sub(r"\ntarget = \d+ [^\n]*\nmax_candidates = \d+\n", "\n", text)  # one round: tests/test_target.py
     text = text.replace("[decontaminate]\n", f'[decontaminate]\neval_sets = [{{path = "{FIXTURE}"}}]\n')
-    text = re.sub(r"(\[calibrate\][^\[]*?\n)limit = 120\n", r"\1limit = 20\n", text)
+    text = re.sub(r"(\[calibrate\][^\[]*?\n)limit = 120\n", r"\1limit = 8\n", text)
     assert "\ncount = 8\n" in text and "batch_size = 4" in text and "target" not in text, \
         "the demo recipe changed: update this test"
-    assert re.search(r"\[calibrate\][^\[]*?\nlimit = 20\n", text), "the demo recipe changed: update this test"
+    assert re.search(r"\[calibrate\][^\[]*?\nlimit = 8\n", text), "the demo recipe changed: update this test"
     assert f"min_agreement = {MIN_AGREEMENT}\n" in text, "the demo recipe changed: update this test"
     path = tmp_path / "gsm.toml"
     path.write_text(text)
@@ -120,11 +120,11 @@ def check_calibration(ds, tmp_path: Path) -> None:
     cal = verifier.filter(pl.col("source") == "calibration")
     problems = cal.group_by("problem_id").agg(pl.col("problem_kept").first(), pl.col("majority_answer").first(),
                                               pl.col("gold_answer").first(), (pl.col("label") == "correct").any())
-    assert problems.height == c["problems"] == 20 and cal.height == 20 * 4 == c["samples"]
+    assert problems.height == c["problems"] == 8 and cal.height == 8 * 4 == c["samples"]
     right = problems.filter(pl.col("problem_kept") & ((pl.col("majority_answer") - pl.col("gold_answer")).abs() < 1e-6))
     kept = problems["problem_kept"].sum()
     assert c["kept"] == kept and c["correct"] == right.height
-    assert c["coverage"] == round(kept / 20, 4) and c["pass_at_k"] == round(problems["label"].sum() / 20, 4)
+    assert c["coverage"] == round(kept / 8, 4) and c["pass_at_k"] == round(problems["label"].sum() / 8, 4)
     assert c["precision"] == (round(right.height / kept, 4) if kept else None)
     built = verifier.filter(pl.col("source") == "build")
     assert built.height == 4 * built["problem_id"].n_unique()  # every executed sample of every verified problem
