@@ -8,7 +8,7 @@
     tinyforge builds [--output-root DIR]            the builds under an output root, with counts and status
     tinyforge inspect BUILD                         a build's report (or how far it got) in the terminal
     tinyforge compare BUILD BUILD ...               math builds' calibration side by side, per token
-    tinyforge judge-eval [--set S] [--model M]      AUROC of the quality signals on the shipped labeled sets
+    tinyforge judge-eval [--set S] [--judge RECIPE] AUROC of the quality signals on the shipped labeled sets
     tinyforge doctor [CHECK ...]                    exercise every native path on this machine, one child each
 
 A user's mistake (bad recipe, missing file) prints one line and exits 2;
@@ -188,10 +188,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_eval(args: argparse.Namespace) -> int:
-    from pipeline.judge_eval import SETS, evaluate, fluency_signal, table
+    from pipeline.judge_eval import SETS, evaluate, fluency_signal, judge_signal, table
+    from pipeline.recipe import load_recipe
 
     sets = list(SETS) if args.set == "all" else [args.set]
-    print(table(evaluate(sets, {f"fluency ({args.model})": fluency_signal(args.model)})))
+    signals = [fluency_signal(args.model)]
+    if args.judge:  # the recipe's [judge] (its backend, or the recipe's), whether or not the recipe enables it
+        signals.append(judge_signal(load_recipe(args.judge)))
+    print(table(evaluate(sets, signals)))
     return 0
 
 
@@ -246,6 +250,7 @@ def parser() -> argparse.ArgumentParser:
                                            "texts (AUROC per failure)")
     je.add_argument("--set", default="all", choices=["all", "stories", "math", "instructions"])
     je.add_argument("--model", default="smollm2-135m-instruct", help="the fluency model: a shipped name or .gguf")
+    je.add_argument("--judge", metavar="RECIPE", help="also evaluate the LLM judge this recipe's [judge] configures")
     je.set_defaults(func=cmd_judge_eval)
     d = sub.add_parser("doctor", help="check that every native part (llama.cpp, MinHash, sandbox) works here")
     d.add_argument("checks", nargs="*", help="run only these checks (default: all)")

@@ -31,9 +31,12 @@ from pipeline.stages import BuildDir, StageResult, concat
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
-DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION, TARGET_VERSION = 2, 1, 2, 1, 1
-# ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint)
+DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION, TARGET_VERSION, JUDGE_VERSION = 2, 1, 2, 1, 1, 1
+# ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint); the judge's default model
+# is the recipe's backend
 DEDUP_READS, SCORE_READS, FLUENCY_READS = ("dedup",), ("seed", "difficulty"), ("fluency",)
+JUDGE_READS = ("seed", "judge", "backend")
+JUDGE_COLUMNS = ("judge_model", "judge_error")  # beside a column per criterion of the kind's rubric
 
 
 def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
@@ -77,10 +80,14 @@ FIGURE_TITLES = {"length": "Length of the published records (words)",
                  "ifd": "IFD (loss with the instruction / without; near or above 1 = hard)"}
 
 
-def build_figures(records: list[dict[str, Any]], lengths: list[int],
-                  difficulty: dict[str, Any] | None) -> dict[str, bytes]:
+def build_figures(records: list[dict[str, Any]], lengths: list[int], difficulty: dict[str, Any] | None,
+                  judged: Sequence[str] = ()) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The report's figures, by name, and their titles; ``judged``: the judge's numeric criteria, one
+    figure each, when the judge ran."""
+    from pipeline.judge import column
     from pipeline.plots import histogram_png
 
+    titles = {**FIGURE_TITLES, **{column(c): f"Judge: {c} (1-10)" for c in judged}}
     figures = {"length": histogram_png(lengths, title=FIGURE_TITLES["length"], xlabel="words")}
     if difficulty and difficulty.get("enabled"):
         figures["learning"] = histogram_png(
@@ -89,7 +96,31 @@ def build_figures(records: list[dict[str, Any]], lengths: list[int],
         ifd = [r["ifd"] for r in records if r.get("ifd") is not None]
         if ifd:
             figures["ifd"] = histogram_png(ifd, title=FIGURE_TITLES["ifd"], xlabel="IFD")
-    return figures
+    for c in judged:
+        if scores := [r[column(c)] for r in records if r.get(column(c)) is not None]:
+            figures[column(c)] = histogram_png(scores, title=titles[column(c)], xlabel="score")
+    return figures, titles
+
+
+def shared_sections(recipe: BaseRecipe, stages: list[StageResult], records: list[dict[str, Any]],
+                    format_example: Callable[[dict[str, Any]], str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What the shared stages add to a dataset: sentences for the card and the build's last lines, and
+    report sections (the target met or not, fluency, the judge)."""
+    from pipeline.fluency import fluency_section
+    from pipeline.judge import judge_section
+
+    by_name = {s.name: s for s in stages}
+    notes, sections = [], []
+    if (target := by_name.get("target")) is not None:
+        notes.append(target.stats["sentence"])
+        sections.append(("Target", target.stats["sentence"]))
+    if (fluent := fluency_section(records, format_example, recipe.fluency.max_loss)) is not None:
+        sections.append(("Fluency", fluent))
+    rubric = get_kind(recipe.kind).rubric
+    if (judged := by_name.get("judge")) is not None and rubric is not None:
+        if (text := judge_section(records, rubric, judged.stats, format_example)) is not None:
+            sections.append(("Judge", text))
+    return notes, sections
 
 
 def stage_frame(rows: list[dict[str, Any]], build: BuildDir, upstream: StageResult) -> pl.DataFrame:
@@ -213,6 +244,60 @@ def fluency() -> Stage[BaseRecipe]:
     return Stage("fluency", fluency_stage, FLUENCY_READS)
 
 
+def judge_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
+    """An LLM judge's verdict on every record (``pipeline.judge``, the kind's rubric in ``pipeline.rubrics``):
+    a column per criterion; below a ``judge.min`` threshold a record is rejected as ``judge:<criterion>``
+    (``judge:no_verdict`` when its verdict could not be read), with its scores in the detail."""
+    cfg, kind = recipe.judge, get_kind(recipe.kind)
+    rubric, text_field = kind.rubric, kind.text_field
+    blank = dict.fromkeys([*(rubric.columns() if rubric else ()), *JUDGE_COLUMNS])
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        if not cfg.enabled or not records or rubric is None:
+            return [r | blank for r in records], [], {"enabled": cfg.enabled}
+        from pipeline.batches import Models
+        from pipeline.judge import failed_threshold, judge_records, scores_text
+        from pipeline.llm import sampling_params
+        from pipeline.llm.types import derive_seed
+
+        with Models(recipe.output_root) as models:
+            judge = models.open(cfg.backend or recipe.backend)
+            verdicts = judge_records(records, rubric, judge, sampling_params(cfg.sampling),
+                                     seeds=[derive_seed(recipe.seed, "judge", r["id"]) for r in records],
+                                     retries=cfg.retries, max_chars=cfg.max_chars)
+            usage = models.usage()
+        kept, rejected = [], []
+        for r, v in zip(records, verdicts, strict=True):
+            r = r | {"judge_model": judge.model_id, "judge_error": v.error,
+                     **{c: (v.scores or {}).get(n) for n, c in zip(rubric.names, rubric.columns(), strict=True)}}
+            failed = failed_threshold(v.scores, cfg.min, rubric)
+            if failed is None:
+                kept.append(r)
+            elif v.scores is None:
+                rejected.append(rejection(r, "judge", f"judge:{failed}", str(v.error), text_field))
+            else:
+                rejected.append(rejection(r, "judge", f"judge:{failed}", f"{failed} {v.scores[failed]} < "
+                                          f"{cfg.min[failed]}; {scores_text(v.scores)}", text_field))
+        return kept, rejected, {"enabled": True, "model": judge.model_id, "rubric": rubric.template_id(),
+                                "judged": len(verdicts), "unread": sum(v.scores is None for v in verdicts),
+                                "retried": sum(v.attempts > 1 for v in verdicts), "min": dict(cfg.min),
+                                "usage": usage}
+
+    return record_stage(recipe, "judge", upstream, version=JUDGE_VERSION, reads=JUDGE_READS, run=run,
+                        extra={"rubric": rubric.template_id() if rubric else None})
+
+
+def judge_fields(r: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A stage record's judge columns, for the kind's published record (null where the judge was off)."""
+    rubric = get_kind(kind).rubric
+    return {c: r.get(c) for c in (*(rubric.columns() if rubric else ()), *JUDGE_COLUMNS)}
+
+
+def judge() -> Stage[BaseRecipe]:
+    """The LLM judge stage over a kind's records, on its rubric."""
+    return Stage("judge", judge_stage, JUDGE_READS)
+
+
 def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
                 pair: Callable[[dict[str, Any]], tuple[str, str]]) -> StageResult:
     """Proxy-model difficulty scores for every record (null columns when the recipe turns them off)."""
@@ -271,10 +356,6 @@ def publish_stage(
     """
     build, kind = BuildDir(recipe.build_dir), get_kind(recipe.kind)
     schema, text_field = load_schema(kind.schema_id), kind.text_field
-    target = next((s for s in stages if s.name == "target"), None)
-    if target is not None:  # met or not, the card, the report and the build's last lines say so
-        notes = [*notes, target.stats["sentence"]]
-        extra_sections = [*extra_sections, ("Target", lambda records: target.stats["sentence"])]
     out = build.root / "dataset"
     fp = declared_fingerprint(recipe, "publish", PUBLISH_VERSION, PUBLISH_READS, **{
         "in": [s.fingerprint for s in stages], "build_id": recipe.build_id, "schema": schema.document})
@@ -284,6 +365,8 @@ def publish_stage(
             return Published(out, manifest), True
 
     records = [to_record(r) for r in build.read(stages[-1].name).to_dicts()]
+    shared_notes, shared = shared_sections(recipe, stages, records, format_example)
+    notes = [*notes, *shared_notes]  # met or not, the card, the report and the build's last lines say the target
     rejected = concat([build.read(s.name, "rejected") for s in stages])
     usage = {k: sum(s.stats.get("usage", {}).get(k, 0) for s in stages) for k in USAGE_KEYS}
     already = next((s.stats.get("already_published", {}) for s in stages if s.name == "dedup"), {})
@@ -308,12 +391,11 @@ def publish_stage(
     }
     examples = [format_example(r) for r in pick_examples(records, 5, recipe.seed)]
     lengths = [length(r) for r in records]
-    sections = [(title, render(records)) for title, render in extra_sections]
-    from pipeline.fluency import fluency_section
-
-    if (fluent := fluency_section(records, format_example, recipe.fluency.max_loss)) is not None:
-        sections.append(("Fluency", fluent))
-    figures = build_figures(records, lengths, difficulty)
+    sections = [*((title, render(records)) for title, render in extra_sections), *shared]
+    judged = next((s.stats for s in stages if s.name == "judge"), {})
+    rubric = get_kind(recipe.kind).rubric
+    figures, titles = build_figures(records, lengths, difficulty,
+                                    rubric.numeric if judged.get("enabled") and rubric else ())
     input_ids, tokenizer = None, None
     if recipe.publish.tokenizer:
         from pipeline.tokenize import load_tokenizer
@@ -329,7 +411,7 @@ def publish_stage(
         report=lambda m: render_report(m, rejected=rejected, lengths=lengths, examples=examples,
                                        difficulty=difficulty_section(records, difficulty, format_example),
                                        sections=sections,
-                                       figures=[(t, m["plots"][n]) for n, t in FIGURE_TITLES.items() if n in figures]),
+                                       figures=[(t, m["plots"][n]) for n, t in titles.items() if n in figures]),
         figures=figures, input_ids=input_ids, tokenizer=tokenizer,
         subsets={"s2l": "s2l_selected"} if difficulty and difficulty.get("enabled") else {},
         configs={name: (load_schema(sid), rows) for name, (sid, rows) in (configs or {}).items()},

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import polars as pl
 
@@ -32,6 +32,9 @@ from pipeline.publish import Published
 from pipeline.recipe import RECIPE_KINDS, BaseRecipe
 from pipeline.records import rejected_frame
 from pipeline.stages import StageResult
+
+if TYPE_CHECKING:
+    from pipeline.judge import Rubric
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseRecipe)
@@ -94,6 +97,7 @@ class Kind(Generic[R]):
     # none), or None for a kind whose records carry no code
     solution_code: Callable[[dict[str, Any]], str | None] | None = None
     description: str = ""
+    rubric: Rubric | None = None  # what the judge stage grades (pipeline.rubrics); None: the kind has no judge
     # what of the recipe production's stages read ({"generate": ("seed", "generate", ...)}), and the parts
     # of a recipe no fingerprint covers because they cannot change a record ({"verify.workers": why})
     produce_reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -195,11 +199,15 @@ def batch_line(label: str, s: BatchStats, finished: int, total: int, pct: float 
 
 
 def _produce_and_stages(kind: Kind[Any], recipe: BaseRecipe, runner: Runner) -> tuple[Produced, list[StageResult]]:
+    """Production, then each record stage; the usage is production's and that of the record stages that
+    ran a model this time (the judge)."""
     produced = kind.produce(recipe, runner)
-    stages = list(produced.stages)
+    stages, usage = list(produced.stages), dict(produced.usage)
     for stage in kind.stages:
-        stages.append(runner.stage(stage.name, stage.run, recipe, stages[-1]))
-    return produced, stages
+        stages.append(result := runner.stage(stage.name, stage.run, recipe, stages[-1]))
+        if not result.skipped:
+            usage = {k: usage[k] + result.stats.get("usage", {}).get(k, 0) for k in usage}
+    return Produced(produced.stages, usage), stages
 
 
 def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: int,

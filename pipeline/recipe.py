@@ -257,6 +257,34 @@ class FluencyConfig(_Strict):
         "(default: score only)")
 
 
+class JudgeConfig(_Strict):
+    """An LLM judge grades every record on its kind's rubric (``pipeline.rubrics``; see docs/judge.md).
+
+    Off by default: the embedded 135M model is no judge. Point ``[judge.backend]`` at a bigger model than
+    the generator; without it the judge is the recipe's own backend."""
+
+    enabled: bool = False
+    backend: BackendConfig | None = Field(None, description="the judge's model (default: the recipe's backend)")
+    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=96, repeat_penalty=1.0)
+    min: dict[str, int] = Field(default_factory=dict, description="criterion -> lowest score kept, e.g. "
+                                "{consistency = 6}; below it a record is rejected as judge:<criterion>")
+    retries: int = Field(2, ge=0, le=5, description="times an unreadable verdict is asked for again, with what "
+                         "was wrong; after that the record keeps no scores and the reason, never a guess")
+    max_chars: int = Field(4000, ge=200, le=200_000, description="a longer text is cut before the judge reads it")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _default_kind(cls, v: Any) -> Any:
+        return {"kind": "llamacpp", **v} if isinstance(v, dict) and "kind" not in v else v
+
+    @field_validator("min")
+    @classmethod
+    def _scores(cls, v: dict[str, int]) -> dict[str, int]:
+        if bad := [k for k, x in v.items() if not 1 <= x <= 10]:
+            raise ValueError(f"a threshold is a score from 1 to 10 ({bad[0]} = {v[bad[0]]})")
+        return v
+
+
 class ScheduleConfig(_Strict):
     """When `tinyforge serve` runs the recipe on its own (see docs/operations.md)."""
 
@@ -337,6 +365,7 @@ class BaseRecipe(_Strict):
     dedup: DedupConfig = DedupConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
     fluency: FluencyConfig = FluencyConfig()
+    judge: JudgeConfig = JudgeConfig()
     publish: PublishConfig = PublishConfig()
     # Operations, not data: none of these is part of the build id.
     schedule: ScheduleConfig | None = None
@@ -349,6 +378,19 @@ class BaseRecipe(_Strict):
         if isinstance(v, dict) and "kind" not in v:  # `[backend]` with only `n_threads = 2` means the default
             return {"kind": "llamacpp", **v}
         return v
+
+    @model_validator(mode="after")
+    def _judge_criteria(self) -> BaseRecipe:
+        if self.judge.min:
+            from pipeline.kinds import get_kind  # at validation time: the kinds module imports this one
+
+            rubric = get_kind(self.kind).rubric
+            if rubric is None:
+                raise ValueError(f"judge.min: the {self.kind} kind has no judge rubric")
+            if unknown := [k for k in self.judge.min if k not in rubric.numeric]:
+                raise ValueError(f"judge.min: no criterion {unknown[0]!r} in the {self.kind} rubric "
+                                 f"({', '.join(rubric.numeric)})")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -21,7 +21,7 @@ def object_schema(**fields: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
 
 
-def _objects(text: str):
+def objects(text: str):
     """Every JSON object that parses, starting at each ``{`` in the text."""
     decoder = json.JSONDecoder()
     for m in re.finditer(r"\{", text):
@@ -38,7 +38,7 @@ def json_field(text: str, field: str) -> str | None:
 
     ``None`` when the text holds no such field at all.
     """
-    for obj in _objects(text):
+    for obj in objects(text):
         value = obj.get(field)
         if isinstance(value, str):
             return value

@@ -59,7 +59,7 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
     for r in rows.iter_rows(named=True):
         assert len(r["loss_trajectory"]) == 1 + 3 * 2 and 0.0 <= r["difficulty"] <= 1.0
         assert r["s2l_cluster"] is not None and r["ifd"] is not None and r["ic_ifd"] is not None
-    assert m["schema"]["id"] == "tinystories.v3" and m["difficulty"]["proxy"]["parameters"] > 0
+    assert m["schema"]["id"] == "tinystories.v4" and m["difficulty"]["proxy"]["parameters"] > 0
     # the fluency score (the embedded model's mean token loss) on every record, and which exemplars it saw
     for r in rows.iter_rows(named=True):
         assert 0.0 < r["fluency_loss"] < 20.0 and len(r["exemplar_ids"]) == 2
@@ -98,8 +98,8 @@ def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, tiny_
     tiny_recipe.write_text(text)
     result = tinystories_flow(recipe_path=str(tiny_recipe))
     assert result["run_usage"]["model_calls"] == 0
-    assert result["stages"] == {"generate": "reused", "filter": "ran", "fluency": "ran", "dedup": "ran", "score": "ran",
-                                "publish": "ran"}
+    assert result["stages"] == {"generate": "reused", "filter": "ran", "fluency": "ran", "dedup": "ran", "judge": "ran",
+                                "score": "ran", "publish": "ran"}
 
 
 def _cached(db: Path) -> int:

@@ -48,4 +48,4 @@ def test_the_prefect_flow_publishes_the_same_rows(prefect_server: str, tmp_path:
     result = flow_for(kind)(recipe_path=str(small_recipe(kind, tmp_path)))
     assert result["run_usage"]["model_calls"] == 0
     assert canonical(published_rows(Path(result["dataset"]))) == _golden(kind)
-    assert list(result["stages"]) == ["generate", "verify", "decontaminate", "fluency", "dedup", "score", "publish"]
+    assert list(result["stages"]) == ["generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score", "publish"]

@@ -19,6 +19,9 @@ def test_separation_is_auroc_against_all_bad_and_each_failure() -> None:
     rows = {r["against"]: r for r in separation(items, [0.9, 0.5, 0.1, 0.7])}
     assert rows["all bad"]["auroc"] == 0.75 and rows["all bad"]["bad"] == 2
     assert rows["x"]["auroc"] == 1.0 and rows["y"]["auroc"] == 0.5
+    # a text without a score ranks below every scored one, and is counted
+    rows = {r["against"]: r for r in separation(items, [None, 0.5, 0.1, None])}
+    assert rows["x"]["auroc"] == 0.5 and rows["y"]["auroc"] == 0.75 and rows["all bad"]["unscored"] == 2
 
 
 def test_the_labeled_sets_have_both_labels_and_named_failures() -> None:
@@ -54,7 +57,7 @@ def test_fluency_separates_incoherent_and_ungrammatical_stories(capsys: pytest.C
 
     assert main(["judge-eval", "--set", "stories"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split("|")[3].strip(): float(line.split("|")[6]) for line in out.splitlines()
+    rows = {line.split("|")[3].strip(): float(line.split("|")[7]) for line in out.splitlines()
             if line.startswith("| stories")}
     assert rows["incoherent"] >= 0.9 and rows["ungrammatical"] >= 0.9
     assert set(rows) == {"all bad", "incoherent", "meta_text", "missing_words", "off_topic", "unfinished",

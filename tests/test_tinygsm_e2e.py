@@ -97,7 +97,7 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
     for d in rejected.filter(pl.col("reason") == "low_agreement")["detail"]:
         assert d.endswith("needs 50%")  # the threshold applied is the recipe's
     stages = [s["name"] for s in ds.manifest["stages"]]
-    assert stages == ["calibrate", "generate", "verify", "decontaminate", "fluency", "dedup", "score"]
+    assert stages == ["calibrate", "generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score"]
     check_calibration(ds, tmp_path)
     assert all(len(t) == 7 for t in rows["loss_trajectory"].to_list()) and rows["difficulty"].is_not_null().all()
     assert next(s for s in ds.manifest["stages"] if s["name"] == "decontaminate")["stats"]["eval_ngrams"] > 0

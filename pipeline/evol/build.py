@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
-from pipeline.common_stages import dedup, fluency, score
+from pipeline.common_stages import dedup, fluency, judge, judge_fields, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
@@ -41,6 +41,7 @@ from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
 from pipeline.recipe import EvolInstructRecipe
+from pipeline.rubrics import INSTRUCTIONS
 from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, Rule, shipped_example
 from pipeline.solving.calibrate import SAMPLES_SCHEMA, VERIFIER_SCHEMA_ID, said_on_failure, samples_frame
 from pipeline.solving.calibrate import sentence as calibration_sentence
@@ -48,8 +49,8 @@ from pipeline.solving.calibrate_stage import Calibration, SolverSetup
 from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 
-SCHEMA_ID = "evol_instruct.v2"
-VERSIONS = {"seeds": 1, "round": 2, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
+SCHEMA_ID = "evol_instruct.v3"
+VERSIONS = {"seeds": 1, "round": 3, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
 # what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
 READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
                                          "response_backend", "math"),
@@ -224,6 +225,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
             "prompt_template_id", "exemplar_ids", "response_template_id", "sampling", "response_sampling", "dedup_cluster",
             "num_words", "response_words", "num_tokens")
     return {"build_id": build_id, **{k: r.get(k) for k in keys}, "fluency_loss": r.get("fluency_loss"),
+            **judge_fields(r, "evol_instruct"),
             **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
 
 
@@ -268,7 +270,8 @@ KIND = register(Kind(
     name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
     text_field="instruction",
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
-    produce=produce, stages=(fluency(), dedup(), score(lambda r: (r["instruction"], r["response"]))),
+    produce=produce, stages=(fluency(), dedup(), judge(), score(lambda r: (r["instruction"], r["response"]))),
+    rubric=INSTRUCTIONS,
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose
     solution_code=lambda r: r["response"] if r.get("answer") is not None else None,

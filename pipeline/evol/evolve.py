@@ -131,7 +131,8 @@ def evolve_batch(pool: Sequence[dict[str, Any]], round_: int, s: EvolveSettings,
         child = extract_instruction(reply.text)
         record = {
             "id": make_id(child or reply.text or parent["id"]), "instruction": child, "raw": reply.text,
-            "parent_id": parent["id"], "root_id": parent["root_id"], "round": round_, "operation": op.name,
+            "parent_id": parent["id"], "parent_instruction": parent["instruction"], "root_id": parent["root_id"],
+            "round": round_, "operation": op.name,
             "operation_kind": op.kind, "evolver_model": evolver.model_id, "prompt": op.prompt(parent["instruction"]),
             "prompt_template_id": op.template_id, "exemplar_ids": [e.id for e in ex],
             "sampling": {**s.evolve_params.to_dict(), "seed": seed, "sample_index": 0},

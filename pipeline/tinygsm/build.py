@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.batches import Models
-from pipeline.common_stages import dedup, fluency, record_stage, score
+from pipeline.common_stages import dedup, fluency, judge, judge_fields, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.decontam import decontaminate, load_eval_sets
@@ -21,6 +21,7 @@ from pipeline.kinds import TARGET_KEYS, USAGE, BatchedGeneration, Kind, Produced
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
+from pipeline.rubrics import MATH
 from pipeline.sandbox import Sandbox
 from pipeline.solving import Rule, shipped_example
 from pipeline.solving.calibrate import VERIFIER_SCHEMA_ID, said_on_failure, samples_frame
@@ -34,7 +35,7 @@ from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_probl
 from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
-SCHEMA_ID = "tinygsm.v4"
+SCHEMA_ID = "tinygsm.v5"
 # calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.common_stages
 VERSIONS = {"generate": 1, "verify": 2, "decontaminate": 2}
 # what of the recipe each stage depends on (the question filter runs inside generation)
@@ -117,7 +118,8 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
         "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
-        "fluency_loss": r.get("fluency_loss"), **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
+        "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinygsm"),
+        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
 
@@ -165,9 +167,9 @@ KIND = register(Kind(
     produce=produce,
     stages=(Stage("verify", verify_stage, READS["verify"]),
             Stage("decontaminate", decontaminate_stage, READS["decontaminate"]),
-            fluency(), dedup(score_field="answer_agreement"),
+            fluency(), dedup(score_field="answer_agreement"), judge(),
             score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
-    publish=publish_stage, solution_code=lambda r: r["code"],
+    publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH,
     description="grade-school math word problems with Python solutions verified by execution",
     produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
 ))

@@ -13,7 +13,7 @@ from typing import Any
 
 
 from pipeline.batches import Models
-from pipeline.common_stages import dedup, fluency, record_stage, score
+from pipeline.common_stages import dedup, fluency, judge, judge_fields, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
@@ -21,6 +21,7 @@ from pipeline.kinds import TARGET_KEYS, BatchedGeneration, Kind, Records, Stage,
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
+from pipeline.rubrics import STORIES
 from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import filter_stories
@@ -28,7 +29,7 @@ from pipeline.tinystories.generate import generate_stories
 from pipeline.tinystories.prompts import TEMPLATES, plan_stories, story_exemplars
 from pipeline.tinystories.vocab import load_vocabulary
 
-SCHEMA_ID = "tinystories.v3"
+SCHEMA_ID = "tinystories.v4"
 # Bump a stage's version when its logic changes, so old outputs are not reused
 # (the shared stages, dedup, score and publish, carry their own in pipeline.common_stages).
 VERSIONS = {"generate": 1, "filter": 1}
@@ -80,7 +81,7 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
-    """A stage record projected onto the shard contract (tinystories.v3)."""
+    """A stage record projected onto the shard contract (tinystories.v4)."""
     return {
         "id": r["id"], "build_id": build_id, "story": r["story"], "summary": r["summary"], "words": r["words"],
         "features": r["features"], "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
@@ -88,7 +89,8 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "summary_template_id": r["summary_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "parent_id": None, "verification": None, "dedup_cluster": r["dedup_cluster"],
         "num_words": len(words(r["story"])), "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
-        "fluency_loss": r.get("fluency_loss"), **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
+        "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinystories"),
+        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
 
@@ -115,8 +117,9 @@ KIND = register(Kind(
     text_field="story",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
     # proxy-model difficulty: the instruction is the prompt, the response the story
-    stages=(Stage("filter", filter_stage, READS["filter"]), fluency(), dedup(),
+    stages=(Stage("filter", filter_stage, READS["filter"]), fluency(), dedup(), judge(),
             score(lambda r: (r["prompt"], r["story"]))),
+    rubric=STORIES,
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
     produce_reads={"generate": READS["generate"]},
