@@ -25,4 +25,5 @@ SEEDS_FILE = DATA_DIR / "seeds" / "gsm_seeds.jsonl"
 INSTRUCTIONS_FILE = DATA_DIR / "seeds" / "instructions.jsonl"
 EXEMPLARS_DIR = DATA_DIR / "exemplars"
 STORY_EXEMPLARS_FILE = EXEMPLARS_DIR / "stories.jsonl"
+STORY_SENTENCES_FILE = DATA_DIR / "stories" / "sentences.txt"  # TinyStories-Instruct's sentence constraint
 EVOLUTION_EXEMPLARS_FILE = EXEMPLARS_DIR / "evolutions.jsonl"

@@ -22,7 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import digest, files_digest
-from pipeline.paths import EVOLUTION_EXEMPLARS_FILE, INSTRUCTIONS_FILE, SEEDS_FILE, STORY_EXEMPLARS_FILE, VOCAB_DIR
+from pipeline.paths import (
+    EVOLUTION_EXEMPLARS_FILE,
+    INSTRUCTIONS_FILE,
+    SEEDS_FILE,
+    STORY_EXEMPLARS_FILE,
+    STORY_SENTENCES_FILE,
+    VOCAB_DIR,
+)
 
 STORY_FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
 Feature = Literal["Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict"]
@@ -154,6 +161,10 @@ class TinyStoriesGenerateConfig(_Strict):
     max_candidates: int | None = Field(None, gt=0, le=100_000_000,
                                        description="with target: candidates at most, in all rounds (default 20 x target)")
     exemplars: int = Field(2, ge=0, le=8, description="example stories shown as earlier chat turns (0: none)")
+    sentence_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of stories asked to contain a "
+                                     "given sentence (TinyStories-Instruct); the filter checks that it is there")
+    sentences_path: Path = Field(STORY_SENTENCES_FILE, description="the sentences drawn from: one per line, "
+                                 "# comments")
     exemplars_path: Path = Field(STORY_EXEMPLARS_FILE, description="JSONL of example stories (id, words, "
                                  "features, story)")
 
@@ -437,12 +448,14 @@ class TinyStoriesRecipe(BaseRecipe):
         payload = super().fingerprint_payload()
         payload["generate"]["vocab_dir"] = files_digest(self.generate.vocab_dir / n for n in VOCAB_FILES)
         payload["generate"]["exemplars_path"] = files_digest([self.generate.exemplars_path])
+        payload["generate"]["sentences_path"] = files_digest([self.generate.sentences_path])
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         g = self.generate
         return {"generate": g.model_copy(update={"vocab_dir": resolve(g.vocab_dir),
-                                                 "exemplars_path": resolve(g.exemplars_path)})}
+                                                 "exemplars_path": resolve(g.exemplars_path),
+                                                 "sentences_path": resolve(g.sentences_path)})}
 
     def check_files(self, source: str) -> None:
         for name in VOCAB_FILES:
@@ -450,6 +463,8 @@ class TinyStoriesRecipe(BaseRecipe):
                 raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {self.generate.vocab_dir / name}")
         if self.generate.exemplars and not self.generate.exemplars_path.is_file():
             raise RecipeError(f"{source}: generate.exemplars_path: no such file {self.generate.exemplars_path}")
+        if self.generate.sentence_fraction and not self.generate.sentences_path.is_file():
+            raise RecipeError(f"{source}: generate.sentences_path: no such file {self.generate.sentences_path}")
 
 
 # --- tinygsm ------------------------------------------------------------------

@@ -26,7 +26,14 @@ from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import filter_stories
 from pipeline.tinystories.generate import generate_stories
-from pipeline.tinystories.prompts import TEMPLATES, plan_stories, story_exemplars
+from pipeline.tinystories.prompts import (
+    SENTENCE_TEMPLATE_ID,
+    SENTENCE_TEXT,
+    TEMPLATES,
+    instruction_text,
+    plan_stories,
+    story_exemplars,
+)
 from pipeline.tinystories.vocab import load_vocabulary
 
 SCHEMA_ID = "tinystories.v4"
@@ -47,6 +54,8 @@ def generate_fingerprint(recipe: TinyStoriesRecipe) -> str:
 def _templates(recipe: TinyStoriesRecipe) -> dict[str, str]:
     """The prompt templates this recipe's build uses, by id (the exemplar pool is one)."""
     used = dict(TEMPLATES)
+    if recipe.generate.sentence_fraction:
+        used[SENTENCE_TEMPLATE_ID] = SENTENCE_TEXT
     if recipe.generate.exemplars:
         pool = story_exemplars(recipe.generate.exemplars_path)
         used[pool.template_id] = (f"{recipe.generate.exemplars} of the {len(pool.items)} example stories in "
@@ -84,7 +93,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     """A stage record projected onto the shard contract (tinystories.v4)."""
     return {
         "id": r["id"], "build_id": build_id, "story": r["story"], "summary": r["summary"], "words": r["words"],
-        "features": r["features"], "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
+        "features": r["features"], "sentence": r.get("sentence"), "instruction_text": instruction_text(r), "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
         "exemplar_ids": r.get("exemplar_ids") or [],
         "summary_template_id": r["summary_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "parent_id": None, "verification": None, "dedup_cluster": r["dedup_cluster"],

@@ -31,7 +31,7 @@ _META = re.compile(
 
 REASONS = (
     "unfinished", "markup", "meta_text", "non_english", "too_short", "too_long", "repetitive",
-    "missing_words", "out_of_vocabulary",
+    "missing_words", "missing_sentence", "out_of_vocabulary",
 )
 
 
@@ -64,10 +64,21 @@ def check_story(record: dict[str, Any], vocab: Vocabulary, cfg: StoryFilterConfi
         missing = [w for pos, w in zip(_POS, record["words"], strict=True) if not (vocab.forms_of(pos, w) & present)]
         if len(record["words"]) - len(missing) < cfg.min_required_words:
             return "missing_words", ", ".join(missing)
+    if record.get("sentence") and not contains_sentence(story, record["sentence"]):
+        return "missing_sentence", record["sentence"]
     oov = out_of_vocabulary(story, vocab)
     if tokens and len(oov) / len(tokens) > cfg.max_oov_fraction:
         return "out_of_vocabulary", f"share {len(oov) / len(tokens):.3f}: {', '.join(sorted(set(oov))[:8])}"
     return None
+
+
+def contains_sentence(story: str, sentence: str) -> bool:
+    """Whether the story has the sentence's words in order, whole words, whatever the case, spacing,
+    punctuation or quotes around them."""
+    def norm(text: str) -> str:
+        return " " + " ".join(re.findall(r"[a-z0-9']+", text.lower())) + " "
+
+    return norm(sentence) in norm(story)
 
 
 def out_of_vocabulary(story: str, vocab: Vocabulary) -> list[str]:

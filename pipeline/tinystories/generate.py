@@ -72,6 +72,7 @@ def generate_stories(
             "summary": None,
             "words": list(spec.words),
             "features": list(spec.features),
+            "sentence": spec.sentence,
             "prompt": prompt,
             "prompt_template_id": STORY_TEMPLATE_ID,
             "exemplar_ids": [e.id for e in ex],

@@ -12,7 +12,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from pipeline.exemplars import Exemplar, ExemplarPool, as_turns, load_pool
 from pipeline.fingerprint import digest
@@ -38,6 +40,8 @@ STORY_TEMPLATE = (
     "Use only very simple words. Write only the story, with no title."
 )
 FEATURES_SENTENCE = " In the story, {items}."
+# TinyStories-Instruct also asks for a given sentence somewhere in the story (generate.sentence_fraction).
+SENTENCE_TEXT = ' The story must contain this exact sentence: "{sentence}"'
 
 SUMMARY_TEMPLATE = (
     "Here is a story for small children:\n\n{story}\n\n"
@@ -46,6 +50,7 @@ SUMMARY_TEMPLATE = (
 
 STORY_TEMPLATE_ID = "tinystories.story@" + digest([STORY_TEMPLATE, FEATURES_SENTENCE, FEATURE_TEXT])[:8]
 SUMMARY_TEMPLATE_ID = "tinystories.summary@" + digest(SUMMARY_TEMPLATE)[:8]
+SENTENCE_TEMPLATE_ID = "tinystories.sentence@" + digest(SENTENCE_TEXT)[:8]  # listed where a recipe asks for it
 TEMPLATES = {
     STORY_TEMPLATE_ID: STORY_TEMPLATE + "\nfeatures: " + FEATURES_SENTENCE,
     SUMMARY_TEMPLATE_ID: SUMMARY_TEMPLATE,
@@ -63,6 +68,7 @@ class StorySpec:
     features: tuple[str, ...]
     want_summary: bool
     seed: int  # the LLM sampling seed
+    sentence: str | None = None  # a sentence the story must contain (TinyStories-Instruct)
 
     @property
     def words(self) -> tuple[str, str, str]:
@@ -78,7 +84,19 @@ def plan_story(index: int, seed: int, cfg: TinyStoriesGenerateConfig, vocab: Voc
     k = rng.randint(cfg.min_features, cfg.max_features)
     features = tuple(sorted(rng.sample(pool, k), key=STORY_FEATURES.index))
     want_summary = rng.random() < cfg.summary_fraction
-    return StorySpec(index, verb, noun, adjective, features, want_summary, sample_seed(seed, index))
+    sentence = None
+    if cfg.sentence_fraction:  # a draw of its own, so asking for sentences changes no story's words or features
+        pick = random.Random(f"tinystories-sentence:{seed}:{index}")
+        if pick.random() < cfg.sentence_fraction:
+            sentence = pick.choice(load_sentences(cfg.sentences_path))
+    return StorySpec(index, verb, noun, adjective, features, want_summary, sample_seed(seed, index), sentence)
+
+
+@cache
+def load_sentences(path: Path) -> tuple[str, ...]:
+    """The sentences a story may be asked to contain: one per line, ``#`` comments and blanks skipped."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
 
 
 def plan_stories(start: int, stop: int, seed: int, cfg: TinyStoriesGenerateConfig, vocab: Vocabulary) -> list[StorySpec]:
@@ -91,6 +109,8 @@ def story_prompt(spec: StorySpec) -> str:
         items = [FEATURE_TEXT[f] for f in spec.features]
         joined = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         features = FEATURES_SENTENCE.format(items=joined)
+    if spec.sentence:
+        features += SENTENCE_TEXT.format(sentence=spec.sentence)
     return STORY_TEMPLATE.format(verb=spec.verb, noun=spec.noun, adjective=spec.adjective, features=features)
 
 
@@ -112,3 +132,15 @@ def story_exemplars(path: Path) -> ExemplarPool:
 
 def summary_prompt(story: str) -> str:
     return SUMMARY_TEMPLATE.format(story=story)
+
+
+def instruction_text(record: dict[str, Any]) -> str:
+    """A story in TinyStories-Instruct's format: what was asked (the features, the words, the sentence and
+    the summary, each where there is one), then the story; the field names are the released dataset's."""
+    lines = [f"Features: {', '.join(record['features'])}"] if record.get("features") else []
+    lines.append(f"Words: {', '.join(record['words'])}")
+    if record.get("sentence"):
+        lines.append(f"Random sentence: {record['sentence']}")
+    if record.get("summary"):
+        lines.append(f"Summary: {record['summary']}")
+    return "\n".join([*lines, "Story:", record["story"]])
