@@ -32,10 +32,12 @@ from pipeline.stages import BuildDir, StageResult, concat
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
 DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION, TARGET_VERSION, JUDGE_VERSION = 2, 1, 2, 1, 1, 1
+DECONTAMINATE_VERSION = 2
 # ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint); the judge's default model
 # is the recipe's backend
 DEDUP_READS, SCORE_READS, FLUENCY_READS = ("dedup",), ("seed", "difficulty"), ("fluency",)
 JUDGE_READS = ("seed", "judge", "backend")
+DECONTAMINATE_READS = ("decontaminate", "dedup")  # the near-duplicate check hashes like dedup
 JUDGE_COLUMNS = ("judge_model", "judge_error")  # beside a column per criterion of the kind's rubric
 
 
@@ -111,6 +113,8 @@ def shared_sections(recipe: BaseRecipe, stages: list[StageResult], records: list
 
     by_name = {s.name: s for s in stages}
     notes, sections = [], []
+    if (clean := by_name.get("decontaminate")) is not None:
+        notes.append(decontamination_sentence(clean.stats, clean.rows.get("rejected", 0)))
     if (target := by_name.get("target")) is not None:
         notes.append(target.stats["sentence"])
         sections.append(("Target", target.stats["sentence"]))
@@ -189,6 +193,44 @@ def dedup(score_field: str | None = None) -> Stage[BaseRecipe]:
     """The dedup stage over a kind's text field; ``score_field``: the record of a cluster with the highest
     value stays (else the first)."""
     return Stage("dedup", partial(dedup_stage, score_field=score_field), DEDUP_READS)
+
+
+def decontaminate_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
+    """Records sharing a ``decontaminate.ngram``-gram with a text of the recipe's evaluation files, or
+    near-duplicating one, rejected as ``contaminated`` (``pipeline.decontam``); nothing named, nothing
+    dropped, and the card says so."""
+    cfg, text_field = recipe.decontaminate, get_kind(recipe.kind).text_field
+
+    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        from pipeline.decontam import decontaminate, load_eval_sets
+
+        evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
+        near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
+        kept, rejected = decontaminate(records, evals, text_field, near_threshold=near,
+                                       num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
+        return kept, rejected, {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams),
+                                "eval_sets": [{"file": e.path.name, "field": e.field} for e in cfg.eval_sets],
+                                "ngram": cfg.ngram, "near_duplicate_threshold": near}
+
+    return record_stage(recipe, "decontaminate", upstream, version=DECONTAMINATE_VERSION,
+                        reads=DECONTAMINATE_READS, run=run)
+
+
+def decontaminate() -> Stage[BaseRecipe]:
+    """Decontamination of a kind's text field against the recipe's evaluation files."""
+    return Stage("decontaminate", decontaminate_stage, DECONTAMINATE_READS)
+
+
+def decontamination_sentence(stats: dict[str, Any], removed: int) -> str:
+    """What the card says was checked: the files, the n-gram and near-duplicate checks, what they removed."""
+    if not stats.get("eval_sets"):
+        return "Not decontaminated: the recipe names no evaluation set (`[decontaminate] eval_sets`)."
+    files = ", ".join(f"{e['file']} ({e['field']})" for e in stats["eval_sets"])
+    near = (f" and MinHash near-duplicates (Jaccard >= {stats['near_duplicate_threshold']})"
+            if stats.get("near_duplicate_threshold") is not None else "")
+    return (f"Decontaminated against {files}: {stats['eval_texts']} texts, checked for shared "
+            f"{stats['ngram']}-grams (punctuation and numbers removed){near}; {removed} "
+            f"record{'' if removed == 1 else 's'} removed.")
 
 
 def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:

@@ -364,6 +364,21 @@ class CostConfig(_Strict):
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
+class EvalSetConfig(_Strict):
+    path: Path
+    field: str = Field("question", description="the text field of a JSONL or Parquet file (a .txt file: its lines)")
+
+
+class DecontaminateConfig(_Strict):
+    """Records sharing a long n-gram with, or near-duplicating, a text of the evaluation files named here
+    are dropped (every kind; see docs/decontamination.md)."""
+
+    ngram: int = Field(13, ge=3, le=64, description="words per n-gram (after removing punctuation and numbers)")
+    near_duplicates: bool = Field(True, description="also drop MinHash near-duplicates of eval texts")
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    eval_sets: tuple[EvalSetConfig, ...] = ()
+
+
 class BaseRecipe(_Strict):
     """What every kind's recipe model extends: name, seed, backend, the shared stages' sections."""
 
@@ -377,6 +392,7 @@ class BaseRecipe(_Strict):
     difficulty: DifficultyConfig = DifficultyConfig()
     fluency: FluencyConfig = FluencyConfig()
     judge: JudgeConfig = JudgeConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
     publish: PublishConfig = PublishConfig()
     # Operations, not data: none of these is part of the build id.
     schedule: ScheduleConfig | None = None
@@ -421,14 +437,24 @@ class BaseRecipe(_Strict):
         return digest(self.fingerprint_payload())
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"output_root", "schedule", "cost", "storage"})
+        payload = self.model_dump(mode="json", exclude={"output_root", "schedule", "cost", "storage"})
+        payload["decontaminate"]["eval_sets"] = [
+            {"file": files_digest([e.path]), "field": e.field} for e in self.decontaminate.eval_sets
+        ]
+        return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
-        """Updates that make this kind's relative paths absolute (``resolve(path) -> path``)."""
-        return {}
+        """Updates that make the recipe's relative paths absolute (``resolve(path) -> path``); a kind adds
+        its own to these."""
+        sets = tuple(e.model_copy(update={"path": resolve(e.path)}) for e in self.decontaminate.eval_sets)
+        return {"decontaminate": self.decontaminate.model_copy(update={"eval_sets": sets})}
 
     def check_files(self, source: str) -> None:
-        """Raise RecipeError for an input file the recipe names that does not exist."""
+        """Raise RecipeError for an input file the recipe names that does not exist (a kind checks its own
+        files after these)."""
+        for i, e in enumerate(self.decontaminate.eval_sets):
+            if not e.path.is_file():
+                raise RecipeError(f"{source}: decontaminate.eval_sets.{i}.path: no such file {e.path}")
 
     @property
     def build_id(self) -> str:
@@ -453,11 +479,12 @@ class TinyStoriesRecipe(BaseRecipe):
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         g = self.generate
-        return {"generate": g.model_copy(update={"vocab_dir": resolve(g.vocab_dir),
+        return {**super().resolve_paths(resolve), "generate": g.model_copy(update={"vocab_dir": resolve(g.vocab_dir),
                                                  "exemplars_path": resolve(g.exemplars_path),
                                                  "sentences_path": resolve(g.sentences_path)})}
 
     def check_files(self, source: str) -> None:
+        super().check_files(source)
         for name in VOCAB_FILES:
             if not (self.generate.vocab_dir / name).is_file():
                 raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {self.generate.vocab_dir / name}")
@@ -531,18 +558,6 @@ class CalibrateConfig(_Strict):
     limit: int | None = Field(120, gt=0, description="calibrate on the first N problems with an answer")
 
 
-class EvalSetConfig(_Strict):
-    path: Path
-    field: str = "question"
-
-
-class DecontaminateConfig(_Strict):
-    ngram: int = Field(13, ge=3, le=64, description="words per n-gram (after removing punctuation and numbers)")
-    near_duplicates: bool = Field(True, description="also drop MinHash near-duplicates of eval texts")
-    near_duplicate_threshold: float = Field(0.8, gt=0.0, lt=1.0)
-    eval_sets: tuple[EvalSetConfig, ...] = ()
-
-
 class TinyGSMRecipe(BaseRecipe):
     kind: Literal["tinygsm"] = "tinygsm"
     generate: TinyGSMGenerateConfig
@@ -552,31 +567,23 @@ class TinyGSMRecipe(BaseRecipe):
     filter: QuestionFilterConfig = QuestionFilterConfig()
     verify: VerifyConfig = VerifyConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
-    decontaminate: DecontaminateConfig = DecontaminateConfig()
 
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = super().fingerprint_payload()
         payload["seeds"]["path"] = files_digest([self.seeds.path])
         payload["calibrate"]["path"] = files_digest([self.calibrate.path])
-        payload["decontaminate"]["eval_sets"] = [
-            {"file": files_digest([e.path]), "field": e.field} for e in self.decontaminate.eval_sets
-        ]
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
-        sets = tuple(e.model_copy(update={"path": resolve(e.path)}) for e in self.decontaminate.eval_sets)
-        return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
-                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)}),
-                "decontaminate": self.decontaminate.model_copy(update={"eval_sets": sets})}
+        return {**super().resolve_paths(resolve), "seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
+                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)})}
 
     def check_files(self, source: str) -> None:
+        super().check_files(source)
         if not self.seeds.path.is_file():
             raise RecipeError(f"{source}: seeds.path: no such seed file {self.seeds.path}")
         if self.calibrate.enabled and not self.calibrate.path.is_file():
             raise RecipeError(f"{source}: calibrate.path: no such file {self.calibrate.path}")
-        for i, e in enumerate(self.decontaminate.eval_sets):
-            if not e.path.is_file():
-                raise RecipeError(f"{source}: decontaminate.eval_sets.{i}.path: no such file {e.path}")
 
 
 # --- evol-instruct ------------------------------------------------------------
@@ -663,11 +670,12 @@ class EvolInstructRecipe(BaseRecipe):
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
-        return {"seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
+        return {**super().resolve_paths(resolve), "seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
                 "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)}),
                 "evolve": self.evolve.model_copy(update={"exemplars_path": resolve(self.evolve.exemplars_path)})}
 
     def check_files(self, source: str) -> None:
+        super().check_files(source)
         p = self.seeds.path
         if not (p.is_file() or (p / "manifest.json").is_file()):
             raise RecipeError(f"{source}: seeds.path: no such seed file or published dataset {p}")

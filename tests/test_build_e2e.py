@@ -98,8 +98,8 @@ def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, tiny_
     tiny_recipe.write_text(text)
     result = tinystories_flow(recipe_path=str(tiny_recipe))
     assert result["run_usage"]["model_calls"] == 0
-    assert result["stages"] == {"generate": "reused", "filter": "ran", "fluency": "ran", "dedup": "ran", "judge": "ran",
-                                "score": "ran", "publish": "ran"}
+    assert result["stages"] == {"generate": "reused", "filter": "ran", "decontaminate": "ran",
+                                "fluency": "ran", "dedup": "ran", "judge": "ran", "score": "ran", "publish": "ran"}
 
 
 def _cached(db: Path) -> int:

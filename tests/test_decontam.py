@@ -110,3 +110,65 @@ def test_a_recipe_names_parquet_and_txt_eval_sets(tmp_path: Path) -> None:
     """))
     assert [(e.path, e.field) for e in recipe.decontaminate.eval_sets] == [
         (tmp_path / "evals.parquet", "problem"), (tmp_path / "evals.txt", "question")]
+
+
+def test_every_kind_decontaminates_its_own_text_field() -> None:
+    from pipeline.kinds import get_kind
+
+    for name, field in (("tinystories", "story"), ("tinygsm", "question"), ("evol_instruct", "instruction")):
+        kind = get_kind(name)
+        assert "decontaminate" in [s.name for s in kind.stages] and kind.text_field == field
+
+
+def test_a_story_build_drops_a_story_found_in_an_eval_set_and_the_card_says_what_was_checked(tmp_path: Path) -> None:
+    from pipeline.kinds import InProcess, run_build
+    from pipeline.recipe import load_recipe
+    from pipeline.shards import read_split, verify_dataset
+    from tests.conftest import recipe_seed, write_recipe
+    from tests.replay import preload_stories
+
+    import polars as pl
+
+    body = f"""
+        name = "clean"
+        kind = "tinystories"
+        seed = {recipe_seed(2)}
+        output_root = "{tmp_path / 'out'}"
+        [generate]
+        count = 3
+        batch_size = 3
+        max_features = 1
+        exemplars = 0
+        [filter]
+        min_words = 5
+        min_required_words = 0
+        max_oov_fraction = 1.0
+        max_repeated_ngram_fraction = 1.0
+        [difficulty]
+        enabled = false
+        [fluency]
+        enabled = false
+        [publish]
+        validation_fraction = 0.0
+    """
+    plain = write_recipe(tmp_path / "plain.toml", body)
+    texts = preload_stories(plain, range(3))  # every story from the cache: the model writes nothing
+    # an evaluation set (TinyStories' own validation file has a "text" field) holding story 1, reworded at its
+    # end: a shared 13-gram is enough
+    evals = tmp_path / "valid.jsonl"
+    evals.write_text(json.dumps({"text": texts[1].rsplit(".", 2)[0] + ". And then they all went to bed."}) + "\n"
+                     + json.dumps({"text": "Once there was a frog who could not jump at all."}) + "\n")
+    ds = verify_dataset(run_build(load_recipe(plain), InProcess(echo=lambda _: None)).published.path)
+    assert "Not decontaminated: the recipe names no evaluation set" in (ds.path / "README.md").read_text()
+
+    checked = write_recipe(tmp_path / "checked.toml", body + f'\n[decontaminate]\neval_sets = [{{path = "{evals}", '
+                                                                f'field = "text"}}]\n')
+    ds = verify_dataset(run_build(load_recipe(checked), InProcess(echo=lambda _: None)).published.path)
+    rows = read_split(ds.path, "train")
+    assert rows.height == 2 and texts[1] not in rows["story"].to_list()
+    rejected = pl.read_parquet(ds.path / "rejected.parquet")
+    assert rejected.select("stage", "reason").rows() == [("decontaminate", "contaminated")]
+    assert rejected["detail"][0].startswith("13-gram ") and rejected["detail"][0].endswith("in valid.jsonl#0")
+    card = (ds.path / "README.md").read_text()
+    assert ("Decontaminated against valid.jsonl (text): 2 texts, checked for shared 13-grams (punctuation and "
+            "numbers removed) and MinHash near-duplicates (Jaccard >= 0.8); 1 record removed.") in card

@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
-from pipeline.common_stages import dedup, fluency, judge, judge_fields, score
+from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
@@ -270,7 +270,8 @@ KIND = register(Kind(
     name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
     text_field="instruction",
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
-    produce=produce, stages=(fluency(), dedup(), judge(), score(lambda r: (r["instruction"], r["response"]))),
+    produce=produce, stages=(decontaminate(), fluency(), dedup(), judge(),
+                             score(lambda r: (r["instruction"], r["response"]))),
     rubric=INSTRUCTIONS,
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose

@@ -1,6 +1,6 @@
 """The TinyGSM kind: its stages as plain functions over the build directory, and ``KIND``.
 
-calibrate (batches), generate (batches) -> verify -> decontaminate -> dedup -> score -> publish.
+calibrate (batches), generate (batches) -> verify -> decontaminate -> fluency -> dedup -> judge -> score -> publish.
 Generation writes a problem from a seed and samples k solutions for it;
 verification executes every sample in the sandbox. Calibration solves
 problems with known answers with the same solver and vote, so the report can
@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.batches import Models
-from pipeline.common_stages import dedup, fluency, judge, judge_fields, record_stage, score
+from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
-from pipeline.decontam import decontaminate, load_eval_sets
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import TARGET_KEYS, USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register
 from pipeline.llm import sampling_params
@@ -37,10 +36,10 @@ from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v5"
 # calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.common_stages
-VERSIONS = {"generate": 1, "verify": 2, "decontaminate": 2}
+VERSIONS = {"generate": 1, "verify": 2}  # decontaminate: pipeline.common_stages
 # what of the recipe each stage depends on (the question filter runs inside generation)
 READS = {"generate": ("seed", "generate", "seeds", "sampling", "solution_sampling", "filter", "backend"),
-         "verify": ("verify",), "decontaminate": ("decontaminate", "dedup"),
+         "verify": ("verify",),
          # the solver's own settings, so calibration measures exactly what verification runs
          "calibrate": ("seed", "calibrate", "solution_sampling", "generate.samples", "verify", "backend",
                        "difficulty")}  # difficulty: the learning-percentage bands of the gold problems
@@ -93,20 +92,6 @@ def produce(recipe: TinyGSMRecipe, runner: Runner) -> Produced:
         stages.append(calibrated)
     generated = GENERATION(recipe, runner)
     return Produced([*stages, *generated.stages], {k: usage[k] + generated.usage[k] for k in usage})
-
-
-def decontaminate_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
-    cfg = recipe.decontaminate
-
-    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
-        near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
-        kept, rejected = decontaminate(records, evals, "question", near_threshold=near,
-                                       num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
-        return kept, rejected, {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams)}
-
-    return record_stage(recipe, "decontaminate", upstream, version=VERSIONS["decontaminate"],
-                        reads=READS["decontaminate"], run=run)
 
 
 def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
@@ -166,7 +151,7 @@ KIND = register(Kind(
     text_field="question",
     produce=produce,
     stages=(Stage("verify", verify_stage, READS["verify"]),
-            Stage("decontaminate", decontaminate_stage, READS["decontaminate"]),
+            decontaminate(),
             fluency(), dedup(score_field="answer_agreement"), judge(),
             score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
     publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH,

@@ -13,7 +13,7 @@ from typing import Any
 
 
 from pipeline.batches import Models
-from pipeline.common_stages import dedup, fluency, judge, judge_fields, record_stage, score
+from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
@@ -126,7 +126,7 @@ KIND = register(Kind(
     text_field="story",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
     # proxy-model difficulty: the instruction is the prompt, the response the story
-    stages=(Stage("filter", filter_stage, READS["filter"]), fluency(), dedup(), judge(),
+    stages=(Stage("filter", filter_stage, READS["filter"]), decontaminate(), fluency(), dedup(), judge(),
             score(lambda r: (r["prompt"], r["story"]))),
     rubric=STORIES,
     publish=publish_stage,
