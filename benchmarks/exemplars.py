@@ -16,7 +16,13 @@ demo's settings (operations round-robin, responses on). Columns: survived
 evolutions the `not_an_instruction` rule rejects), eliminated (any
 evolution rule), mean words of the evolved instruction.
 
-    .venv/bin/python benchmarks/exemplars.py [stories|evol] [N] [K] [DUMP.jsonl]
+``math``: the TinyGSM demo's first ``n`` problems, the rewrite step alone
+(no solutions), its sampling and question checks, with a third row: the two
+fixed example rewrites every problem saw before the pool. Columns: passed
+(the rewrite passes the question checks), solved instead (the reply holds
+code or "the answer is" rather than a problem), mean words.
+
+    .venv/bin/python benchmarks/exemplars.py [stories|evol|math] [N] [K] [DUMP.jsonl]
 
 DUMP, when given, receives every output of both rows, to read them.
 """
@@ -98,11 +104,49 @@ def evolutions(backend: Backend, n: int, k: int) -> tuple[Callable[[int], tuple[
     return run, f"{n} seed instructions, one round of the evol demo's settings"
 
 
+def rewrites(backend: Backend, n: int, k: int) -> tuple[Callable[[int | str], tuple[Row, list[Row]]], str]:
+    from pipeline.llm import ChatRequest
+    from pipeline.paths import REWRITE_EXEMPLARS_FILE
+    from pipeline.recipe import wants_structured_output
+    from pipeline.solving import check_question
+    from pipeline.tinygsm.extract import extract_question
+    from pipeline.tinygsm.prompts import QUESTION_SCHEMA, plan_problem, question_messages, rewrite_exemplars
+    from pipeline.tinygsm.seeds import load_seeds
+
+    demo = load_recipe(RECIPES_DIR / "tinygsm-demo.toml")
+    seeds = load_seeds(demo.seeds)
+    specs = [plan_problem(i, demo.seed, seeds) for i in range(n)]
+    pool, structured = rewrite_exemplars(REWRITE_EXEMPLARS_FILE), wants_structured_output(demo.backend)
+    solved = re.compile(r"def |```|the answer is|= \d", re.IGNORECASE)
+
+    def run(shown: int | str) -> tuple[Row, list[Row]]:
+        chats = [question_messages(s.seed, structured, pool.items[:2] if shown == "fixed" else pool.draw(int(shown),
+                                   s.question_seed)) for s in specs]
+        replies = backend.generate([ChatRequest(c, sampling_params(demo.sampling), seed=s.question_seed,
+                                                json_schema=QUESTION_SCHEMA if structured else None)
+                                    for c, s in zip(chats, specs, strict=True)])
+        out = []
+        for s, (reply,) in zip(specs, replies, strict=True):
+            q = extract_question(reply.text)
+            out.append({"seed": s.seed.question, "question": q, "passed": check_question(q, s.seed.question,
+                                                                                       demo.filter) is None,
+                        "solved": bool(solved.search(q or reply.text))})
+        row = {"passed": sum(o["passed"] for o in out) / n, "solved instead": sum(o["solved"] for o in out) / n,
+               "mean words": sum(len(words(o["question"] or "")) for o in out) / n,
+               "tokens": sum(r[0].completion_tokens for r in replies)}
+        return row, out
+
+    return run, f"{n} TinyGSM demo problems, the rewrite step, the demo's sampling and question checks"
+
+
 def main(kind: str, n: int, k: int, dump: Path | None) -> None:
     backend = load_backend(LlamaCppBackendConfig())
-    run, title = (stories if kind == "stories" else evolutions)(backend, n, k)
+    run, title = {"stories": stories, "evol": evolutions, "math": rewrites}[kind](backend, n, k)
+    variants: list[tuple[str, int | str]] = [("instruction only (baseline)", 0), (f"{k} exemplar turns", k)]
+    if kind == "math":
+        variants.insert(1, ("2 fixed example rewrites (before the pool)", "fixed"))
     rows = []
-    for label, shown in (("instruction only (baseline)", 0), (f"{k} exemplar turns", k)):
+    for label, shown in variants:
         t0 = time.perf_counter()
         row, outputs = run(shown)
         rows.append({"prompt": label, **row, "s": time.perf_counter() - t0})
@@ -118,11 +162,11 @@ def main(kind: str, n: int, k: int, dump: Path | None) -> None:
         print(f"| {r['prompt']} | " + " | ".join(cells) + " |")
     first = cols[0]
     if rows[0][first]:
-        print(f"\n{first} ratio (exemplars / baseline): {rows[1][first] / rows[0][first]:.2f}")
+        print(f"\n{first} ratio (exemplars / baseline): {rows[-1][first] / rows[0][first]:.2f}")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    kind = args.pop(0) if args and args[0] in ("stories", "evol") else "stories"
+    kind = args.pop(0) if args and args[0] in ("stories", "evol", "math") else "stories"
     main(kind, int(args[0]) if args else 32, int(args[1]) if len(args) > 1 else 2,
          Path(args[2]) if len(args) > 2 else None)

@@ -21,7 +21,7 @@ from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
-from pipeline.kinds import PUBLISH_READS, TARGET_READS, Stage, get_kind
+from pipeline.kinds import PUBLISH_READS, Growth, Stage, get_kind
 from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
@@ -262,12 +262,12 @@ def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
 
 
 def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds: int,
-                 max_candidates: int) -> StageResult:
+                 max_candidates: int, grow: Growth) -> StageResult:
     """The first ``target`` survivors, in candidate order; the rest rejected as ``beyond_target``."""
     from pipeline.target import select, sentence
 
     text_field = get_kind(recipe.kind).text_field
-    candidates = recipe.generate.count  # type: ignore[attr-defined]  # the last round's
+    candidates = grow.get(recipe, grow.count)  # the last round's
 
     def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
         kept, rest = select(records, target)
@@ -275,9 +275,10 @@ def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds:
                               text_field) for r in rest]
         return kept, rejected, {"target": target, "candidates": candidates, "rounds": rounds,
                                 "max_candidates": max_candidates, "met": len(kept) >= target,
-                                "sentence": sentence(len(kept), target, candidates, rounds, max_candidates)}
+                                "sentence": sentence(len(kept), target, candidates, rounds, max_candidates,
+                                                     grow.budget)}
 
-    return record_stage(recipe, "target", upstream, version=TARGET_VERSION, reads=TARGET_READS, run=run,
+    return record_stage(recipe, "target", upstream, version=TARGET_VERSION, reads=(grow.target,), run=run,
                         extra={"rounds": rounds, "max_candidates": max_candidates})
 
 
@@ -292,7 +293,7 @@ def judge_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
     (``judge:no_verdict`` when its verdict could not be read), with its scores in the detail."""
     cfg, kind = recipe.judge, get_kind(recipe.kind)
     rubric, text_field = kind.rubric, kind.text_field
-    blank = dict.fromkeys([*(rubric.columns() if rubric else ()), *JUDGE_COLUMNS])
+    blank = dict.fromkeys(judge_columns(recipe.kind))
 
     def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
         if not cfg.enabled or not records or rubric is None:
@@ -329,10 +330,16 @@ def judge_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
                         extra={"rubric": rubric.template_id() if rubric else None})
 
 
+def judge_columns(kind: str) -> tuple[str, ...]:
+    """The columns the judge stage gives a kind's records: one per criterion of its rubric, the model, the
+    error."""
+    rubric = get_kind(kind).rubric
+    return (*(rubric.columns() if rubric else ()), *JUDGE_COLUMNS)
+
+
 def judge_fields(r: dict[str, Any], kind: str) -> dict[str, Any]:
     """A stage record's judge columns, for the kind's published record (null where the judge was off)."""
-    rubric = get_kind(kind).rubric
-    return {c: r.get(c) for c in (*(rubric.columns() if rubric else ()), *JUDGE_COLUMNS)}
+    return {c: r.get(c) for c in judge_columns(kind)}
 
 
 def judge() -> Stage[BaseRecipe]:

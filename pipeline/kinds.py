@@ -61,7 +61,30 @@ PUBLISH_READS = ("seed", "publish", "name", "description")
 # a target decides how many candidates the rounds write (their `count` is fingerprinted), and the target
 # stage reads it: the generate stage leaves these out of its fingerprint
 TARGET_KEYS = ("generate.target", "generate.max_candidates")
-TARGET_READS = ("generate.target",)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How a kind's build grows toward a target row count (``pipeline.target``), as dotted recipe keys:
+    the target, its budget, the candidate count each round sets, and the step a round grows by at least.
+    The production stages must leave ``target`` and ``budget`` out of their fingerprints (they cannot
+    change a candidate); ``count`` they read."""
+
+    target: str = "generate.target"
+    budget: str = "generate.max_candidates"
+    count: str = "generate.count"
+    step: str = "generate.batch_size"
+
+    def get(self, recipe: BaseRecipe, key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(recipe, section), name)
+
+    def with_count(self, recipe: R, count: int) -> R:
+        section, name = self.count.split(".")
+        return recipe.model_copy(update={section: getattr(recipe, section).model_copy(update={name: count})})
+
+
+GENERATE = Growth()  # the kinds that generate: tinystories, tinygsm
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,9 @@ class Kind(Generic[R]):
     solution_code: Callable[[dict[str, Any]], str | None] | None = None
     description: str = ""
     rubric: Rubric | None = None  # what the judge stage grades (pipeline.rubrics); None: the kind has no judge
+    growth: Growth | None = None  # how a target row count grows the build (GENERATE...); None: no target
+    # the candidates a build's first production stage really had (fewer than `count`: the input ran out)
+    available: Callable[[list[StageResult]], int | None] = lambda stages: None
     # what of the recipe production's stages read ({"generate": ("seed", "generate", ...)}), and the parts
     # of a recipe no fingerprint covers because they cannot change a record ({"verify.workers": why})
     produce_reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -105,7 +131,7 @@ class Kind(Generic[R]):
 
     def reads(self) -> dict[str, tuple[str, ...]]:
         """Every step's declared reads, by step: production, the record stages, publish."""
-        target = {"target": TARGET_READS} if "generate" in self.recipe.model_fields else {}  # kinds that generate
+        target = {"target": (self.growth.target,)} if self.growth is not None else {}
         return {**self.produce_reads, **{s.name: s.reads for s in self.stages}, **target, "publish": PUBLISH_READS}
 
 
@@ -217,22 +243,27 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
     from pipeline.common_stages import target_stage
     from pipeline.target import Budget, next_count
 
-    g = recipe.generate  # type: ignore[attr-defined]  # a recipe with a target has a generate section
-    budget = Budget(target, g.max_candidates or 20 * target, g.batch_size)
-    usage, count, rounds = dict.fromkeys(USAGE, 0), g.count, 0
+    grow = kind.growth
+    assert grow is not None
+    budget = Budget(target, grow.get(recipe, grow.budget) or 20 * target, grow.get(recipe, grow.step))
+    usage, count, rounds = dict.fromkeys(USAGE, 0), grow.get(recipe, grow.count) or target, 0
     while True:
         rounds += 1
-        this = recipe.model_copy(update={"generate": g.model_copy(update={"count": count})})
+        this = grow.with_count(recipe, count)
         produced, stages = _produce_and_stages(kind, this, runner)
         usage = {k: usage[k] + produced.usage[k] for k in usage}
         survivors = stages[-1].rows["records"]
+        if (available := kind.available(stages)) is not None and available < count:  # the input ran out
+            budget = Budget(target, available, budget.batch_size)
+            this, count = grow.with_count(recipe, available), available
         after = next_count(count, survivors, budget)
         runner.log(f"target: round {rounds}: {survivors} of {target} records from {count} candidates"
                    + (f"; next round: {after} candidates in all" if after is not None else ""))
         if after is None:
             break
         count = after
-    stages.append(runner.stage("target", target_stage, this, stages[-1], target, rounds, budget.max_candidates))
+    stages.append(runner.stage("target", target_stage, this, stages[-1], target, rounds, budget.max_candidates,
+                               grow))
     runner.log(f"target: {stages[-1].stats['sentence']}")
     return Produced(produced.stages, usage), stages
 
@@ -242,7 +273,7 @@ def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
     With ``generate.target``, produce and the record stages run in rounds until the target is met."""
     runner = runner or InProcess()
     kind = get_kind(recipe.kind)
-    target = getattr(getattr(recipe, "generate", None), "target", None)
+    target = kind.growth.get(recipe, kind.growth.target) if kind.growth is not None else None
     if target is not None:
         produced, stages = _toward_target(kind, recipe, runner, target)
     else:

@@ -27,3 +27,4 @@ EXEMPLARS_DIR = DATA_DIR / "exemplars"
 STORY_EXEMPLARS_FILE = EXEMPLARS_DIR / "stories.jsonl"
 STORY_SENTENCES_FILE = DATA_DIR / "stories" / "sentences.txt"  # TinyStories-Instruct's sentence constraint
 EVOLUTION_EXEMPLARS_FILE = EXEMPLARS_DIR / "evolutions.jsonl"
+REWRITE_EXEMPLARS_FILE = EXEMPLARS_DIR / "rewrites.jsonl"  # TinyGSM's problem rewrites

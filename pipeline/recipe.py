@@ -25,6 +25,7 @@ from pipeline.fingerprint import digest, files_digest
 from pipeline.paths import (
     EVOLUTION_EXEMPLARS_FILE,
     INSTRUCTIONS_FILE,
+    REWRITE_EXEMPLARS_FILE,
     SEEDS_FILE,
     STORY_EXEMPLARS_FILE,
     STORY_SENTENCES_FILE,
@@ -515,6 +516,10 @@ class TinyGSMGenerateConfig(_Strict):
                                "generate in rounds (the first of `count` candidates) until they survive")
     max_candidates: int | None = Field(None, gt=0, le=100_000_000,
                                        description="with target: candidates at most, in all rounds (default 20 x target)")
+    exemplars: int = Field(2, ge=0, le=8, description="example rewrites (problem -> new problem) shown as earlier "
+                           "chat turns, drawn per problem (0: none)")
+    exemplars_path: Path = Field(REWRITE_EXEMPLARS_FILE, description="JSONL of example rewrites (id, question, "
+                                 "rewrite, solution, answer)")
 
     @model_validator(mode="after")
     def _budget(self) -> TinyGSMGenerateConfig:
@@ -572,16 +577,20 @@ class TinyGSMRecipe(BaseRecipe):
         payload = super().fingerprint_payload()
         payload["seeds"]["path"] = files_digest([self.seeds.path])
         payload["calibrate"]["path"] = files_digest([self.calibrate.path])
+        payload["generate"]["exemplars_path"] = files_digest([self.generate.exemplars_path])
         return payload
 
     def resolve_paths(self, resolve: Any) -> dict[str, Any]:
         return {**super().resolve_paths(resolve), "seeds": self.seeds.model_copy(update={"path": resolve(self.seeds.path)}),
-                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)})}
+                "calibrate": self.calibrate.model_copy(update={"path": resolve(self.calibrate.path)}),
+                "generate": self.generate.model_copy(update={"exemplars_path": resolve(self.generate.exemplars_path)})}
 
     def check_files(self, source: str) -> None:
         super().check_files(source)
         if not self.seeds.path.is_file():
             raise RecipeError(f"{source}: seeds.path: no such seed file {self.seeds.path}")
+        if self.generate.exemplars and not self.generate.exemplars_path.is_file():
+            raise RecipeError(f"{source}: generate.exemplars_path: no such file {self.generate.exemplars_path}")
         if self.calibrate.enabled and not self.calibrate.path.is_file():
             raise RecipeError(f"{source}: calibrate.path: no such file {self.calibrate.path}")
 
@@ -612,6 +621,10 @@ class EvolveConfig(_Strict):
         "round_robin", description="round_robin: an instruction's operation shifts every round; random: drawn "
         "from the mix")
     batch_size: int = Field(32, gt=0, le=100_000, description="instructions per Prefect task")
+    target: int | None = Field(None, gt=0, le=10_000_000, description="publish exactly this many evolved "
+                               "instructions: more seeds (seeds.limit) each round of the build until they survive")
+    max_seeds: int | None = Field(None, gt=0, le=100_000_000, description="the budget of a target: seeds "
+                                  "evolved in all rounds at most (default 20 x target, or the pool's size)")
     retry_failed: bool = Field(True, description="a failed evolution's parent goes back into the next round's pool")
     judge: bool = Field(False, description="also ask the evolver whether child and parent are Equal (paper's judge)")
     exemplars: int = Field(2, ge=0, le=8, description="example evolutions shown as earlier chat turns (0: none)")
@@ -628,6 +641,8 @@ class EvolveConfig(_Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> EvolveConfig:
+        if self.max_seeds is not None and self.target is None:
+            raise ValueError("max_seeds is the budget of a target: set target too")
         if self.min_words > self.max_words:
             raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
         return self

@@ -46,11 +46,12 @@ def select(records: list[dict[str, Any]], target: int) -> tuple[list[dict[str, A
     return records[:target], records[target:]
 
 
-def sentence(published: int, target: int, candidates: int, rounds: int, max_candidates: int) -> str:
+def sentence(published: int, target: int, candidates: int, rounds: int, max_candidates: int,
+             budget_key: str = "generate.max_candidates") -> str:
     """What the card and the build summary say of the target."""
     if published >= target:
         return (f"Target met: {target} records from {candidates} candidates in {rounds} "
                 f"round{'s' if rounds > 1 else ''}.")
     return (f"Target not met: the budget of {max_candidates} candidates ran out with {published} of the "
             f"{target} records asked for ({rounds} round{'s' if rounds > 1 else ''}); raise "
-            "generate.max_candidates to continue from here.")
+            f"{budget_key} to continue from here.")

@@ -39,7 +39,8 @@ SMALL = {
     "tinygsm": ("tinygsm-demo.toml", {r"\ncount = 96 [^\n]*\n": "\ncount = 32\n",
                                       r"\ntarget = 5 [^\n]*\nmax_candidates = 192\n": "\n", r"\nbatch_size = 24 ": "\nbatch_size = 16 ",
                                       r"\n\[calibrate\]\n": "\n[calibrate]\nenabled = false\n"}),
-    "evol_instruct": ("evol-demo.toml", {r"\nlimit = 24\n": "\nlimit = 6\n", r"\nrounds = 4\n": "\nrounds = 2\n"}),
+    "evol_instruct": ("evol-demo.toml", {r"\nlimit = 24\n": "\nlimit = 6\n", r"\nrounds = 4\n": "\nrounds = 2\n",
+                                         r"\ntarget = 20 [^\n]*\nmax_seeds = 60 [^\n]*\n": "\n"}),
 }
 
 

@@ -135,7 +135,7 @@ def preload_problems(recipe_path: str | Path, problems: dict[int, tuple[str, lis
     """
     from pipeline.recipe import wants_structured_output
     from pipeline.tinygsm.generate import generate_problems
-    from pipeline.tinygsm.prompts import plan_problem
+    from pipeline.tinygsm.prompts import plan_problem, rewrite_exemplars
     from pipeline.solving import shipped_example
     from pipeline.tinygsm.seeds import load_seeds
 
@@ -153,9 +153,11 @@ def preload_problems(recipe_path: str | Path, problems: dict[int, tuple[str, lis
         return problems[by_solution_seed[request.seed]][1]
 
     backend = ScriptedBackend(embedded_model_id(recipe.backend.model), answer)
+    g = recipe.generate  # the same chat a build sends: the exemplar turns, then the request
     records, rejected = generate_problems(
         specs, backend, sampling_params(recipe.sampling), sampling_params(recipe.solution_sampling),
-        recipe.generate.samples, shipped_example(), recipe.filter, structured)
+        g.samples, shipped_example(), recipe.filter, structured,
+        rewrite_exemplars(g.exemplars_path) if g.exemplars else None, g.exemplars)
     assert not rejected, f"a preloaded problem fails the question checks: {[r['detail'] for r in rejected]}"
     store(recipe, backend)
     return {s.index: s.seed.question for s in specs}

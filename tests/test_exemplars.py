@@ -87,3 +87,37 @@ def test_a_bad_pool_is_one_line(tmp_path: Path) -> None:
     path.write_text(json.dumps({"id": "a", "story": "x"}) + "\n" + json.dumps({"id": "a", "story": "y"}) + "\n")
     with pytest.raises(UserError, match="exemplar id 'a' appears twice"):
         load_pool(path, "t2", ("story",))
+
+
+def test_every_example_rewrite_is_a_checked_problem_whose_solution_returns_its_answer() -> None:
+    from pipeline.paths import REWRITE_EXEMPLARS_FILE
+    from pipeline.recipe import QuestionFilterConfig
+    from pipeline.sandbox import Sandbox
+    from pipeline.solving import check_question
+    from pipeline.tinygsm.prompts import rewrite_exemplars
+
+    pool = rewrite_exemplars(REWRITE_EXEMPLARS_FILE)
+    assert len(pool.items) >= 12
+    for e in pool.items:  # a rewrite the question checks would reject would teach the model to fail them
+        assert check_question(e.fields["rewrite"], e.fields["question"], QuestionFilterConfig()) is None, e.id
+    with Sandbox(workers=2, timeout_s=5.0) as box:
+        results = box.run_many([e.fields["solution"] + "\nresult = simple_math_problem()\n" for e in pool.items])
+    for e, r in zip(pool.items, results, strict=True):
+        assert r.status == "ok" and abs(r.value - e.fields["answer"]) < 1e-9, (e.id, r)
+
+
+def test_a_rewrite_request_is_its_drawn_examples_then_the_seed() -> None:
+    from pipeline.paths import REWRITE_EXEMPLARS_FILE
+    from pipeline.tinygsm.prompts import question_messages, question_prompt, rewrite_exemplars
+    from pipeline.tinygsm.seeds import Seed
+
+    pool = rewrite_exemplars(REWRITE_EXEMPLARS_FILE)
+    seed = Seed("x", "Ana has 3 red apples and 4 green apples. How many apples does she have?", 7, None)
+    shown = pool.draw(2, 12345)
+    assert shown == pool.draw(2, 12345) and len({e.id for e in shown}) == 2
+    chat = question_messages(seed, True, shown)
+    assert [m.role for m in chat] == ["user", "assistant", "user", "assistant", "user"]
+    assert json.loads(chat[1].content) == {"question": shown[0].fields["rewrite"]}
+    assert chat[0].content == question_prompt(Seed(shown[0].id, shown[0].fields["question"], None, None), True)
+    assert chat[-1].content == question_prompt(seed, True)
+    assert question_messages(seed, False, ())[0].content == question_prompt(seed)  # exemplars = 0: none

@@ -36,7 +36,7 @@ from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.exemplars import ExemplarPool, load_pool
 from pipeline.fingerprint import declared_fingerprint, digest
-from pipeline.kinds import USAGE, Kind, Produced, Runner, register, run_batched
+from pipeline.kinds import USAGE, Growth, Kind, Produced, Runner, register, run_batched
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
@@ -50,13 +50,16 @@ from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 
 SCHEMA_ID = "evol_instruct.v3"
-VERSIONS = {"seeds": 1, "round": 3, "evolved": 1}  # dedup, score, publish: pipeline.common_stages
+VERSIONS = {"seeds": 1, "round": 3, "evolved": 2}  # dedup, score, publish: pipeline.common_stages
 # what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
 READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
                                          "response_backend", "math"),
          # the gate's own solver (math pools), so calibration measures exactly what the gate runs
          "calibrate": ("seed", "calibrate", "math.samples", "math.solution_sampling", "math.verify", "backend",
                        "response_backend", "difficulty")}
+# A target grows the seed count (candidate i is seed i and its lineage); it cannot change an evolution.
+GROWTH = Growth(target="evolve.target", budget="evolve.max_seeds", count="seeds.limit", step="evolve.batch_size")
+TARGET_KEYS = (GROWTH.target, GROWTH.budget)
 UNFINGERPRINTED = {"evolve.rounds": "how many rounds run; each round's fingerprint covers the rounds before it, "
                                     "so adding rounds reuses the ones already made"}
 
@@ -129,7 +132,8 @@ def round_fingerprint(recipe: EvolInstructRecipe, round_: int, upstream: StageRe
                                     "templates": sorted(_templates(recipe, math))}
     if not math:  # a pool of prose instructions does not depend on the math section
         reads, extra["math"] = tuple(r for r in reads if r != "math"), None
-    return declared_fingerprint(recipe, "round", VERSIONS["round"], reads, omit=tuple(UNFINGERPRINTED), **extra)
+    return declared_fingerprint(recipe, "round", VERSIONS["round"], reads, omit=(*UNFINGERPRINTED, *TARGET_KEYS),
+                                **extra)
 
 
 def round_stage(recipe: EvolInstructRecipe, round_: int, upstream: StageResult, math: bool) -> BatchedStage:
@@ -202,19 +206,26 @@ def produce(recipe: EvolInstructRecipe, runner: Runner) -> Produced:
             break
         upstream = run_round(recipe, r, upstream, math, runner, usage)
         rounds.append(upstream)
-    return Produced([seeds, *calibrated, *rounds, runner.stage("evolved", evolved_stage, recipe, rounds)], usage)
+    return Produced([seeds, *calibrated, *rounds, runner.stage("evolved", evolved_stage, recipe, seeds, rounds)],
+                    usage)
 
 
 # --- after the rounds -----------------------------------------------------------
 
 
-def evolved_stage(recipe: EvolInstructRecipe, rounds: list[StageResult]) -> StageResult:
-    """Every round's survivors in one table, in round order."""
+def evolved_stage(recipe: EvolInstructRecipe, seeds: StageResult, rounds: list[StageResult]) -> StageResult:
+    """Every round's survivors in one table, in candidate order: by seed, then round. More seeds (a target's
+    next round) add their lineages after the ones before, so dedup and the target keep what they kept."""
     build = build_dir(recipe)
-    fp = digest({"stage": "evolved", "v": VERSIONS["evolved"], "in": [r.fingerprint for r in rounds]})
+    fp = digest({"stage": "evolved", "v": VERSIONS["evolved"], "in": [seeds.fingerprint, *(r.fingerprint for r in rounds)]})
     if (done := build.done("evolved", fp)) is not None:
         return done
     records = concat([build.read(r.name) for r in rounds])
+    if records.height:
+        order = {sid: i for i, sid in enumerate(build.read(seeds.name)["id"].to_list())}
+        records = (records.with_columns(pl.col("root_id").replace_strict(order, default=len(order),
+                                                                         return_dtype=pl.Int64).alias("_seed"))
+                   .sort("_seed", "round", maintain_order=True).drop("_seed"))
     return build.commit("evolved", fp, {"records": records, "rejected": rejected_frame([])},
                         {"in": records.height}, 0.0)
 
@@ -272,7 +283,7 @@ KIND = register(Kind(
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
     produce=produce, stages=(decontaminate(), fluency(), dedup(), judge(),
                              score(lambda r: (r["instruction"], r["response"]))),
-    rubric=INSTRUCTIONS,
+    rubric=INSTRUCTIONS, growth=GROWTH, available=lambda stages: stages[0].rows["records"],
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose
     solution_code=lambda r: r["response"] if r.get("answer") is not None else None,

@@ -16,7 +16,18 @@ from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_f
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import TARGET_KEYS, USAGE, BatchedGeneration, Kind, Produced, Records, Runner, Stage, register
+from pipeline.kinds import (
+    GENERATE,
+    TARGET_KEYS,
+    USAGE,
+    BatchedGeneration,
+    Kind,
+    Produced,
+    Records,
+    Runner,
+    Stage,
+    register,
+)
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyGSMRecipe, wants_structured_output
@@ -30,7 +41,13 @@ from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 from pipeline.text import words
 from pipeline.tinygsm.generate import generate_problems
-from pipeline.tinygsm.prompts import SOLUTION_TEMPLATE_ID, TEMPLATES, plan_problem, question_template_id
+from pipeline.tinygsm.prompts import (
+    SOLUTION_TEMPLATE_ID,
+    TEMPLATES,
+    plan_problem,
+    question_template_id,
+    rewrite_exemplars,
+)
 from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
@@ -48,16 +65,18 @@ UNFINGERPRINTED = {"verify.workers": "how many sandbox workers run the programs,
 
 def generate_fingerprint(recipe: TinyGSMRecipe) -> str:
     return declared_fingerprint(recipe, "generate", VERSIONS["generate"], READS["generate"], omit=TARGET_KEYS,
-                                templates=_templates(recipe))
+                                templates=list(_templates(recipe)))
 
 
 def generate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) -> tuple[Records, Records]:
     """Problems ``start..stop``, each written from a seed problem, with its k sampled solutions."""
     seeds = load_seeds(recipe.seeds)
     specs = [plan_problem(i, recipe.seed, seeds) for i in range(start, stop)]
+    g = recipe.generate
     return generate_problems(specs, models.open(recipe.backend), sampling_params(recipe.sampling),
-                             sampling_params(recipe.solution_sampling), recipe.generate.samples,
-                             shipped_example(), recipe.filter, wants_structured_output(recipe.backend))
+                             sampling_params(recipe.solution_sampling), g.samples,
+                             shipped_example(), recipe.filter, wants_structured_output(recipe.backend),
+                             rewrite_exemplars(g.exemplars_path) if g.exemplars else None, g.exemplars)
 
 
 def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
@@ -98,7 +117,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     return {
         "id": r["id"], "build_id": build_id, "question": r["question"], "code": r["code"], "answer": r["answer"],
         "answer_agreement": r["answer_agreement"], "answer_votes": r["answer_votes"], "samples": r["samples"],
-        "seed_id": r["seed_id"],
+        "seed_id": r["seed_id"], "exemplar_ids": r.get("exemplar_ids") or [],
         "parent_id": r["seed_id"], "prompt": r["prompt"], "prompt_template_id": r["prompt_template_id"],
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
@@ -113,9 +132,16 @@ def _format_example(r: dict[str, Any]) -> str:
             f"\n\n```python\n{r['code'].rstrip()}\n```")
 
 
-def _templates(recipe: TinyGSMRecipe) -> list[str]:
-    """The prompt templates this recipe's build uses."""
-    return [question_template_id(wants_structured_output(recipe.backend)), SOLUTION_TEMPLATE_ID]
+def _templates(recipe: TinyGSMRecipe) -> dict[str, str]:
+    """The prompt templates this recipe's build uses, by id (the exemplar pool is one)."""
+    q = question_template_id(wants_structured_output(recipe.backend))
+    used = {q: TEMPLATES[q], SOLUTION_TEMPLATE_ID: TEMPLATES[SOLUTION_TEMPLATE_ID]}
+    if recipe.generate.exemplars:
+        pool = rewrite_exemplars(recipe.generate.exemplars_path)
+        used[pool.template_id] = (f"{recipe.generate.exemplars} of the {len(pool.items)} example rewrites in "
+                                  f"{recipe.generate.exemplars_path.name}, each as a request in the question "
+                                  "template and the rewrite as the reply, before the real request")
+    return used
 
 
 def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
@@ -134,7 +160,7 @@ def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], verifier: list[di
     return common_publish(
         recipe, stages,
         to_record=lambda r: published_record(r, recipe.build_id),
-        templates={t: TEMPLATES[t] for t in _templates(recipe)},
+        templates=_templates(recipe),
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: f"{r['question']}\n\n{r['code']}",
         default_description="TinyGSM-style grade-school math problems with Python solutions verified by execution.",
@@ -154,7 +180,7 @@ KIND = register(Kind(
             decontaminate(),
             fluency(), dedup(score_field="answer_agreement"), judge(),
             score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
-    publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH,
+    publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH, growth=GENERATE,
     description="grade-school math word problems with Python solutions verified by execution",
     produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
 ))

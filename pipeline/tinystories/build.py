@@ -17,7 +17,7 @@ from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_f
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import TARGET_KEYS, BatchedGeneration, Kind, Records, Stage, register
+from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.recipe import TinyStoriesRecipe
@@ -128,7 +128,7 @@ KIND = register(Kind(
     # proxy-model difficulty: the instruction is the prompt, the response the story
     stages=(Stage("filter", filter_stage, READS["filter"]), decontaminate(), fluency(), dedup(), judge(),
             score(lambda r: (r["prompt"], r["story"]))),
-    rubric=STORIES,
+    rubric=STORIES, growth=GENERATE,
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
     produce_reads={"generate": READS["generate"]},
