@@ -37,10 +37,15 @@ class ExemplarPool:
     name: str  # "stories", "evolutions": the template id's stem
     items: tuple[Exemplar, ...]
     digest: str  # of the file
+    source: str = ""  # the file's name
 
     @property
     def template_id(self) -> str:
         return f"exemplars.{self.name}@{self.digest[:8]}"
+
+    def describe(self, k: int, shown_as: str) -> str:
+        """What a card's template list says of the pool: how many of which exemplars, shown how."""
+        return f"{k} of the {len(self.items)} example {self.name} in {self.source}, {shown_as}, before the real request"
 
     def draw(self, k: int, *key: object, among: Callable[[Exemplar], bool] | None = None,
              prefer: Callable[[Exemplar], bool] | None = None) -> tuple[Exemplar, ...]:
@@ -72,7 +77,7 @@ def load_pool(path: Path, name: str, required: tuple[str, ...]) -> ExemplarPool:
         items.append(Exemplar(str(row["id"]), row))
     if not items:
         raise UserError(f"{path}: no exemplars")
-    return ExemplarPool(name, tuple(items), files_digest([path]))
+    return ExemplarPool(name, tuple(items), files_digest([path]), path.name)
 
 
 def as_turns(exemplars: Sequence[Exemplar], turn: Callable[[Exemplar], tuple[str, str]]) -> list[Message]:

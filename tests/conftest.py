@@ -63,6 +63,37 @@ def write_recipe(path: Path, body: str) -> Path:
     return path
 
 
+def part_recipe(path: Path, name: str, seed: int, count: int, generate: str = "", extra: str = "") -> Path:
+    """A TinyStories recipe for a test of one part (the judge, decontamination, a sentence): ``count``
+    stories in one batch, under ``<path's folder>/out``, with no exemplar turns, no fluency or difficulty
+    scoring and filters that keep any finished story; ``generate`` adds keys to [generate], ``extra``
+    sections after the rest."""
+    body = textwrap.dedent(f"""
+        name = "{name}"
+        kind = "tinystories"
+        seed = {seed}
+        output_root = "{path.parent / 'out'}"
+        [generate]
+        count = {count}
+        batch_size = {count}
+        max_features = 1
+        exemplars = 0
+        {{generate}}
+        [filter]
+        min_words = 5
+        min_required_words = 0
+        max_oov_fraction = 1.0
+        max_repeated_ngram_fraction = 1.0
+        [difficulty]
+        enabled = false
+        [fluency]
+        enabled = false
+        [publish]
+        validation_fraction = 0.0
+    """)
+    return write_recipe(path, body.replace("{generate}", generate) + textwrap.dedent(extra))
+
+
 # Story indices of `tiny_recipe` whose completions are in its response cache before a test builds it
 # (tests/replay.py): whatever the model samples for the others on this CPU, something is published.
 TINY_PRELOADED = (0, 5)

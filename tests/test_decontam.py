@@ -124,34 +124,12 @@ def test_a_story_build_drops_a_story_found_in_an_eval_set_and_the_card_says_what
     from pipeline.kinds import InProcess, run_build
     from pipeline.recipe import load_recipe
     from pipeline.shards import read_split, verify_dataset
-    from tests.conftest import recipe_seed, write_recipe
+    from tests.conftest import part_recipe, recipe_seed
     from tests.replay import preload_stories
 
     import polars as pl
 
-    body = f"""
-        name = "clean"
-        kind = "tinystories"
-        seed = {recipe_seed(2)}
-        output_root = "{tmp_path / 'out'}"
-        [generate]
-        count = 3
-        batch_size = 3
-        max_features = 1
-        exemplars = 0
-        [filter]
-        min_words = 5
-        min_required_words = 0
-        max_oov_fraction = 1.0
-        max_repeated_ngram_fraction = 1.0
-        [difficulty]
-        enabled = false
-        [fluency]
-        enabled = false
-        [publish]
-        validation_fraction = 0.0
-    """
-    plain = write_recipe(tmp_path / "plain.toml", body)
+    plain = part_recipe(tmp_path / "plain.toml", "clean", recipe_seed(2), 3)
     texts = preload_stories(plain, range(3))  # every story from the cache: the model writes nothing
     # an evaluation set (TinyStories' own validation file has a "text" field) holding story 1, reworded at its
     # end: a shared 13-gram is enough
@@ -161,8 +139,8 @@ def test_a_story_build_drops_a_story_found_in_an_eval_set_and_the_card_says_what
     ds = verify_dataset(run_build(load_recipe(plain), InProcess(echo=lambda _: None)).published.path)
     assert "Not decontaminated: the recipe names no evaluation set" in (ds.path / "README.md").read_text()
 
-    checked = write_recipe(tmp_path / "checked.toml", body + f'\n[decontaminate]\neval_sets = [{{path = "{evals}", '
-                                                                f'field = "text"}}]\n')
+    checked = part_recipe(tmp_path / "checked.toml", "clean", recipe_seed(2), 3,
+                          extra=f'[decontaminate]\neval_sets = [{{path = "{evals}", field = "text"}}]\n')
     ds = verify_dataset(run_build(load_recipe(checked), InProcess(echo=lambda _: None)).published.path)
     rows = read_split(ds.path, "train")
     assert rows.height == 2 and texts[1] not in rows["story"].to_list()

@@ -14,7 +14,7 @@ from pipeline.judge import column, failed_threshold, parse_verdict
 from pipeline.recipe import load_recipe
 from pipeline.rubrics import MATH, RUBRICS, STORIES
 from pipeline.shards import read_split, verify_dataset
-from tests.conftest import recipe_seed, write_recipe
+from tests.conftest import part_recipe, recipe_seed, write_recipe
 
 
 def test_a_verdict_is_read_from_json_fenced_or_not_and_from_plain_lines() -> None:
@@ -75,39 +75,11 @@ def test_an_unknown_criterion_in_a_threshold_is_a_recipe_error(tmp_path: Path) -
         load_recipe(path)
 
 
-JUDGED = """
-    name = "judged"
-    kind = "tinystories"
-    seed = {seed}
-    output_root = "{out}"
-    [generate]
-    count = 4
-    batch_size = 4
-    max_features = 1
-    summary_fraction = 0.0
-    exemplars = 0
-    [filter]
-    min_words = 5
-    min_required_words = 0
-    max_oov_fraction = 1.0
-    max_repeated_ngram_fraction = 1.0
-    [difficulty]
-    enabled = false
-    [fluency]
-    enabled = false
-    [publish]
-    validation_fraction = 0.0
-    [judge]
-    enabled = true
-    {judge}
-"""
-
-
 def judged_recipe(tmp_path: Path, judge: str) -> Path:
     from tests.replay import preload_stories
 
-    path = write_recipe(tmp_path / "judged.toml", JUDGED.format(seed=recipe_seed(11), out=tmp_path / "out",
-                                                                judge=judge))
+    path = part_recipe(tmp_path / "judged.toml", "judged", recipe_seed(11), 4, "summary_fraction = 0.0",
+                       "[judge]\nenabled = true\n" + judge)
     preload_stories(path, range(4))  # the stories are fixed; the judge is the model at work
     return path
 

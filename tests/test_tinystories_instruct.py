@@ -12,7 +12,7 @@ from pipeline.shards import read_split, verify_dataset
 from pipeline.tinystories.filters import check_story, contains_sentence
 from pipeline.tinystories.prompts import instruction_text, load_sentences, plan_story, story_prompt
 from pipeline.tinystories.vocab import load_vocabulary
-from tests.conftest import recipe_seed, write_recipe
+from tests.conftest import part_recipe, recipe_seed
 
 
 def test_the_sentence_is_its_own_draw_and_leaves_words_and_features_as_they_were() -> None:
@@ -65,29 +65,7 @@ def test_a_build_asked_for_sentences_publishes_them_checked_with_the_instruction
     from pipeline.tinystories.prompts import plan_stories
     from tests.replay import ScriptedBackend, embedded_model_id, story, store
 
-    path = write_recipe(tmp_path / "r.toml", f"""
-        name = "instruct"
-        kind = "tinystories"
-        seed = {recipe_seed(4)}
-        output_root = "{tmp_path / 'out'}"
-        [generate]
-        count = 4
-        batch_size = 4
-        max_features = 1
-        exemplars = 0
-        sentence_fraction = 1.0
-        [filter]
-        min_words = 5
-        min_required_words = 0
-        max_oov_fraction = 1.0
-        max_repeated_ngram_fraction = 1.0
-        [difficulty]
-        enabled = false
-        [fluency]
-        enabled = false
-        [publish]
-        validation_fraction = 0.0
-    """)
+    path = part_recipe(tmp_path / "r.toml", "instruct", recipe_seed(4), 4, "sentence_fraction = 1.0")
     recipe = load_recipe(path)
     specs = plan_stories(0, 4, recipe.seed, recipe.generate, load_vocabulary(recipe.generate.vocab_dir))
     assert all(s.sentence for s in specs)

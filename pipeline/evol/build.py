@@ -117,9 +117,8 @@ def _templates(recipe: EvolInstructRecipe, math: bool) -> dict[str, str]:
         used[JUDGE_TEMPLATE_ID] = JUDGE_TEMPLATE
     if recipe.evolve.exemplars:
         pool = evolution_exemplars(recipe.evolve.exemplars_path)
-        used[pool.template_id] = (f"{recipe.evolve.exemplars} of the example evolutions in "
-                                  f"{recipe.evolve.exemplars_path.name} (the same operation's first), each as its "
-                                  "parent in the operation's template and the child as the reply, before the request")
+        used[pool.template_id] = pool.describe(recipe.evolve.exemplars, "the same operation's first, each as its "
+                                               "parent in the operation's template and the child as the reply")
     if math:
         used[SOLUTION_TEMPLATE_ID] = SOLUTION_TEMPLATE
     else:

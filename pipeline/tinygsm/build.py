@@ -138,9 +138,8 @@ def _templates(recipe: TinyGSMRecipe) -> dict[str, str]:
     used = {q: TEMPLATES[q], SOLUTION_TEMPLATE_ID: TEMPLATES[SOLUTION_TEMPLATE_ID]}
     if recipe.generate.exemplars:
         pool = rewrite_exemplars(recipe.generate.exemplars_path)
-        used[pool.template_id] = (f"{recipe.generate.exemplars} of the {len(pool.items)} example rewrites in "
-                                  f"{recipe.generate.exemplars_path.name}, each as a request in the question "
-                                  "template and the rewrite as the reply, before the real request")
+        used[pool.template_id] = pool.describe(recipe.generate.exemplars, "each as a request in the question "
+                                               "template and the rewrite as the reply")
     return used
 
 

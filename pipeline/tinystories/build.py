@@ -58,9 +58,8 @@ def _templates(recipe: TinyStoriesRecipe) -> dict[str, str]:
         used[SENTENCE_TEMPLATE_ID] = SENTENCE_TEXT
     if recipe.generate.exemplars:
         pool = story_exemplars(recipe.generate.exemplars_path)
-        used[pool.template_id] = (f"{recipe.generate.exemplars} of the {len(pool.items)} example stories in "
-                                  f"{recipe.generate.exemplars_path.name}, each as a request in the story "
-                                  "template and the story as the reply, before the real request")
+        used[pool.template_id] = pool.describe(recipe.generate.exemplars, "each as a request in the story "
+                                               "template and the story as the reply")
     return used
 
 
