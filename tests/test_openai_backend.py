@@ -161,6 +161,7 @@ def test_a_build_through_the_faulty_proxy_completes(prefect_server: str, server_
             count = 10
             batch_size = 5
             summary_fraction = 0.3
+            exemplars = 0
             [backend]
             kind = "openai"
             base_url = "{proxy.url}"
@@ -177,7 +178,9 @@ def test_a_build_through_the_faulty_proxy_completes(prefect_server: str, server_
             max_oov_fraction = 1.0
             max_repeated_ngram_fraction = 1.0
             [difficulty]
-            ifd = false
+            enabled = false
+            [fluency]
+            enabled = false
             [publish]
             validation_fraction = 0.0
         """)
