@@ -262,7 +262,7 @@ def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
 
 
 def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds: int,
-                 max_candidates: int, grow: Growth) -> StageResult:
+                 max_candidates: int, grow: Growth, ran_out: bool = False) -> StageResult:
     """The first ``target`` survivors, in candidate order; the rest rejected as ``beyond_target``."""
     from pipeline.target import select, sentence
 
@@ -276,10 +276,10 @@ def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds:
         return kept, rejected, {"target": target, "candidates": candidates, "rounds": rounds,
                                 "max_candidates": max_candidates, "met": len(kept) >= target,
                                 "sentence": sentence(len(kept), target, candidates, rounds, max_candidates,
-                                                     grow.budget)}
+                                                     grow.budget, ran_out)}
 
     return record_stage(recipe, "target", upstream, version=TARGET_VERSION, reads=(grow.target,), run=run,
-                        extra={"rounds": rounds, "max_candidates": max_candidates})
+                        extra={"rounds": rounds, "max_candidates": max_candidates, "ran_out": ran_out})
 
 
 def fluency() -> Stage[BaseRecipe]:

@@ -246,7 +246,7 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
     grow = kind.growth
     assert grow is not None
     budget = Budget(target, grow.get(recipe, grow.budget) or 20 * target, grow.get(recipe, grow.step))
-    usage, count, rounds = dict.fromkeys(USAGE, 0), grow.get(recipe, grow.count) or target, 0
+    usage, count, rounds, ran_out = dict.fromkeys(USAGE, 0), grow.get(recipe, grow.count) or target, 0, False
     while True:
         rounds += 1
         this = grow.with_count(recipe, count)
@@ -255,7 +255,7 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
         survivors = stages[-1].rows["records"]
         if (available := kind.available(stages)) is not None and available < count:  # the input ran out
             budget = Budget(target, available, budget.batch_size)
-            this, count = grow.with_count(recipe, available), available
+            this, count, ran_out = grow.with_count(recipe, available), available, True
         after = next_count(count, survivors, budget)
         runner.log(f"target: round {rounds}: {survivors} of {target} records from {count} candidates"
                    + (f"; next round: {after} candidates in all" if after is not None else ""))
@@ -263,7 +263,7 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
             break
         count = after
     stages.append(runner.stage("target", target_stage, this, stages[-1], target, rounds, budget.max_candidates,
-                               grow))
+                               grow, ran_out))
     runner.log(f"target: {stages[-1].stats['sentence']}")
     return Produced(produced.stages, usage), stages
 

@@ -409,12 +409,12 @@ class BaseRecipe(_Strict):
 
     @model_validator(mode="after")
     def _judge_criteria(self) -> BaseRecipe:
-        if self.judge.min:
+        if self.judge.enabled or self.judge.min:
             from pipeline.kinds import get_kind  # at validation time: the kinds module imports this one
 
             rubric = get_kind(self.kind).rubric
             if rubric is None:
-                raise ValueError(f"judge.min: the {self.kind} kind has no judge rubric")
+                raise ValueError(f"judge: the {self.kind} kind has no judge rubric")
             if unknown := [k for k in self.judge.min if k not in rubric.numeric]:
                 raise ValueError(f"judge.min: no criterion {unknown[0]!r} in the {self.kind} rubric "
                                  f"({', '.join(rubric.numeric)})")

@@ -47,11 +47,16 @@ def select(records: list[dict[str, Any]], target: int) -> tuple[list[dict[str, A
 
 
 def sentence(published: int, target: int, candidates: int, rounds: int, max_candidates: int,
-             budget_key: str = "generate.max_candidates") -> str:
-    """What the card and the build summary say of the target."""
+             budget_key: str = "generate.max_candidates", ran_out: bool = False) -> str:
+    """What the card and the build summary say of the target; ``ran_out``: the input had no more
+    candidates (an evolution's seed file)."""
     if published >= target:
         return (f"Target met: {target} records from {candidates} candidates in {rounds} "
                 f"round{'s' if rounds > 1 else ''}.")
+    if ran_out:
+        return (f"Target not met: the input ran out at {candidates} candidates with {published} of the {target} "
+                f"records asked for ({rounds} round{'s' if rounds > 1 else ''}); add candidates to the input to "
+                "continue from here.")
     return (f"Target not met: the budget of {max_candidates} candidates ran out with {published} of the "
             f"{target} records asked for ({rounds} round{'s' if rounds > 1 else ''}); raise "
             f"{budget_key} to continue from here.")

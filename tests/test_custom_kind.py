@@ -199,3 +199,10 @@ def test_the_flow_and_the_cli_know_the_kind(poems: Kind[PoemRecipe], prefect_ser
                            capture_output=True, text=True, cwd=REPO, timeout=120)
     assert check.returncode == 0, check.stderr
     assert "ok (poems" in check.stdout
+
+
+def test_a_judge_for_a_kind_without_a_rubric_is_a_recipe_error(poems: Kind[PoemRecipe], tmp_path: Path) -> None:
+    path = _recipe(tmp_path)
+    path.write_text(path.read_text() + "\n[judge]\nenabled = true\n")
+    with pytest.raises(RecipeError, match="judge: the poems kind has no judge rubric"):
+        load_recipe(path)
