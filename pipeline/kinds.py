@@ -270,7 +270,8 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
 
 def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
     """Build ``recipe`` end to end: produce, each record stage, publish. Stages already done are reused.
-    With ``generate.target``, produce and the record stages run in rounds until the target is met."""
+    With a target (the kind's ``growth``: ``generate.target``, ``evolve.target``), produce and the record
+    stages run in rounds until the target is met."""
     runner = runner or InProcess()
     kind = get_kind(recipe.kind)
     target = kind.growth.get(recipe, kind.growth.target) if kind.growth is not None else None
