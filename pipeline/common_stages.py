@@ -9,14 +9,16 @@ directory. Their versions live here, once: a change to dedup is one edit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from pipeline.batches import USAGE_KEYS, rejection_counts
-from pipeline.dedup import dedup_records
+from pipeline.dedup import duplicate_verdicts
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.publish import MANIFEST, Published, publish_dataset
@@ -158,34 +160,79 @@ def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, versio
                         {"in": len(records), **extra, "rejected_by_reason": rejection_counts(rej)}, time.perf_counter() - t0)
 
 
+ROWS_PER_CHUNK = 10_000  # rows turned into Python dicts at a time: what a stage's Python code holds
+
+
+def iter_rows(frame: pl.DataFrame, columns: Sequence[str] | None = None,
+              chunk: int = ROWS_PER_CHUNK) -> Iterator[dict[str, Any]]:
+    """The rows of ``frame`` (only ``columns``) as dicts, ``chunk`` at a time: a stage reading a million
+    records never holds a million dicts."""
+    view = frame.select(columns) if columns is not None else frame
+    for start in range(0, view.height, chunk):
+        yield from view.slice(start, chunk).iter_rows(named=True)
+
+
+@dataclass
+class Verdicts:
+    """What a columnar stage decided about its input, row by row: columns to add (or replace), one value
+    per input row, the rows it rejects with (reason, detail), and its stats."""
+
+    columns: dict[str, Sequence[Any]] = field(default_factory=dict)
+    rejected: dict[int, tuple[str, str]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def table_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version: int, reads: Sequence[str],
+                decide: Callable[[pl.DataFrame], Verdicts], omit: Sequence[str] = (),
+                extra: dict[str, Any] | None = None) -> StageResult:
+    """A stage that keeps or rejects the upstream's records, as :func:`record_stage` does, but over the
+    Arrow table: ``decide(frame)`` reads what it needs (:func:`iter_rows`), the kept rows are taken from the
+    table as they are, and only the rejected become dicts (for their ``record_json``). The records stay
+    columnar from end to end: about a tenth of the CPU and memory of a dict per record."""
+    build, text_field = BuildDir(recipe.build_dir), get_kind(recipe.kind).text_field
+    fp = declared_fingerprint(recipe, name, version, reads, omit=omit, **{"in": upstream.fingerprint, **(extra or {})})
+    if (done := build.done(name, fp)) is not None:
+        return done
+    t0 = time.perf_counter()
+    frame = build.read(upstream.name)
+    verdicts = decide(frame)
+    if verdicts.columns:
+        frame = frame.with_columns(pl.Series(k, list(v), strict=False) for k, v in verdicts.columns.items())
+    keep = np.ones(frame.height, dtype=bool)
+    keep[list(verdicts.rejected)] = False
+    rows = sorted(verdicts.rejected)
+    rejected = rejected_frame([rejection(r, name, *verdicts.rejected[i], text_field)
+                               for i, r in zip(rows, frame[rows].iter_rows(named=True), strict=True)])
+    return build.commit(name, fp, {"records": frame.filter(pl.Series(keep)), "rejected": rejected},
+                        {"in": frame.height, **verdicts.stats, "rejected_by_reason": rejection_counts(rejected)},
+                        time.perf_counter() - t0)
+
+
 def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, score_field: str | None = None) -> StageResult:
     """Within-build duplicates of the kind's text field, then records other builds already published
     (cross-build index); ``score_field`` decides which record of a cluster stays."""
     cfg, text_field = recipe.dedup, get_kind(recipe.kind).text_field
     index = PublishedIndex(recipe.output_root, recipe.kind, cfg.num_perm, cfg.ngram)
 
-    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        if cfg.enabled:
-            kept, rejected, _ = dedup_records(records, text_field=text_field, threshold=cfg.threshold,
-                                              num_perm=cfg.num_perm, ngram=cfg.ngram, keep=cfg.keep,
-                                              score_field=score_field)
-        else:
-            kept, rejected = [{**r, "dedup_cluster": r["id"]} for r in records], []
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        ids = frame["id"].to_list()
+        if not cfg.enabled:
+            return Verdicts({"dedup_cluster": ids}, {}, {"already_published": {}})
+        texts = frame[text_field].to_list()
+        scores = ([x or 0.0 for x in frame[score_field].to_list()]
+                  if cfg.keep == "score" and score_field and score_field in frame.columns else None)
+        cluster, rejected = duplicate_verdicts(texts, ids, threshold=cfg.threshold, num_perm=cfg.num_perm,
+                                               ngram=cfg.ngram, keep=cfg.keep, scores=scores)
         by_build: dict[str, int] = {}
-        if cfg.enabled and cfg.cross_build:
-            matches = {m.index: m for m in index.find([r[text_field] for r in kept], cfg.threshold, recipe.name)}
-            fresh = []
-            for i, r in enumerate(kept):
-                if (m := matches.get(i)) is None:
-                    fresh.append(r)
-                    continue
+        if cfg.cross_build:
+            kept = [i for i in range(len(ids)) if i not in rejected]
+            for m in index.find([texts[i] for i in kept], cfg.threshold, recipe.name):
                 by_build[m.build_id] = by_build.get(m.build_id, 0) + 1
-                rejected.append(rejection(r, "dedup", "already_published",
-                                          f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})", text_field))
-            kept = fresh
-        return kept, rejected, {"already_published": by_build}
+                rejected[kept[m.index]] = ("already_published",
+                                           f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})")
+        return Verdicts({"dedup_cluster": cluster}, rejected, {"already_published": by_build})
 
-    return record_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, reads=DEDUP_READS, run=run, extra={
+    return table_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, reads=DEDUP_READS, decide=decide, extra={
         "field": text_field, "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
 
 
@@ -201,19 +248,20 @@ def decontaminate_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResul
     dropped, and the card says so."""
     cfg, text_field = recipe.decontaminate, get_kind(recipe.kind).text_field
 
-    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        from pipeline.decontam import decontaminate, load_eval_sets
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        from pipeline.decontam import contaminated, load_eval_sets
 
         evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
         near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
-        kept, rejected = decontaminate(records, evals, text_field, near_threshold=near,
-                                       num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
-        return kept, rejected, {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams),
-                                "eval_sets": [{"file": e.path.name, "field": e.field} for e in cfg.eval_sets],
-                                "ngram": cfg.ngram, "near_duplicate_threshold": near}
+        found = contaminated(frame[text_field].to_list(), evals, near_threshold=near,
+                             num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
+        return Verdicts({}, {i: ("contaminated", detail) for i, detail in found.items()},
+                        {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams),
+                         "eval_sets": [{"file": e.path.name, "field": e.field} for e in cfg.eval_sets],
+                         "ngram": cfg.ngram, "near_duplicate_threshold": near})
 
-    return record_stage(recipe, "decontaminate", upstream, version=DECONTAMINATE_VERSION,
-                        reads=DECONTAMINATE_READS, run=run)
+    return table_stage(recipe, "decontaminate", upstream, version=DECONTAMINATE_VERSION,
+                       reads=DECONTAMINATE_READS, decide=decide)
 
 
 def decontaminate() -> Stage[BaseRecipe]:
@@ -238,27 +286,21 @@ def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
     is rejected as ``disfluent``, with its loss in the detail."""
     cfg, text_field = recipe.fluency, get_kind(recipe.kind).text_field
 
-    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        if not cfg.enabled or not records:
-            return [r | {"fluency_loss": None} for r in records], [], {"enabled": cfg.enabled}
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        if not cfg.enabled or not frame.height:
+            return Verdicts({"fluency_loss": [None] * frame.height}, {}, {"enabled": cfg.enabled})
         from pipeline.difficulty.ifd import LlamaScorer
         from pipeline.fluency import fluency_losses, too_disfluent
 
-        losses = fluency_losses([r[text_field] for r in records], LlamaScorer(cfg.model))
-        kept, rejected = [], []
-        for r, loss in zip(records, losses, strict=True):
-            r = r | {"fluency_loss": loss}
-            if too_disfluent(loss, cfg.max_loss):
-                rejected.append(rejection(r, "fluency", "disfluent", f"mean token loss {loss} > {cfg.max_loss}",
-                                          text_field))
-            else:
-                kept.append(r)
+        losses = fluency_losses(frame[text_field].to_list(), LlamaScorer(cfg.model))
+        rejected = {i: ("disfluent", f"mean token loss {loss} > {cfg.max_loss}")
+                    for i, loss in enumerate(losses) if too_disfluent(loss, cfg.max_loss)}
         finite = sorted(x for x in losses if x is not None)
-        return kept, rejected, {"enabled": True, "model": cfg.model, "median_loss": finite[len(finite) // 2]
-                                if finite else None}
+        return Verdicts({"fluency_loss": losses}, rejected,
+                        {"enabled": True, "model": cfg.model, "median_loss": finite[len(finite) // 2] if finite else None})
 
-    return record_stage(recipe, "fluency", upstream, version=FLUENCY_VERSION, reads=FLUENCY_READS, run=run,
-                        extra={"field": text_field})
+    return table_stage(recipe, "fluency", upstream, version=FLUENCY_VERSION, reads=FLUENCY_READS, decide=decide,
+                       extra={"field": text_field})
 
 
 def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds: int,
@@ -291,43 +333,42 @@ def judge_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
     """An LLM judge's verdict on every record (``pipeline.judge``, the kind's rubric in ``pipeline.rubrics``):
     a column per criterion; below a ``judge.min`` threshold a record is rejected as ``judge:<criterion>``
     (``judge:no_verdict`` when its verdict could not be read), with its scores in the detail."""
-    cfg, kind = recipe.judge, get_kind(recipe.kind)
-    rubric, text_field = kind.rubric, kind.text_field
-    blank = dict.fromkeys(judge_columns(recipe.kind))
+    cfg, rubric = recipe.judge, get_kind(recipe.kind).rubric
+    columns = judge_columns(recipe.kind)
 
-    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        if not cfg.enabled or not records or rubric is None:
-            return [r | blank for r in records], [], {"enabled": cfg.enabled}
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        if not cfg.enabled or not frame.height or rubric is None:
+            return Verdicts({c: [None] * frame.height for c in columns}, {}, {"enabled": cfg.enabled})
         from pipeline.batches import Models
         from pipeline.judge import failed_threshold, judge_records, scores_text
         from pipeline.llm import sampling_params
         from pipeline.llm.types import derive_seed
 
+        records = frame.to_dicts()  # model-bound: a judge reads thousands of records an hour, not a million
         with Models(recipe.output_root) as models:
             judge = models.open(cfg.backend or recipe.backend)
             verdicts = judge_records(records, rubric, judge, sampling_params(cfg.sampling),
                                      seeds=[derive_seed(recipe.seed, "judge", r["id"]) for r in records],
                                      retries=cfg.retries, max_chars=cfg.max_chars)
             usage = models.usage()
-        kept, rejected = [], []
-        for r, v in zip(records, verdicts, strict=True):
-            r = r | {"judge_model": judge.model_id, "judge_error": v.error,
-                     **{c: (v.scores or {}).get(n) for n, c in zip(rubric.names, rubric.columns(), strict=True)}}
+        added: dict[str, list[Any]] = {c: [] for c in columns}
+        rejected: dict[int, tuple[str, str]] = {}
+        for i, v in enumerate(verdicts):
+            row = {"judge_model": judge.model_id, "judge_error": v.error,
+                   **{c: (v.scores or {}).get(n) for n, c in zip(rubric.names, rubric.columns(), strict=True)}}
+            for c in columns:
+                added[c].append(row[c])
             failed = failed_threshold(v.scores, cfg.min, rubric)
-            if failed is None:
-                kept.append(r)
-            elif v.scores is None:
-                rejected.append(rejection(r, "judge", f"judge:{failed}", str(v.error), text_field))
-            else:
-                rejected.append(rejection(r, "judge", f"judge:{failed}", f"{failed} {v.scores[failed]} < "
-                                          f"{cfg.min[failed]}; {scores_text(v.scores)}", text_field))
-        return kept, rejected, {"enabled": True, "model": judge.model_id, "rubric": rubric.template_id(),
-                                "judged": len(verdicts), "unread": sum(v.scores is None for v in verdicts),
-                                "retried": sum(v.attempts > 1 for v in verdicts), "min": dict(cfg.min),
-                                "usage": usage}
+            if failed is not None:
+                rejected[i] = (f"judge:{failed}", str(v.error) if v.scores is None else
+                               f"{failed} {v.scores[failed]} < {cfg.min[failed]}; {scores_text(v.scores)}")
+        return Verdicts(added, rejected, {
+            "enabled": True, "model": judge.model_id, "rubric": rubric.template_id(), "judged": len(verdicts),
+            "unread": sum(v.scores is None for v in verdicts), "retried": sum(v.attempts > 1 for v in verdicts),
+            "min": dict(cfg.min), "usage": usage})
 
-    return record_stage(recipe, "judge", upstream, version=JUDGE_VERSION, reads=JUDGE_READS, run=run,
-                        extra={"rubric": rubric.template_id() if rubric else None})
+    return table_stage(recipe, "judge", upstream, version=JUDGE_VERSION, reads=JUDGE_READS, decide=decide,
+                       extra={"rubric": rubric.template_id() if rubric else None})
 
 
 def judge_columns(kind: str) -> tuple[str, ...]:
@@ -355,19 +396,19 @@ def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
     if (done := build.done("score", fp)) is not None:
         return done
     t0 = time.perf_counter()
-    records = build.read(upstream.name).to_dicts()
+    frame = build.read(upstream.name)
     summary: dict[str, Any] = {"enabled": cfg.enabled}
-    if cfg.enabled and records:
+    if cfg.enabled and frame.height:
         from pipeline.difficulty.score import score_pairs
 
-        result = score_pairs([pair(r) for r in records], cfg, recipe.seed)
+        result = score_pairs([pair(r) for r in iter_rows(frame)], cfg, recipe.seed)
         summary |= result.summary
-        records = [r | {k: v[i] for k, v in result.columns.items()} for i, r in enumerate(records)]
+        added = result.columns
     else:
-        records = [r | dict.fromkeys(DIFFICULTY_COLUMNS) for r in records]
-    empty = rejected_frame([])
-    return build.commit("score", fp, {"records": stage_frame(records, build, upstream), "rejected": empty},
-                        {"in": len(records), "difficulty": summary}, time.perf_counter() - t0)
+        added = {k: [None] * frame.height for k in DIFFICULTY_COLUMNS}
+    frame = frame.with_columns(pl.Series(k, list(v), strict=False) for k, v in added.items())
+    return build.commit("score", fp, {"records": frame, "rejected": rejected_frame([])},
+                        {"in": frame.height, "difficulty": summary}, time.perf_counter() - t0)
 
 
 def score(pair: Callable[[dict[str, Any]], tuple[str, str]]) -> Stage[BaseRecipe]:

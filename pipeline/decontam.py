@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ class NgramIndex:
 
     def match(self, text: str) -> tuple[str, str] | None:
         """(the shared n-gram, where it came from) for the first match, else None."""
+        if not self._grams:
+            return None
         w = ngram_words(text)
         for i in range(len(w) - self.n + 1):
             src = self._grams.get(_key(w[i : i + self.n]))
@@ -103,31 +105,31 @@ def build_index(sets: Iterable[tuple[Path, str]], n: int) -> NgramIndex:
     return load_eval_sets(sets, n).ngrams
 
 
+def contaminated(texts: Sequence[str], evals: EvalSets | NgramIndex, *, near_threshold: float | None = None,
+                 num_perm: int = 128, ngram: int = 5) -> dict[int, str]:
+    """For each text that shares an n-gram with an eval text, or (with ``near_threshold``) is a MinHash
+    near-duplicate of one, why: ``{index: detail}``."""
+    index = evals.ngrams if isinstance(evals, EvalSets) else evals
+    found: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        if (hit := index.match(text)) is not None:
+            gram, src = hit
+            found[i] = f"{index.n}-gram {gram!r} in {src}"
+    rest = [i for i in range(len(texts)) if i not in found]
+    if near_threshold is not None and isinstance(evals, EvalSets) and evals.texts and rest:
+        hasher = MinHasher(num_perm=num_perm, ngram=ngram)
+        for i, j, sim in matches_against(hasher.signatures([texts[i] for i in rest]),
+                                         hasher.signatures(evals.texts), near_threshold):
+            found[rest[i]] = f"near-duplicate of {evals.sources[j]} (Jaccard ~{sim:.2f})"
+    return found
+
+
 def decontaminate(records: list[dict[str, Any]], evals: EvalSets | NgramIndex, text_field: str, *,
                   near_threshold: float | None = None, num_perm: int = 128, ngram: int = 5,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Drop records sharing an n-gram with an eval text, then (optionally) MinHash near-duplicates of one."""
-    index = evals.ngrams if isinstance(evals, EvalSets) else evals
-    kept, rejected = [], []
-    for r in records:
-        hit = index.match(r[text_field])
-        if hit is None:
-            kept.append(r)
-        else:
-            gram, src = hit
-            rejected.append(rejection(r, "decontaminate", "contaminated", f"{index.n}-gram {gram!r} in {src}",
-                                      text_field))
-    if near_threshold is not None and isinstance(evals, EvalSets) and evals.texts and kept:
-        hasher = MinHasher(num_perm=num_perm, ngram=ngram)
-        near = {i: (j, s) for i, j, s in matches_against(
-            hasher.signatures([r[text_field] for r in kept]), hasher.signatures(evals.texts), near_threshold)}
-        fresh = []
-        for i, r in enumerate(kept):
-            if i in near:
-                j, sim = near[i]
-                rejected.append(rejection(r, "decontaminate", "contaminated",
-                                          f"near-duplicate of {evals.sources[j]} (Jaccard ~{sim:.2f})", text_field))
-            else:
-                fresh.append(r)
-        kept = fresh
+    found = contaminated([r[text_field] for r in records], evals, near_threshold=near_threshold,
+                         num_perm=num_perm, ngram=ngram)
+    kept = [r for i, r in enumerate(records) if i not in found]
+    rejected = [rejection(records[i], "decontaminate", "contaminated", found[i], text_field) for i in sorted(found)]
     return kept, rejected

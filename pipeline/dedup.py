@@ -141,28 +141,41 @@ def find_duplicates(texts: Sequence[str], threshold: float = 0.8, num_perm: int 
     return find_duplicate_report(texts, threshold, num_perm, ngram, keep=keep, scores=scores).representative.tolist()
 
 
+def duplicate_verdicts(
+    texts: Sequence[str], ids: Sequence[str], *, threshold: float, num_perm: int, ngram: int,
+    keep: KeepPolicy = "first", scores: Sequence[float] | None = None,
+) -> tuple[list[str], dict[int, tuple[str, str]]]:
+    """Each text's cluster (its representative's id) and, for every text that is not a representative,
+    (reason, detail): ``exact_duplicate`` or ``near_duplicate`` of which record."""
+    report = find_duplicate_report(texts, threshold, num_perm, ngram, keep=keep, scores=scores)
+    rep = report.representative
+    cluster = [ids[j] for j in rep.tolist()]
+    rejected: dict[int, tuple[str, str]] = {}
+    for i in np.flatnonzero(rep != np.arange(len(rep))).tolist():
+        if report.exact[i]:
+            rejected[i] = ("exact_duplicate", f"duplicate of {cluster[i]}")
+        else:
+            rejected[i] = ("near_duplicate", f"duplicate of {cluster[i]} (Jaccard ~{report.similarity[i]:.2f})")
+    return cluster, rejected
+
+
 def dedup_records(
     records: list[dict[str, Any]], *, text_field: str, threshold: float, num_perm: int, ngram: int,
     keep: KeepPolicy = "first", score_field: str | None = None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], DuplicateReport]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Keep one record per cluster; every record gets ``dedup_cluster`` (its representative's id)."""
     scores = [r[score_field] or 0.0 for r in records] if keep == "score" and score_field else None
-    report = find_duplicate_report([r[text_field] for r in records], threshold, num_perm, ngram,
-                                   keep=keep, scores=scores)
+    cluster, dropped = duplicate_verdicts([r[text_field] for r in records], [r["id"] for r in records],
+                                          threshold=threshold, num_perm=num_perm, ngram=ngram, keep=keep,
+                                          scores=scores)
     kept, rejected = [], []
     for i, record in enumerate(records):
-        rep = int(report.representative[i])
-        record = {**record, "dedup_cluster": records[rep]["id"]}
-        if rep == i:
-            kept.append(record)
-        elif report.exact[i]:
-            rejected.append(rejection(record, "dedup", "exact_duplicate", f"duplicate of {records[rep]['id']}",
-                                      text_field))
+        record = {**record, "dedup_cluster": cluster[i]}
+        if i in dropped:
+            rejected.append(rejection(record, "dedup", *dropped[i], text_field))
         else:
-            rejected.append(rejection(record, "dedup", "near_duplicate",
-                                      f"duplicate of {records[rep]['id']} (Jaccard ~{report.similarity[i]:.2f})",
-                                      text_field))
-    return kept, rejected, report
+            kept.append(record)
+    return kept, rejected
 
 
 def matches_against(new: np.ndarray, reference: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:

@@ -85,6 +85,9 @@ class OpenAIBackendConfig(_Strict):
     model: str = Field(..., description="the model name the server expects")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (never logged)")
     max_concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at most")
+    transport: Literal["aiohttp", "sdk"] = Field(
+        "aiohttp", description="how requests are sent: 'aiohttp' (about 0.2 ms of CPU a request) or the openai "
+        "package's client, 'sdk' (about 2-3 ms; see docs/backends.md)")
     min_concurrency: int = Field(1, ge=1, le=4096)
     timeout_s: float = Field(120.0, gt=0.0, le=3600.0, description="per request")
     max_retries: int = Field(8, ge=0, le=100)

@@ -15,12 +15,13 @@ so the document a dataset ships as ``schema.json`` stands alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import pyarrow as pa
 from jsonschema import Draft202012Validator
 
@@ -60,15 +61,21 @@ class RecordSchema:
         )
 
     def validate(self, records: Iterable[dict[str, Any]]) -> None:
-        """Raise SchemaError naming the first record that breaks the contract."""
-        validator = _validator(json.dumps(self.document, sort_keys=True))
+        """Raise SchemaError naming the first record that breaks the contract.
+
+        Every record is checked by a validator compiled from the schema (fastjsonschema: about 40 times
+        faster than interpreting it, which at a million records is minutes); the one that fails is checked
+        again by jsonschema's reference validator for the message."""
+        document = json.dumps(self.document, sort_keys=True)
+        fast = _compiled(document)
         for i, record in enumerate(records):
-            error = next(iter(validator.iter_errors(record)), None)
-            if error is not None:
-                where = ".".join(str(p) for p in error.absolute_path) or "(record)"
-                raise SchemaError(
-                    f"record {i} (id {record.get('id')!r}) does not match {self.id}: {where}: {error.message}"
-                )
+            try:
+                fast(record)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                error = next(iter(_validator(document).iter_errors(record)), None)
+                where = ".".join(str(p) for p in error.absolute_path) or "(record)" if error else exc.name
+                raise SchemaError(f"record {i} (id {record.get('id')!r}) does not match {self.id}: {where}: "
+                                  f"{error.message if error else exc.message}") from None
 
     def to_table(self, records: list[dict[str, Any]]) -> pa.Table:
         self.validate(records)
@@ -103,6 +110,14 @@ def _arrow_field(name: str, prop: dict[str, Any], required: bool) -> pa.Field:
 @cache
 def _validator(document: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(document))
+
+
+@cache
+def _compiled(document: str) -> Callable[[Any], Any]:
+    # fastjsonschema knows drafts 4-7; tinyforge's schemas use only keywords those share with 2020-12
+    # (type, properties, required, items, enum, minimum, pattern, ...), and test_schema checks both agree.
+    doc = {k: v for k, v in json.loads(document).items() if k != "$schema"}
+    return fastjsonschema.compile(doc, use_default=False)
 
 
 def _resolve(node: Any, base: Path, seen: tuple[str, ...] = ()) -> Any:

@@ -52,7 +52,7 @@ def test_planted_pairs_above_and_below_threshold() -> None:
 def test_first_seen_is_kept_and_clusters_recorded() -> None:
     a = "the cat sat on the mat and looked at the moon for a long time"
     records = [{"id": "a", "story": a}, {"id": "b", "story": "a dog ran far away"}, {"id": "c", "story": a + "."}]
-    kept, rejected, _ = dedup_records(records, text_field="story", threshold=0.8, num_perm=128, ngram=3)
+    kept, rejected = dedup_records(records, text_field="story", threshold=0.8, num_perm=128, ngram=3)
     assert [r["id"] for r in kept] == ["a", "b"]
     assert [r["dedup_cluster"] for r in kept] == ["a", "b"]
     assert len(rejected) == 1 and rejected[0]["reason"] == "exact_duplicate"

@@ -77,3 +77,12 @@ def test_on_done_fires_per_request_so_work_is_saved_early(embedded_backend, tmp_
 
     CachedBackend(embedded_backend, cache).generate([req("One."), req("Two."), req("Three.")], on_done=on_done)
     assert seen == [(0, 1), (1, 2), (2, 3)]  # each request was committed before the next began
+
+
+def test_sampling_params_to_dict_names_every_field() -> None:
+    """The cache key is built from to_dict(): a field it left out would make two samplings one key."""
+    from dataclasses import fields
+
+    from pipeline.llm.types import SamplingParams
+
+    assert list(SamplingParams().to_dict()) == [f.name for f in fields(SamplingParams)]

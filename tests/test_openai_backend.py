@@ -86,7 +86,7 @@ def test_each_sample_is_sent_with_its_own_seed() -> None:
     req = requests(1, n=3)[0]
     bodies = [backend._body(req, i) for i in req.sample_indices]
     assert [b["seed"] for b in bodies] == [sample_seed(req.seed, i) for i in range(3)]
-    assert bodies[0]["extra_body"] == {"repeat_penalty": 1.1} and bodies[0]["max_tokens"] == 16
+    assert bodies[0]["repeat_penalty"] == 1.1 and bodies[0]["max_tokens"] == 16
     assert "response_format" not in bodies[0]
 
 
@@ -130,7 +130,7 @@ def test_adaptive_limit_halves_on_rate_limits_and_recovers() -> None:
         seen = []
         for outcome in ["throttled", "throttled", "throttled"] + ["ok"] * 40:
             await limit.acquire()
-            await limit.release(outcome)
+            limit.release(outcome)
             seen.append(limit.limit)
         return seen
 

@@ -83,3 +83,42 @@ def test_a_kind_outside_tinyforge_can_refer_to_the_shared_fields(tmp_path: Path)
     assert schema.document["properties"]["id"] == SHARED["record_id"]
     with pytest.raises(SchemaError, match="does not match"):
         schema.validate([{"id": "x"}])
+
+
+def _mutations(record: dict) -> list[dict]:
+    """Records one change away from ``record``: a field dropped, set to null, given another type."""
+    out = []
+    for key, value in record.items():
+        out.append({k: v for k, v in record.items() if k != key})
+        out.append({**record, key: None})
+        out.append({**record, key: 1.5 if isinstance(value, str) else "x"})
+        if isinstance(value, dict):
+            for sub in value:
+                out.append({**record, key: {**value, sub: "x" if not isinstance(value[sub], str) else 7}})
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_compiled_validator_agrees_with_the_reference_one(kind: str) -> None:
+    """Publish validates with fastjsonschema for speed: on each shipped golden row and every one-field
+    change of it, it must accept exactly what jsonschema's Draft 2020-12 validator accepts."""
+    from pipeline.schema import _compiled
+    import fastjsonschema
+
+    schema = load_schema(get_kind(kind).schema_id)
+    reference = Draft202012Validator(schema.document)
+    fast = _compiled(json.dumps(schema.document, sort_keys=True))
+    lines = (REPO / "tests" / "fixtures" / "golden" / f"{kind}.rows.jsonl").read_text().splitlines()[:3]
+    rows = [{k: json.loads(line).get(k) for k in schema.fields} for line in lines]  # less input_ids; nulls back
+    checked = rejected = 0
+    for row in rows:
+        for candidate in [row, *_mutations(row)]:
+            try:
+                fast(candidate)
+                fast_ok = True
+            except fastjsonschema.JsonSchemaValueException:
+                fast_ok = False
+            assert fast_ok == reference.is_valid(candidate), (kind, candidate)
+            checked += 1
+            rejected += not fast_ok
+    assert checked > 100 and 0 < rejected < checked

@@ -266,7 +266,7 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
     with said_on_failure(calibration):
         return common_publish(
             recipe, stages,
-            to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe, math),
+            to_record=partial(published_record, build_id=recipe.build_id), templates=_templates(recipe, math),
             format_example=_format_example, length=lambda r: r["num_words"],
             training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=sections,
             default_description="Instructions evolved with Evol-Instruct operations by a small model, with "

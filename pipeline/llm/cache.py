@@ -2,9 +2,11 @@
 
 Key: sha256 over (model id, messages, sampling parameters, seed, sample
 index). A re-run of a build, or a build killed half-way and started again,
-never pays twice for a completion it already has. Each request's completions
-are committed as soon as the backend returns them, so a SIGKILL loses at most
-the request in flight.
+never pays twice for a completion it already has. Completions are stored as
+the backend returns them and committed at least every ``COMMIT_EVERY_S``
+seconds (and when a batch ends), so a SIGKILL loses at most that long of
+work; a commit per completion cost more CPU than the rest of the client
+(``benchmarks/pipeline.py``).
 
 The store is one SQLite file (WAL mode), shared by every build under an
 output root. Nothing secret is part of a key or a row: API keys never reach
@@ -57,10 +59,14 @@ def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+COMMIT_EVERY_S = 0.5
+
+
 class ResponseCache:
     """Completions by key, in one SQLite file. Safe to share between threads."""
 
     def __init__(self, path: str | Path):
+        self._last_commit = time.monotonic()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -86,20 +92,31 @@ class ResponseCache:
                     found[key] = Completion(text, finish, pt, ct, cached=True)
         return found
 
-    def put_many(self, model_id: str, request: ChatRequest, completions: Sequence[Completion]) -> None:
+    def put_many(self, model_id: str, request: ChatRequest, completions: Sequence[Completion],
+                 keys: Sequence[str] | None = None) -> None:
+        """Store a request's completions; ``keys``: their :func:`request_key` values, when the caller has them."""
         request_json = json.dumps(
             {"messages": [[m.role, m.content] for m in request.messages], "params": request.params.to_dict(),
              "seed": request.seed},
             ensure_ascii=False,
         )
-        rows = [
-            (request_key(model_id, request, i), model_id, i, c.text, c.finish_reason, c.prompt_tokens,
-             c.completion_tokens, request_json, time.time())
-            for i, c in zip(request.sample_indices, completions, strict=True)
-        ]
+        keys = keys if keys is not None else [request_key(model_id, request, i) for i in request.sample_indices]
+        now = time.time()
+        rows = [(key, model_id, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, request_json, now)
+                for key, i, c in zip(keys, request.sample_indices, completions, strict=True)]
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            self._db.commit()
+            if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
+                self._commit()
+
+    def flush(self) -> None:
+        """Commit what is stored (a batch's end; :meth:`close` does it too)."""
+        with self._lock:
+            self._commit()
+
+    def _commit(self) -> None:
+        self._db.commit()
+        self._last_commit = time.monotonic()
 
     def export_rows(self, keys: Sequence[str]) -> list[dict[str, object]]:
         """The stored rows for these keys, as plain dicts (e.g. to ship real completions as test fixtures)."""
@@ -141,6 +158,7 @@ class ResponseCache:
 
     def close(self) -> None:
         with self._lock:
+            self._db.commit()
             self._db.close()
 
 
@@ -178,7 +196,7 @@ class CachedBackend:
         results: list[list[Completion | None]] = [[hits.get(k) for k in ks] for ks in keys]
         # Ask the backend only for the missing samples, as contiguous runs so a
         # backend that samples n at once (OpenAI's `n`) still can.
-        pending: list[tuple[int, ChatRequest]] = []
+        pending: list[tuple[int, ChatRequest, list[str]]] = []
         for ri, (request, got) in enumerate(zip(requests, results, strict=True)):
             self.stats.hits += sum(c is not None for c in got)
             start = None
@@ -188,7 +206,7 @@ class CachedBackend:
                 elif c is not None and start is not None:
                     sub = ChatRequest(request.messages, request.params, request.seed, n=offset - start,
                                       first_sample=request.first_sample + start, json_schema=request.json_schema)
-                    pending.append((ri, sub))
+                    pending.append((ri, sub, keys[ri][start:offset]))
                     start = None
             if on_done and all(c is not None for c in got):
                 on_done(ri, got)  # type: ignore[arg-type]
@@ -197,8 +215,8 @@ class CachedBackend:
 
         def persist(pi: int, completions: list[Completion]) -> None:
             persisted.add(pi)
-            ri, sub = pending[pi]
-            self.cache.put_many(model_id, sub, completions)
+            ri, sub, sub_keys = pending[pi]
+            self.cache.put_many(model_id, sub, completions, sub_keys)
             self.stats.misses += len(completions)
             self.stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
             self.stats.completion_tokens += sum(c.completion_tokens for c in completions)
@@ -210,12 +228,14 @@ class CachedBackend:
         if pending:
             before = _retries(self.backend)
             try:
-                returned = self.backend.generate([sub for _, sub in pending], on_done=persist)
+                returned = self.backend.generate([sub for _, sub, _ in pending], on_done=persist)
             finally:
                 self.stats.retries += _retries(self.backend) - before
+                self.cache.flush()  # what was generated is kept, whether the batch ended well or not
             for pi, completions in enumerate(returned):
                 if pi not in persisted:  # a backend that ignores on_done still gets cached
                     persist(pi, completions)
+            self.cache.flush()
         return results  # type: ignore[return-value]
 
 

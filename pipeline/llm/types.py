@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -28,9 +28,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
+        # by hand: dataclasses.asdict deep-copies, and this runs for every sample's cache key
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "repeat_penalty": self.repeat_penalty, "stop": list(self.stop)}
 
 
 @dataclass(frozen=True, slots=True)

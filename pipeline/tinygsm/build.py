@@ -9,6 +9,8 @@ say how often verification is right (``pipeline.solving.calibrate``).
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Any
 
 from pipeline.batches import Models
@@ -158,7 +160,7 @@ def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], verifier: list[di
     sections = [("Calibration", lambda records: calibration_section(calibration))] if calibration else []
     return common_publish(
         recipe, stages,
-        to_record=lambda r: published_record(r, recipe.build_id),
+        to_record=partial(published_record, build_id=recipe.build_id),
         templates=_templates(recipe),
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: f"{r['question']}\n\n{r['code']}",

@@ -9,11 +9,14 @@ runs them in order; ``flows/build.py`` runs the same steps as Prefect tasks.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+import polars as pl
 
 from pipeline.batches import Models
-from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, record_stage, score
+from pipeline.common_stages import Verdicts, decontaminate, dedup, fluency, iter_rows, judge, judge_fields, score
+from pipeline.common_stages import table_stage
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
@@ -24,7 +27,7 @@ from pipeline.recipe import TinyStoriesRecipe
 from pipeline.rubrics import STORIES
 from pipeline.stages import StageResult
 from pipeline.text import words
-from pipeline.tinystories.filters import filter_stories
+from pipeline.tinystories.filters import check_story
 from pipeline.tinystories.generate import generate_stories
 from pipeline.tinystories.prompts import (
     SENTENCE_TEMPLATE_ID,
@@ -75,14 +78,18 @@ def generate_work(recipe: TinyStoriesRecipe, start: int, stop: int, models: Mode
 # --- filter -----------------------------------------------------------------------
 
 
+FILTER_COLUMNS = ("story", "finish_reason", "words", "sentence")  # what check_story reads
+
+
 def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
     vocab = load_vocabulary(recipe.generate.vocab_dir)
 
-    def run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        return (*filter_stories(records, vocab, recipe.filter), {})
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        checks = (check_story(r, vocab, recipe.filter) for r in iter_rows(frame, FILTER_COLUMNS))
+        return Verdicts(rejected={i: v for i, v in enumerate(checks) if v is not None})
 
-    return record_stage(recipe, "filter", upstream, version=VERSIONS["filter"], reads=READS["filter"], run=run,
-                        extra={"vocab": vocab.digest})
+    return table_stage(recipe, "filter", upstream, version=VERSIONS["filter"], reads=READS["filter"],
+                       decide=decide, extra={"vocab": vocab.digest})
 
 
 # --- publish ----------------------------------------------------------------------
@@ -113,7 +120,7 @@ def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
     return common_publish(
         recipe, stages, 
-        to_record=lambda r: published_record(r, recipe.build_id), templates=_templates(recipe),
+        to_record=partial(published_record, build_id=recipe.build_id), templates=_templates(recipe),
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: r["story"],
         default_description="TinyStories-style short stories for small language models.",

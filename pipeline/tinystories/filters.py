@@ -8,7 +8,6 @@ the ``rejected`` table alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from pipeline.recipe import StoryFilterConfig
@@ -96,19 +95,11 @@ def out_of_vocabulary(story: str, vocab: Vocabulary) -> list[str]:
     return oov
 
 
-def _raw_tokens(text: str) -> Iterable[str]:
-    word = []
-    for ch in text:
-        if ch.isascii() and ch.isalpha():
-            word.append(ch)
-            continue
-        if word:
-            yield "".join(word)
-            word = []
-        if ch in ".!?":
-            yield ch
-    if word:
-        yield "".join(word)
+_RAW_TOKEN = re.compile(r"[A-Za-z]+|[.!?]")  # ASCII words, and the marks that end a sentence
+
+
+def _raw_tokens(text: str) -> list[str]:
+    return _RAW_TOKEN.findall(text)
 
 
 def filter_stories(
