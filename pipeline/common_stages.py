@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from pipeline.batches import USAGE_KEYS, rejection_counts
 from pipeline.dedup import duplicate_verdicts
@@ -25,7 +26,7 @@ from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
 from pipeline.kinds import PUBLISH_READS, Growth, Stage, get_kind
 from pipeline.recipe import BaseRecipe
-from pipeline.records import rejected_frame, rejection
+from pipeline.records import RecordView, rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
 from pipeline.schema import load_schema
 from pipeline.shards import load_manifest
@@ -454,7 +455,23 @@ def publish_stage(
         if manifest.get("fingerprint") == fp:
             return Published(out, manifest), True
 
-    records = [to_record(r) for r in build.read(stages[-1].name).to_dicts()]
+    # The published table is made a chunk of records at a time (projected, validated, tokenized), so
+    # the only full copies are Arrow's; the report reads it through a view that makes dicts on demand.
+    tok = None
+    if recipe.publish.tokenizer:
+        from pipeline.tokenize import load_tokenizer
+
+        tok = load_tokenizer(recipe.publish.tokenizer)
+    frame, chunks, ids = build.read(stages[-1].name), [], []
+    for start in range(0, frame.height, ROWS_PER_CHUNK):
+        chunk = [to_record(r) for r in frame.slice(start, ROWS_PER_CHUNK).iter_rows(named=True)]
+        chunks.append(schema.to_table(chunk))  # refuses records that break the contract
+        if tok is not None:
+            ids.append(tok.encode_arrow((training_text(r) for r in chunk), append_eos=recipe.publish.append_eos))
+    del frame, chunk
+    table = pa.concat_tables(chunks) if chunks else schema.arrow.empty_table()
+    del chunks
+    records = RecordView(table)
     shared_notes, shared = shared_sections(recipe, stages, records, format_example)
     notes = [*notes, *shared_notes]  # met or not, the card, the report and the build's last lines say the target
     rejected = concat([build.read(s.name, "rejected") for s in stages])
@@ -469,7 +486,8 @@ def publish_stage(
         "recipe": payload,
         "recipe_hash": recipe.content_hash(),
         "seed": recipe.seed,
-        "models": sorted({r[k] for r in records for k in MODEL_FIELDS if r.get(k)}),
+        "models": sorted({m for k in MODEL_FIELDS if k in table.column_names
+                          for m in table.column(k).unique().to_pylist() if m}),
         "prompt_templates": templates,
         "usage": usage,
         "dropped_already_published": {"total": sum(already.values()), "by_build": already},
@@ -486,15 +504,10 @@ def publish_stage(
     rubric = get_kind(recipe.kind).rubric
     figures, titles = build_figures(records, lengths, difficulty,
                                     rubric.numeric if judged.get("enabled") and rubric else ())
-    input_ids, tokenizer = None, None
-    if recipe.publish.tokenizer:
-        from pipeline.tokenize import load_tokenizer
-
-        tok = load_tokenizer(recipe.publish.tokenizer)
-        input_ids = tok.encode([training_text(r) for r in records], append_eos=recipe.publish.append_eos)
-        tokenizer = tok.describe(recipe.publish.append_eos)
+    input_ids = pa.chunked_array(ids, type=pa.list_(pa.int32())) if tok is not None else None
+    tokenizer = tok.describe(recipe.publish.append_eos) if tok is not None else None
     published = publish_dataset(
-        records, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
+        table, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
         card=lambda m: render_card(m, title=recipe.name,
                                    description="\n\n".join([recipe.description.strip() or default_description, *notes]),
                                    fields=field_docs(schema.document)),
@@ -508,5 +521,5 @@ def publish_stage(
     )
     if recipe.dedup.enabled and recipe.dedup.cross_build:
         PublishedIndex(recipe.output_root, recipe.kind, recipe.dedup.num_perm, recipe.dedup.ngram).register(
-            recipe.name, recipe.build_id, [r["id"] for r in records], [r[text_field] for r in records])
+            recipe.name, recipe.build_id, records.column("id"), records.column(text_field))
     return published, False

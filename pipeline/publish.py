@@ -74,7 +74,7 @@ def shard_bounds(table: pa.Table, cfg: PublishConfig) -> list[tuple[int, int]]:
 
 
 def publish_dataset(
-    records: list[dict[str, Any]],
+    records: list[dict[str, Any]] | pa.Table,
     rejected: pl.DataFrame,
     *,
     out_dir: Path,
@@ -87,7 +87,7 @@ def publish_dataset(
     token_field: str = "num_tokens",
     subsets: dict[str, str] | None = None,
     figures: dict[str, bytes] | None = None,
-    input_ids: list[list[int]] | None = None,
+    input_ids: list[list[int]] | pa.Array | pa.ChunkedArray | None = None,
     tokenizer: dict[str, Any] | None = None,
     configs: dict[str, tuple[RecordSchema, list[dict[str, Any]]]] | None = None,
 ) -> Published:
@@ -96,19 +96,23 @@ def publish_dataset(
     ``subsets`` maps a name to a boolean column: the train rows where it is true
     are also published as their own split (e.g. the S2L selection).
     ``figures`` are PNG files (name -> bytes) stored as ``plots/<name>.png``.
+    ``records``: dicts, or an Arrow table of the schema's that :meth:`RecordSchema.to_table` made.
     ``input_ids`` (one list per record, described by ``tokenizer``) become an
     extra ``input_ids`` column after the schema's own.
     ``configs`` are other tables of the dataset, each with its own schema (a math build's ``verifier``
     samples): shards ``<name>/<name>-*.parquet``, listed under ``splits`` with ``"config": name``.
     """
-    if not records:
+    if not len(records):
         raise BuildFailed(
             f"nothing to publish: no record survived the build ({rejected.height} rejected; "
             "see the rejected tables under the build's stages/ folder)"
         )
-    table = schema.to_table(records)  # refuses records that break the contract
+    # records that break the contract are refused (a table: by whoever made it, with schema.to_table)
+    table = records if isinstance(records, pa.Table) else schema.to_table(records)
     if input_ids is not None:
-        table = table.append_column("input_ids", pa.array(input_ids, type=pa.list_(pa.int32())))
+        if isinstance(input_ids, list):
+            input_ids = pa.array(input_ids, type=pa.list_(pa.int32()))
+        table = table.append_column("input_ids", input_ids)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "data").mkdir(parents=True)
     try:

@@ -6,9 +6,10 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import polars as pl
+import pyarrow as pa
 
 from pipeline.errors import UserError
 from pipeline.text import normalize
@@ -43,6 +44,38 @@ def rejection(record: dict[str, Any], stage: str, reason: str, detail: str, text
 
 def rejected_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(list(rows), schema=REJECTED_SCHEMA)
+
+
+class RecordView(Sequence[dict[str, Any]]):
+    """The rows of an Arrow table as dicts, made on demand ``chunk`` rows at a time: code written for a list
+    of records (a report section) reads a million of them without a million dicts alive at once."""
+
+    def __init__(self, table: pa.Table, chunk: int = 10_000):
+        self.table, self.chunk = table, chunk
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.table.slice(i % len(self), 1).to_pylist()[0]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for start in range(0, self.table.num_rows, self.chunk):
+            yield from self.table.slice(start, self.chunk).to_pylist()
+
+    def column(self, name: str) -> list[Any]:
+        """One field of every record, as a list (cheaper than iterating the records for it)."""
+        return self.table.column(name).to_pylist()
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -152,8 +152,12 @@ def render_report(
 
 
 def pick_examples(records: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
-    ordered = sorted(records, key=lambda r: r["id"])
-    return random.Random(seed).sample(ordered, min(k, len(ordered)))
+    """``k`` records drawn with ``seed`` from the records in id order (only the ids are sorted: a
+    :class:`~pipeline.records.RecordView` is not turned into dicts for it)."""
+    column = getattr(records, "column", None)
+    ids = column("id") if column is not None else [r["id"] for r in records]
+    ordered = sorted(range(len(ids)), key=ids.__getitem__)
+    return [records[i] for i in random.Random(seed).sample(ordered, min(k, len(ordered)))]
 
 
 _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),

@@ -3,16 +3,22 @@
 The tokenizer is read from a GGUF file with llama.cpp's ``vocab_only`` mode
 (no weights loaded): the shipped SmolLM2-135M's by default, so the ids match
 the embedded generator's vocabulary, or any ``.gguf`` path for another
-model's. Tokenizing is fast (about 4,000 short texts a second on one core)
-next to everything else a publish does.
+model's. :meth:`Tokenizer.encode_arrow` calls llama.cpp's tokenizer into one
+reused buffer and returns an Arrow list column: llama-cpp-python's own
+``tokenize`` allocates and zeroes a context-sized array per text (32 KB for
+SmolLM2), which was most of a publish's CPU, and a million Python int lists
+would be gigabytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import pyarrow as pa
 
 from pipeline.errors import UserError
 
@@ -26,8 +32,29 @@ class Tokenizer:
 
     def encode(self, texts: Sequence[str], *, append_eos: bool = True) -> list[list[int]]:
         """Token ids of each text, no BOS; EOS appended so packed sequences keep their boundaries."""
-        tail = [self.eos_id] if append_eos else []
-        return [self._llama.tokenize(t.encode("utf-8"), add_bos=False, special=False) + tail for t in texts]
+        return self.encode_arrow(texts, append_eos=append_eos).to_pylist()
+
+    def encode_arrow(self, texts: Iterable[str], *, append_eos: bool = True) -> pa.ListArray:
+        """:meth:`encode` as an Arrow ``list<int32>`` array, without a Python list per text."""
+        import llama_cpp
+
+        vocab = self._llama._model.vocab
+        size = 4096
+        buf = (llama_cpp.llama_token * size)()
+        values, offsets = array("i"), array("i", [0])
+        for text in texts:
+            raw = text.encode("utf-8")
+            if len(raw) + 1 > size:  # a token covers at least one byte
+                size = 2 * (len(raw) + 1)
+                buf = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(vocab, raw, len(raw), buf, size, False, False)
+            if n < 0:
+                raise RuntimeError(f"llama.cpp could not tokenize a text of {len(raw)} bytes ({n})")
+            values.frombytes(bytes(memoryview(buf).cast("B")[: 4 * n]))
+            if append_eos:
+                values.append(self.eos_id)
+            offsets.append(len(values))
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
 
     def describe(self, append_eos: bool) -> dict[str, Any]:
         return {"name": self.name, "vocab_size": self.vocab_size, "eos_id": self.eos_id, "append_eos": append_eos,
