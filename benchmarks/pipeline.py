@@ -127,7 +127,7 @@ def child(records: int, batch_size: int, url: str, concurrency: int, root: Path)
     from pipeline.recipe import load_recipe
 
     path = root / f"bench-{records}.toml"
-    path.write_text(recipe_toml(records, batch_size, url, concurrency, root / "out"))
+    path.write_text(recipe_toml(records, batch_size, url, concurrency, root / f"out-{records}"))  # no cross-build dedup
     recipe = load_recipe(path)
     runner = MeasuringRunner()
     base = rss_peak()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.batches import USAGE_KEYS, rejection_counts
 from pipeline.dedup import duplicate_verdicts
@@ -462,13 +463,13 @@ def publish_stage(
         from pipeline.tokenize import load_tokenizer
 
         tok = load_tokenizer(recipe.publish.tokenizer)
-    frame, chunks, ids = build.read(stages[-1].name), [], []
-    for start in range(0, frame.height, ROWS_PER_CHUNK):
-        chunk = [to_record(r) for r in frame.slice(start, ROWS_PER_CHUNK).iter_rows(named=True)]
+    chunks, ids = [], []
+    source = pq.ParquetFile(build.stage_path(stages[-1].name) / "records.parquet")
+    for batch in source.iter_batches(batch_size=ROWS_PER_CHUNK):
+        chunk = [to_record(r) for r in batch.to_pylist()]
         chunks.append(schema.to_table(chunk))  # refuses records that break the contract
         if tok is not None:
             ids.append(tok.encode_arrow((training_text(r) for r in chunk), append_eos=recipe.publish.append_eos))
-    del frame, chunk
     table = pa.concat_tables(chunks) if chunks else schema.arrow.empty_table()
     del chunks
     records = RecordView(table)

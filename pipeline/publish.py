@@ -48,25 +48,27 @@ class Published:
         return [self.path / s["path"] for split in self.manifest["splits"].values() for s in split["shards"]]
 
 
-def split_and_shuffle(table: pa.Table, seed: int, validation_fraction: float) -> dict[str, pa.Table]:
-    """Sort by id, permute with the seed, cut off the validation share."""
-    table = table.take(pc.sort_indices(table, [("id", "ascending")]))
-    perm = np.random.default_rng(seed).permutation(table.num_rows)
-    table = table.take(pa.array(perm))
+def split_and_shuffle(table: pa.Table, seed: int, validation_fraction: float) -> dict[str, np.ndarray]:
+    """The rows of each split, as indices into ``table``: sorted by id, permuted with the seed, the
+    validation share cut off the front. Indices, not tables: a shard takes its own rows, so publishing
+    never holds a second, shuffled copy of the whole corpus."""
+    order = pc.sort_indices(table, [("id", "ascending")]).to_numpy()
+    rows = order[np.random.default_rng(seed).permutation(table.num_rows)]
     n = table.num_rows
     n_val = 0
     if validation_fraction > 0 and n >= 2:
         n_val = min(n - 1, max(1, round(n * validation_fraction)))
-    splits = {"train": table.slice(n_val)}
+    splits = {"train": rows[n_val:]}
     if n_val:
-        splits["validation"] = table.slice(0, n_val)
+        splits["validation"] = rows[:n_val]
     return splits
 
 
-def shard_bounds(table: pa.Table, cfg: PublishConfig) -> list[tuple[int, int]]:
-    """Even slices of at most shard_max_rows rows and about shard_max_bytes bytes."""
-    n = table.num_rows
-    row_bytes = max(1, table.nbytes // max(n, 1))
+def shard_bounds(table: pa.Table, cfg: PublishConfig, rows: int | None = None) -> list[tuple[int, int]]:
+    """Even slices of ``rows`` (default: all of ``table``'s) with at most shard_max_rows rows and about
+    shard_max_bytes bytes each, at ``table``'s bytes per row."""
+    n = table.num_rows if rows is None else rows
+    row_bytes = max(1, table.nbytes // max(table.num_rows, 1))
     per_shard = max(1, min(cfg.shard_max_rows, cfg.shard_max_bytes // row_bytes))
     count = max(1, math.ceil(n / per_shard))
     edges = np.linspace(0, n, count + 1).round().astype(int)
@@ -119,22 +121,23 @@ def publish_dataset(
         splits_meta: dict[str, Any] = {}
         parts = split_and_shuffle(table, seed, cfg.validation_fraction)
         for name, column in (subsets or {}).items():
-            chosen = parts["train"].filter(pc.fill_null(parts["train"][column], False))
-            if chosen.num_rows:
+            chosen = parts["train"][pc.fill_null(table[column], False).to_numpy(zero_copy_only=False)[parts["train"]]]
+            if len(chosen):
                 parts[name] = chosen
-        tables = {name: (schema, part) for name, part in parts.items()}
-        for name, (config_schema, rows) in (configs or {}).items():
-            if rows:
-                tables[name] = (config_schema, config_schema.to_table(rows))
-        for split, (part_schema, part) in tables.items():
-            bounds = shard_bounds(part, cfg)
+        tables = {name: (schema, table, rows) for name, rows in parts.items()}
+        for name, (config_schema, config_rows) in (configs or {}).items():
+            if config_rows:
+                other = config_schema.to_table(config_rows)
+                tables[name] = (config_schema, other, np.arange(other.num_rows))
+        for split, (part_schema, source, rows) in tables.items():
+            bounds = shard_bounds(source, cfg, len(rows))
             # another table keeps its own folder, so a glob over data/ still finds only records
             folder = "data" if part_schema is schema else split
             (tmp / folder).mkdir(exist_ok=True)
             shards = []
             for k, (a, b) in enumerate(bounds):
                 rel = f"{folder}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
-                piece = part.slice(a, b - a)
+                piece = source.take(pa.array(rows[a:b]))
                 pq.write_table(piece, tmp / rel, compression="zstd", compression_level=cfg.compression_level,
                                row_group_size=cfg.row_group_rows)
                 tokens = pc.sum(piece[token_field]).as_py() if token_field in piece.column_names else None
