@@ -10,6 +10,14 @@ Trains the default-size proxy (4 layers, d=128) on a planted corpus of easy
   one record at a time.
 
     .venv/bin/python benchmarks/difficulty.py [--per-class 400]
+
+With ``--records N ...`` it instead measures what scoring costs a build of N
+story-sized records (prompts from the story planner, stories as the pipeline
+benchmark's server writes them, about 90 words): proxy training and
+trajectory scoring seconds, per record built and per record scored, with the
+default proxy; ``--sample S`` scores S of them (``[difficulty] sample``).
+
+    .venv/bin/python benchmarks/difficulty.py --records 2000 10000 100000 --sample 10000
 """
 
 from __future__ import annotations
@@ -31,10 +39,45 @@ from pipeline.difficulty.s2l import kmeans, purity  # noqa: E402
 from pipeline.recipe import DifficultyConfig  # noqa: E402
 
 
+def story_pairs(n: int) -> list[tuple[str, str]]:
+    from pipeline.paths import VOCAB_DIR
+    from pipeline.recipe import TinyStoriesGenerateConfig
+    from pipeline.tinystories.prompts import plan_stories, story_prompt
+    from pipeline.tinystories.vocab import load_vocabulary
+    from tests.instant_server import Storyteller
+
+    teller = Storyteller()
+    specs = plan_stories(0, n, 1, TinyStoriesGenerateConfig(count=n), load_vocabulary(VOCAB_DIR))
+    return [(prompt := story_prompt(s), teller.reply(prompt, s.seed)) for s in specs]
+
+
+def scale(sizes: list[int], sample: int | None) -> None:
+    from pipeline.difficulty.score import score_pairs
+
+    print(f"story-sized records, default proxy, ifd off, device {'cuda' if torch.cuda.is_available() else 'cpu'}, "
+          f"{torch.get_num_threads()} CPU threads, sample {sample}\n")
+    print("| records | scored | proxy training | trajectory scoring | total | per record built | per record scored |")
+    print("|---|---|---|---|---|---|---|")
+    for n in sizes:
+        cfg = DifficultyConfig(ifd=False, sample=sample if sample and n > sample else None)
+        result = score_pairs(story_pairs(n), cfg, seed=1)
+        s = result.summary["proxy"]
+        train = s["trained_tokens"] / s["train_tokens_per_s"]
+        score = s["scored_tokens"] / s["score_tokens_per_s"]
+        k = result.summary["scored"]
+        print(f"| {n:,} | {k:,} | {train:.0f} s | {score:.0f} s | {s['seconds']:.0f} s | "
+              f"{1000 * s['seconds'] / n:.1f} ms | {1000 * s['seconds'] / k:.1f} ms |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-class", type=int, default=400)
+    ap.add_argument("--records", type=int, nargs="+", help="measure cost at these build sizes instead")
+    ap.add_argument("--sample", type=int, default=None, help="with --records: [difficulty] sample")
     args = ap.parse_args()
+    if args.records:
+        scale(args.records, args.sample)
+        return
     pairs, hard = planted_corpus(args.per_class, args.per_class, seed=1)
     hard = np.array(hard)
     cfg = DifficultyConfig(ifd=False, seq_len=128)

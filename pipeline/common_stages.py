@@ -27,11 +27,11 @@ from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
 from pipeline.kinds import PUBLISH_READS, Growth, Stage, get_kind
 from pipeline.recipe import BaseRecipe
-from pipeline.records import RecordView, rejected_frame, rejection
+from pipeline.records import REJECTED_SCHEMA, RecordView, rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
 from pipeline.schema import load_schema
 from pipeline.shards import load_manifest
-from pipeline.stages import BuildDir, StageResult, concat
+from pipeline.stages import BuildDir, StageResult
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
@@ -45,14 +45,24 @@ DECONTAMINATE_READS = ("decontaminate", "dedup")  # the near-duplicate check has
 JUDGE_COLUMNS = ("judge_model", "judge_error")  # beside a column per criterion of the kind's rubric
 
 
-def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | None,
+def difficulty_section(records: Sequence[dict[str, Any]], summary: dict[str, Any] | None,
                        format_example: Callable[[dict[str, Any]], str]) -> str | None:
     """Markdown: proxy model, learning-percentage histogram, S2L clusters, easiest and hardest records."""
     if not summary or not summary.get("enabled") or not records:
         return None
     proxy = summary["proxy"]
-    ordered = sorted(records, key=lambda r: (r["difficulty"], r["id"]))
+    scored = [r for r in records if r.get("difficulty") is not None]
+    if not scored:
+        return None
+    ordered = sorted(scored, key=lambda r: (r["difficulty"], r["id"]))
+    sample = summary.get("sample")
+    which = (f"Scored {summary['scored']:,} of {summary['records']:,} records: a random sample "
+             f"(`[difficulty] sample = {sample}`); the others have null difficulty columns."
+             if sample is not None and summary.get("scored", 0) < summary.get("records", 0)
+             else f"Scored every record ({len(records):,}).")
     lines = [
+        which,
+        "",
         f"Proxy model: {proxy['parameters']:,} parameters, BPE vocabulary {proxy['vocab']}, "
         f"{proxy['epochs']} epochs on {proxy['records']} records, {proxy['checkpoints']} loss checkpoints, "
         f"{proxy['seconds']} s on {proxy['device']} ({proxy['train_tokens_per_s']} tokens/s training).",
@@ -60,11 +70,11 @@ def difficulty_section(records: list[dict[str, Any]], summary: dict[str, Any] | 
         "Learning percentage (share of the loss drop in epoch 1; low = hard), in percent:",
         "",
         "```",
-        histogram([round(100 * r["learning_percentage"]) for r in records]),
+        histogram([round(100 * r["learning_percentage"]) for r in scored]),
         "```",
         "",
         f"S2L: {len(summary['clusters'])} trajectory clusters; the balanced subset (`s2l` config) keeps "
-        f"{summary['s2l_selected']} of {len(records)} records.",
+        f"{summary['s2l_selected']} of {len(scored)} scored records.",
         "",
         md_table(summary["clusters"]),
         "",
@@ -475,7 +485,8 @@ def publish_stage(
     records = RecordView(table)
     shared_notes, shared = shared_sections(recipe, stages, records, format_example)
     notes = [*notes, *shared_notes]  # met or not, the card, the report and the build's last lines say the target
-    rejected = concat([build.read(s.name, "rejected") for s in stages])
+    # lazily, over the stages' files: a build may reject millions of records, each with its record_json
+    rejected = pl.concat([pl.scan_parquet(s.path / "rejected.parquet").cast(REJECTED_SCHEMA) for s in stages])
     usage = {k: sum(s.stats.get("usage", {}).get(k, 0) for s in stages) for k in USAGE_KEYS}
     already = next((s.stats.get("already_published", {}) for s in stages if s.name == "dedup"), {})
     difficulty = next((s.stats.get("difficulty") for s in stages if s.name == "score"), None)

@@ -77,7 +77,7 @@ def shard_bounds(table: pa.Table, cfg: PublishConfig, rows: int | None = None) -
 
 def publish_dataset(
     records: list[dict[str, Any]] | pa.Table,
-    rejected: pl.DataFrame,
+    rejected: pl.DataFrame | pl.LazyFrame,
     *,
     out_dir: Path,
     schema: RecordSchema,
@@ -98,6 +98,7 @@ def publish_dataset(
     ``subsets`` maps a name to a boolean column: the train rows where it is true
     are also published as their own split (e.g. the S2L selection).
     ``figures`` are PNG files (name -> bytes) stored as ``plots/<name>.png``.
+    ``rejected``: a frame, or a lazy one over the stages' files (streamed into ``rejected.parquet``).
     ``records``: dicts, or an Arrow table of the schema's that :meth:`RecordSchema.to_table` made.
     ``input_ids`` (one list per record, described by ``tokenizer``) become an
     extra ``input_ids`` column after the schema's own.
@@ -106,7 +107,7 @@ def publish_dataset(
     """
     if not len(records):
         raise BuildFailed(
-            f"nothing to publish: no record survived the build ({rejected.height} rejected; "
+            f"nothing to publish: no record survived the build ({rejected.lazy().select(pl.len()).collect().item()} rejected; "
             "see the rejected tables under the build's stages/ folder)"
         )
     # records that break the contract are refused (a table: by whoever made it, with schema.to_table)
@@ -155,7 +156,10 @@ def publish_dataset(
                 "shards": shards,
             }
 
-        rejected.write_parquet(tmp / "rejected.parquet", compression="zstd")
+        if isinstance(rejected, pl.LazyFrame):  # streamed from the stages' files, never all in memory
+            rejected.sink_parquet(tmp / "rejected.parquet", compression="zstd")
+        else:
+            rejected.write_parquet(tmp / "rejected.parquet", compression="zstd")
         if figures:
             (tmp / PLOTS).mkdir()
             for fig_name, png in figures.items():
@@ -171,7 +175,7 @@ def publish_dataset(
             "code": code_revision(),
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "splits": splits_meta,
-            "rejected": {"path": "rejected.parquet", "rows": rejected.height,
+            "rejected": {"path": "rejected.parquet", "rows": pq.ParquetFile(tmp / "rejected.parquet").metadata.num_rows,
                          "sha256": file_sha256(tmp / "rejected.parquet")},
             "row_group_rows": cfg.row_group_rows,
             "plots": {n: f"{PLOTS}/{n}.png" for n in figures or {}},

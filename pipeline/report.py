@@ -35,10 +35,9 @@ def histogram(values: Sequence[int], bins: int = 10, width: int = 40) -> str:
     return "\n".join(rows)
 
 
-def rejection_table(rejected: pl.DataFrame) -> list[dict[str, Any]]:
-    if rejected.height == 0:
-        return []
-    counts = rejected.group_by("stage", "reason").len().sort(["len", "stage", "reason"], descending=[True, False, False])
+def rejection_table(rejected: pl.DataFrame | pl.LazyFrame) -> list[dict[str, Any]]:
+    counts = (rejected.lazy().group_by("stage", "reason").len()
+              .sort(["len", "stage", "reason"], descending=[True, False, False]).collect())
     return [{"stage": s, "reason": r, "count": n} for s, r, n in counts.iter_rows()]
 
 
@@ -85,7 +84,7 @@ def md_table(rows: list[dict[str, Any]]) -> str:
 def render_report(
     manifest: dict[str, Any],
     *,
-    rejected: pl.DataFrame,
+    rejected: pl.DataFrame | pl.LazyFrame,
     lengths: Sequence[int],
     examples: Sequence[str],
     length_unit: str = "words",

@@ -67,3 +67,33 @@ def test_ifd_with_the_embedded_model() -> None:
     assert s.ifd[0] < s.ifd[1]  # an instruction that contains the answer helps; an unrelated one does not
     assert np.allclose(s.ic_ifd, s.ifd / s.loss_q)
     assert (s.loss_a > 0).all() and np.isfinite(s.ifd).all()
+
+
+def test_a_sample_scores_that_many_records_and_leaves_the_rest_null() -> None:
+    from pipeline.difficulty.score import sample_rows, score_pairs
+
+    pairs, _ = planted_corpus(100, 100, seed=0)
+    cfg = SMALL.model_copy(update={"epochs": 1, "sample": 120})
+    result = score_pairs(pairs, cfg, seed=3)
+    scored = [i for i, d in enumerate(result.columns["difficulty"]) if d is not None]
+    assert len(scored) == 120 and scored == sample_rows(200, 120, 3).tolist()
+    assert sample_rows(200, 120, 3).tolist() != sample_rows(200, 120, 4).tolist()  # the seed draws it
+    for name, values in result.columns.items():
+        assert len(values) == 200
+        rest = {values[i] for i in set(range(200)) - set(scored)}
+        assert rest == ({False} if name == "s2l_selected" else {None}), name
+    assert sum(result.columns["s2l_selected"]) == result.summary["s2l_selected"] == round(0.5 * 120)
+    assert (result.summary["scored"], result.summary["records"], result.summary["sample"]) == (120, 200, 120)
+    assert result.summary["proxy"]["records"] == 120  # the proxy trained on the sample only
+    assert sample_rows(200, 500, 3) is None and sample_rows(200, None, 3) is None  # all of them
+
+
+def test_difficulty_sample_is_absent_from_the_fingerprint_when_unset(tmp_path) -> None:
+    """Adding the option changed no earlier build's id; setting it changes the score stage's."""
+    from pipeline.recipe import load_recipe
+    from tests.golden import small_recipe
+
+    recipe = load_recipe(small_recipe("tinystories", tmp_path))
+    assert "sample" not in recipe.fingerprint_payload()["difficulty"]
+    sampled = recipe.model_copy(update={"difficulty": recipe.difficulty.model_copy(update={"sample": 500})})
+    assert sampled.fingerprint_payload()["difficulty"]["sample"] == 500 and sampled.build_id != recipe.build_id
