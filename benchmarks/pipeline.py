@@ -17,7 +17,7 @@ same concurrency, and the ``openai`` SDK's own client doing the same, so the
 table shows what the pipeline adds to the cheapest possible client, and what
 the SDK alone would cost.
 
-    .venv/bin/python benchmarks/pipeline.py [--records 10000 100000 1000000] [--batch-size 10000]
+    .venv/bin/python benchmarks/pipeline.py [--records 10000 100000 1000000] [--batch-size 10000 ...]
                                             [--concurrency 64] [--baseline-requests 20000] [--keep]
 """
 
@@ -126,6 +126,7 @@ def child(records: int, batch_size: int, url: str, concurrency: int, root: Path)
     from pipeline.kinds import run_build
     from pipeline.recipe import load_recipe
 
+    root.mkdir(parents=True, exist_ok=True)
     path = root / f"bench-{records}.toml"
     path.write_text(recipe_toml(records, batch_size, url, concurrency, root / f"out-{records}"))  # no cross-build dedup
     recipe = load_recipe(path)
@@ -212,7 +213,8 @@ def gb(b: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--batch-size", type=int, default=10_000)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[10_000],
+                    help="one build per records x batch size")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=20_000)
     ap.add_argument("--keep", action="store_true", help="keep the build folders (printed)")
@@ -228,7 +230,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?")
-    print(f"{model}; {cores} cores; concurrency {args.concurrency}; batches of {args.batch_size}\n")
+    print(f"{model}; {cores} cores; concurrency {args.concurrency}\n")
     root = Path(tempfile.mkdtemp(prefix="tinyforge-pipeline-bench-"))
     with instant_server() as url:
         bodies = story_bodies(args.baseline_requests)
@@ -238,15 +240,15 @@ def main() -> None:
                           min(len(bodies), 5000))]
         runs = []
         for n in args.records:
-            proc = subprocess.run([sys.executable, __file__, "--concurrency", str(args.concurrency), "--child",
-                                   str(n), str(min(args.batch_size, n)), url, str(root)],
-                                  capture_output=True, text=True, cwd=ROOT)
-            if proc.returncode:
-                print(f"{n} records: the build failed:\n{proc.stderr[-3000:]}")
-                break
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            r = runs[-1]
-            print(f"built {n:,} records in {r['wall']:.0f} s", flush=True)
+            for batch in sorted({min(b, n) for b in args.batch_size}):
+                proc = subprocess.run([sys.executable, __file__, "--concurrency", str(args.concurrency), "--child",
+                                       str(n), str(batch), url, str(root / f"b{batch}")],
+                                      capture_output=True, text=True, cwd=ROOT)
+                if proc.returncode:
+                    print(f"{n} records: the build failed:\n{proc.stderr[-3000:]}")
+                    break
+                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]) | {"batch": batch})
+                print(f"built {n:,} records in batches of {batch:,} in {runs[-1]['wall']:.0f} s", flush=True)
 
     base = bases[0]
     print("\n| client, alone | requests | wall | CPU per request | requests/s | CPU vs baseline |")
@@ -254,18 +256,18 @@ def main() -> None:
     for b in bases:
         print(f"| {b['name']} | {b['requests']:,} | {b['wall']:.1f} s | {b['cpu_ms']:.3f} ms | {b['rps']:,.0f} | "
               f"{b['cpu_ms'] / base['cpu_ms']:.1f}x |")
-    print("\n| records | published | requests | wall | pipeline CPU | CPU per record | records/s | peak RSS | "
+    print("\n| records | batch | published | requests | wall | pipeline CPU | CPU per record | records/s | peak RSS | "
           "RSS per record | CPU per request vs baseline |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         n = r["records"]
         per_req = 1000 * r["cpu"] / max(r["model_calls"], 1)
-        print(f"| {n:,} | {r['published']:,} | {r['model_calls']:,} | {r['wall']:.0f} s | {r['cpu']:.0f} s | "
+        print(f"| {n:,} | {r['batch']:,} | {r['published']:,} | {r['model_calls']:,} | {r['wall']:.0f} s | {r['cpu']:.0f} s | "
               f"{1000 * r['cpu'] / n:.2f} ms | {n / r['wall']:,.0f} | {gb(r['peak'])} | "
               f"{(r['peak'] - r['start_rss']) / n / 1024:.2f} KB | {per_req / base['cpu_ms']:.1f}x |")
     for r in runs:
         n = r["records"]
-        print(f"\n{n:,} records, by stage (peak RSS: the process's, during the stage; it started at "
+        print(f"\n{n:,} records in batches of {r['batch']:,}, by stage (peak RSS: the process's, during the stage; it started at "
               f"{gb(r['start_rss'])}):\n")
         print("| stage | wall | CPU per record | records/s | peak RSS |")
         print("|---|---|---|---|---|")

@@ -9,6 +9,8 @@ directory. Their versions live here, once: a change to dedup is one edit.
 from __future__ import annotations
 
 import time
+import uuid
+from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,11 +29,12 @@ from pipeline.publish import MANIFEST, Published, publish_dataset
 from pipeline.published_index import PublishedIndex
 from pipeline.kinds import PUBLISH_READS, Growth, Stage, get_kind
 from pipeline.recipe import BaseRecipe
-from pipeline.records import REJECTED_SCHEMA, RecordView, rejected_frame, rejection
+from pipeline.records import REJECTED_SCHEMA, ColumnView, RecordView, rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
-from pipeline.schema import load_schema
+from pipeline.schema import RecordSchema, load_schema
 from pipeline.shards import load_manifest
 from pipeline.stages import BuildDir, StageResult
+from pipeline.tokenize import Tokenizer
 
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
@@ -173,6 +176,7 @@ def record_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, versio
 
 
 ROWS_PER_CHUNK = 10_000  # rows turned into Python dicts at a time: what a stage's Python code holds
+ROWS_PER_SLICE = 100_000  # rows of a stage's output written at a time (Arrow, not dicts)
 
 
 def iter_rows(frame: pl.DataFrame, columns: Sequence[str] | None = None,
@@ -215,7 +219,9 @@ def table_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version
     rows = sorted(verdicts.rejected)
     rejected = rejected_frame([rejection(r, name, *verdicts.rejected[i], text_field)
                                for i, r in zip(rows, frame[rows].iter_rows(named=True), strict=True)])
-    return build.commit(name, fp, {"records": frame.filter(pl.Series(keep)), "rejected": rejected},
+    kept = (frame.slice(a, ROWS_PER_SLICE).filter(pl.Series(keep[a : a + ROWS_PER_SLICE]))
+            for a in range(0, max(frame.height, 1), ROWS_PER_SLICE))  # (an empty table is one empty slice)
+    return build.commit(name, fp, {"records": kept, "rejected": rejected},
                         {"in": frame.height, **verdicts.stats, "rejected_by_reason": rejection_counts(rejected)},
                         time.perf_counter() - t0)
 
@@ -230,7 +236,7 @@ def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, score_field: str |
         ids = frame["id"].to_list()
         if not cfg.enabled:
             return Verdicts({"dedup_cluster": ids}, {}, {"already_published": {}})
-        texts = frame[text_field].to_list()
+        texts = ColumnView(frame[text_field])  # Python strings a slice at a time, for the signatures
         scores = ([x or 0.0 for x in frame[score_field].to_list()]
                   if cfg.keep == "score" and score_field and score_field in frame.columns else None)
         cluster, rejected = duplicate_verdicts(texts, ids, threshold=cfg.threshold, num_perm=cfg.num_perm,
@@ -238,7 +244,7 @@ def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, score_field: str |
         by_build: dict[str, int] = {}
         if cfg.cross_build:
             kept = [i for i in range(len(ids)) if i not in rejected]
-            for m in index.find([texts[i] for i in kept], cfg.threshold, recipe.name):
+            for m in index.find(ColumnView(frame[text_field].gather(kept)), cfg.threshold, recipe.name):
                 by_build[m.build_id] = by_build.get(m.build_id, 0) + 1
                 rejected[kept[m.index]] = ("already_published",
                                            f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})")
@@ -466,23 +472,60 @@ def publish_stage(
         if manifest.get("fingerprint") == fp:
             return Published(out, manifest), True
 
-    # The published table is made a chunk of records at a time (projected, validated, tokenized), so
-    # the only full copies are Arrow's; the report reads it through a view that makes dicts on demand.
+    # The published records are made a chunk at a time (projected, validated, tokenized) into a scratch
+    # Parquet file beside the dataset; the report reads them through a view that makes dicts on demand,
+    # and the shards gather their rows from the file: a corpus is never whole in memory, as dicts or Arrow.
     tok = None
     if recipe.publish.tokenizer:
         from pipeline.tokenize import load_tokenizer
 
         tok = load_tokenizer(recipe.publish.tokenizer)
-    chunks, ids = [], []
-    source = pq.ParquetFile(build.stage_path(stages[-1].name) / "records.parquet")
-    for batch in source.iter_batches(batch_size=ROWS_PER_CHUNK):
-        chunk = [to_record(r) for r in batch.to_pylist()]
-        chunks.append(schema.to_table(chunk))  # refuses records that break the contract
+    scratch = build.root / f".publish-{uuid.uuid4().hex[:8]}.parquet"
+    try:
+        return _publish(recipe, stages, scratch, fp, tok, schema=schema, text_field=text_field, out=out,
+                        to_record=to_record, templates=templates, format_example=format_example, length=length,
+                        default_description=default_description, training_text=training_text,
+                        extra_sections=extra_sections, configs=configs, notes=notes, extra_info=extra_info)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def write_published(source: Path, scratch: Path, schema: RecordSchema, to_record: Callable[[dict[str, Any]], dict[str, Any]],
+                    tok: Tokenizer | None, training_text: Callable[[dict[str, Any]], str], append_eos: bool) -> None:
+    """The last stage's records, a row group at a time, as published records (``to_record``, refused when
+    they break ``schema``, ``input_ids`` from ``tok``) in the Parquet file ``scratch``."""
+    writer = None
+    try:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=ROWS_PER_CHUNK):
+            chunk = [to_record(r) for r in batch.to_pylist()]
+            table = schema.to_table(chunk)  # refuses records that break the contract
+            if tok is not None:
+                table = table.append_column("input_ids", tok.encode_arrow((training_text(r) for r in chunk),
+                                                                          append_eos=append_eos))
+            writer = writer or pq.ParquetWriter(scratch, table.schema, compression="lz4")
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # nothing survived: an empty file, so the caller reports it in one place
+        empty = schema.arrow.empty_table()
         if tok is not None:
-            ids.append(tok.encode_arrow((training_text(r) for r in chunk), append_eos=recipe.publish.append_eos))
-    table = pa.concat_tables(chunks) if chunks else schema.arrow.empty_table()
-    del chunks
-    records = RecordView(table)
+            empty = empty.append_column("input_ids", pa.array([], type=pa.list_(pa.int32())))
+        pq.write_table(empty, scratch)
+
+
+def _publish(recipe: BaseRecipe, stages: list[StageResult], scratch: Path, fp: str, tok: Tokenizer | None, *,
+             schema: RecordSchema, text_field: str, out: Path, to_record: Callable[[dict[str, Any]], dict[str, Any]],
+             templates: dict[str, str], format_example: Callable[[dict[str, Any]], str],
+             length: Callable[[dict[str, Any]], int], default_description: str,
+             training_text: Callable[[dict[str, Any]], str],
+             extra_sections: Sequence[tuple[str, Callable[[list[dict[str, Any]]], str]]],
+             configs: dict[str, tuple[str, list[dict[str, Any]]]] | None, notes: Sequence[str],
+             extra_info: dict[str, Any] | None) -> tuple[Published, bool]:
+    build = BuildDir(recipe.build_dir)
+    write_published(build.stage_path(stages[-1].name) / "records.parquet", scratch, schema, to_record, tok,
+                    training_text, recipe.publish.append_eos)
+    records = RecordView(scratch, columns=schema.fields)
     shared_notes, shared = shared_sections(recipe, stages, records, format_example)
     notes = [*notes, *shared_notes]  # met or not, the card, the report and the build's last lines say the target
     # lazily, over the stages' files: a build may reject millions of records, each with its record_json
@@ -498,8 +541,8 @@ def publish_stage(
         "recipe": payload,
         "recipe_hash": recipe.content_hash(),
         "seed": recipe.seed,
-        "models": sorted({m for k in MODEL_FIELDS if k in table.column_names
-                          for m in table.column(k).unique().to_pylist() if m}),
+        "models": sorted({m for k in MODEL_FIELDS if k in schema.fields
+                          for m in records.arrow_column(k).unique().to_pylist() if m}),
         "prompt_templates": templates,
         "usage": usage,
         "dropped_already_published": {"total": sum(already.values()), "by_build": already},
@@ -516,10 +559,9 @@ def publish_stage(
     rubric = get_kind(recipe.kind).rubric
     figures, titles = build_figures(records, lengths, difficulty,
                                     rubric.numeric if judged.get("enabled") and rubric else ())
-    input_ids = pa.chunked_array(ids, type=pa.list_(pa.int32())) if tok is not None else None
     tokenizer = tok.describe(recipe.publish.append_eos) if tok is not None else None
     published = publish_dataset(
-        table, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
+        scratch, rejected, out_dir=out, schema=schema, cfg=recipe.publish, seed=recipe.seed, info=info,
         card=lambda m: render_card(m, title=recipe.name,
                                    description="\n\n".join([recipe.description.strip() or default_description, *notes]),
                                    fields=field_docs(schema.document)),
@@ -527,11 +569,11 @@ def publish_stage(
                                        difficulty=difficulty_section(records, difficulty, format_example),
                                        sections=sections,
                                        figures=[(t, m["plots"][n]) for n, t in titles.items() if n in figures]),
-        figures=figures, input_ids=input_ids, tokenizer=tokenizer,
+        figures=figures, tokenizer=tokenizer,
         subsets={"s2l": "s2l_selected"} if difficulty and difficulty.get("enabled") else {},
         configs={name: (load_schema(sid), rows) for name, (sid, rows) in (configs or {}).items()},
     )
     if recipe.dedup.enabled and recipe.dedup.cross_build:
         PublishedIndex(recipe.output_root, recipe.kind, recipe.dedup.num_perm, recipe.dedup.ngram).register(
-            recipe.name, recipe.build_id, records.column("id"), records.column(text_field))
+            recipe.name, recipe.build_id, records.column("id"), records.column_view(text_field))
     return published, False

@@ -107,10 +107,11 @@ class MinHasher:
         keys = np.empty(n, dtype=np.uint64)
         if n == 0:
             return sig, keys
-        texts = texts if isinstance(texts, list) else list(texts)
 
         def run(start: int) -> None:
+            # a slice at a time: texts may be a lazy column (pipeline.records.ColumnView) of a million
             part = texts[start : start + self.chunk]
+            part = part if isinstance(part, list) else list(part)
             s, k = _minhash.signatures(part, self.num_perm, self.ngram, self.seed)
             sig[start : start + len(part)] = np.frombuffer(s, dtype=np.uint32).reshape(len(part), self.num_perm)
             keys[start : start + len(part)] = np.frombuffer(k, dtype=np.uint64)

@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +48,15 @@ class Published:
         return [self.path / s["path"] for split in self.manifest["splits"].values() for s in split["shards"]]
 
 
-def split_and_shuffle(table: pa.Table, seed: int, validation_fraction: float) -> dict[str, np.ndarray]:
-    """The rows of each split, as indices into ``table``: sorted by id, permuted with the seed, the
-    validation share cut off the front. Indices, not tables: a shard takes its own rows, so publishing
-    never holds a second, shuffled copy of the whole corpus."""
-    order = pc.sort_indices(table, [("id", "ascending")]).to_numpy()
-    rows = order[np.random.default_rng(seed).permutation(table.num_rows)]
-    n = table.num_rows
+def split_and_shuffle(table: pa.Table | pa.Array | pa.ChunkedArray, seed: int,
+                      validation_fraction: float) -> dict[str, np.ndarray]:
+    """The rows of each split, as indices into ``table`` (or into its ``id`` column, given alone): sorted
+    by id, permuted with the seed, the validation share cut off the front. Indices, not tables: a shard
+    gathers its own rows, so publishing never holds a second, shuffled copy of the corpus."""
+    ids = table["id"] if isinstance(table, pa.Table) else table
+    order = pc.sort_indices(ids).to_numpy()
+    rows = order[np.random.default_rng(seed).permutation(len(ids))]
+    n = len(ids)
     n_val = 0
     if validation_fraction > 0 and n >= 2:
         n_val = min(n - 1, max(1, round(n * validation_fraction)))
@@ -64,19 +66,105 @@ def split_and_shuffle(table: pa.Table, seed: int, validation_fraction: float) ->
     return splits
 
 
-def shard_bounds(table: pa.Table, cfg: PublishConfig, rows: int | None = None) -> list[tuple[int, int]]:
-    """Even slices of ``rows`` (default: all of ``table``'s) with at most shard_max_rows rows and about
-    shard_max_bytes bytes each, at ``table``'s bytes per row."""
-    n = table.num_rows if rows is None else rows
-    row_bytes = max(1, table.nbytes // max(table.num_rows, 1))
-    per_shard = max(1, min(cfg.shard_max_rows, cfg.shard_max_bytes // row_bytes))
+def shard_bounds(table: pa.Table | None, cfg: PublishConfig, rows: int | None = None,
+                 row_bytes: int | None = None) -> list[tuple[int, int]]:
+    """Even slices of ``rows`` rows (default: all of ``table``'s) with at most shard_max_rows rows and about
+    shard_max_bytes bytes each, at ``row_bytes`` bytes a row (default: ``table``'s average)."""
+    n = table.num_rows if rows is None and table is not None else (rows or 0)
+    if row_bytes is None:
+        row_bytes = table.nbytes // max(table.num_rows, 1) if table is not None else 1
+    per_shard = max(1, min(cfg.shard_max_rows, cfg.shard_max_bytes // max(1, row_bytes)))
     count = max(1, math.ceil(n / per_shard))
     edges = np.linspace(0, n, count + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+class Source:
+    """The records to publish: an Arrow table in memory, or a Parquet file read a row group at a time."""
+
+    def __init__(self, data: pa.Table | Path):
+        self.data = data
+        self.file = pq.ParquetFile(data) if isinstance(data, Path) else None
+
+    @property
+    def num_rows(self) -> int:
+        return self.file.metadata.num_rows if self.file is not None else self.data.num_rows
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.file.schema_arrow if self.file is not None else self.data.schema
+
+    def row_bytes(self) -> int:
+        if self.file is None:
+            return self.data.nbytes // max(self.data.num_rows, 1)
+        md = self.file.metadata
+        return sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups)) // max(md.num_rows, 1)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.file.read(columns=[name]).column(name) if self.file is not None else self.data[name]
+
+    def batches(self, size: int = 10_000) -> Iterator[pa.Table]:
+        if self.file is None:
+            yield from (pa.Table.from_batches([b], self.data.schema) for b in self.data.to_batches(size))
+        else:
+            yield from (pa.Table.from_batches([b], self.file.schema_arrow) for b in self.file.iter_batches(size))
+
+
+def write_shards(source: Source, plan: dict[str, tuple[np.ndarray, list[tuple[int, int]]]], out: Path,
+                 folder: str, cfg: PublishConfig, token_field: str) -> dict[str, list[dict[str, Any]]]:
+    """Each split's shards, ``plan[split] = (rows of the source in the split's order, shard bounds)``, written
+    in one pass over the source: every row goes to a bucket file per shard with its position, then each
+    bucket is put in order and written as the shard. Memory holds a batch and one shard, not the corpus."""
+    n = source.num_rows
+    buckets = out / ".buckets"
+    buckets.mkdir()
+    position = {}
+    for split, (rows, _) in plan.items():
+        where = np.full(n, -1, dtype=np.int64)
+        where[rows] = np.arange(len(rows))
+        position[split] = where
+    starts = {split: np.array([a for a, _ in bounds]) for split, (_, bounds) in plan.items()}
+    writers: dict[tuple[str, int], pq.ParquetWriter] = {}
+    schema = source.schema.append(pa.field("__pos", pa.int64()))
+    try:
+        offset = 0
+        for batch in source.batches():
+            m = batch.num_rows
+            for split in plan:
+                pos = position[split][offset : offset + m]
+                picked = np.flatnonzero(pos >= 0)
+                shard_of = np.searchsorted(starts[split], pos[picked], side="right") - 1
+                for k in np.unique(shard_of).tolist():
+                    take = picked[shard_of == k]
+                    part = batch.take(pa.array(take)).append_column("__pos", pa.array(pos[take]))
+                    if (split, k) not in writers:
+                        writers[(split, k)] = pq.ParquetWriter(buckets / f"{split}-{k}.parquet", schema)
+                    writers[(split, k)].write_table(part)
+            offset += m
+    finally:
+        for w in writers.values():
+            w.close()
+    shards: dict[str, list[dict[str, Any]]] = {}
+    for split, (_, bounds) in plan.items():
+        shards[split] = []
+        for k in range(len(bounds)):
+            rel = f"{folder}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
+            bucket = buckets / f"{split}-{k}.parquet"
+            piece = pq.read_table(bucket).sort_by("__pos").drop_columns(["__pos"]) if bucket.is_file() \
+                else source.schema.empty_table()
+            piece = pa.Table.from_arrays(piece.columns, schema=source.schema)  # the schema's metadata, as it was
+            bucket.unlink(missing_ok=True)
+            pq.write_table(piece, out / rel, compression="zstd", compression_level=cfg.compression_level,
+                           row_group_size=cfg.row_group_rows)
+            tokens = pc.sum(piece[token_field]).as_py() if token_field in piece.column_names else None
+            shards[split].append({"path": rel, "rows": piece.num_rows, "bytes": (out / rel).stat().st_size,
+                                  "sha256": file_sha256(out / rel), "num_tokens": tokens})
+    shutil.rmtree(buckets, ignore_errors=True)
+    return shards
+
+
 def publish_dataset(
-    records: list[dict[str, Any]] | pa.Table,
+    records: list[dict[str, Any]] | pa.Table | Path,
     rejected: pl.DataFrame | pl.LazyFrame,
     *,
     out_dir: Path,
@@ -99,51 +187,48 @@ def publish_dataset(
     are also published as their own split (e.g. the S2L selection).
     ``figures`` are PNG files (name -> bytes) stored as ``plots/<name>.png``.
     ``rejected``: a frame, or a lazy one over the stages' files (streamed into ``rejected.parquet``).
-    ``records``: dicts, or an Arrow table of the schema's that :meth:`RecordSchema.to_table` made.
+    ``records``: dicts, an Arrow table of the schema's that :meth:`RecordSchema.to_table` made, or a
+    Parquet file of such tables (read a row group at a time: a corpus larger than memory).
     ``input_ids`` (one list per record, described by ``tokenizer``) become an
     extra ``input_ids`` column after the schema's own.
     ``configs`` are other tables of the dataset, each with its own schema (a math build's ``verifier``
     samples): shards ``<name>/<name>-*.parquet``, listed under ``splits`` with ``"config": name``.
     """
-    if not len(records):
+    if not (records.stat().st_size and pq.ParquetFile(records).metadata.num_rows if isinstance(records, Path)
+            else len(records)):
         raise BuildFailed(
             f"nothing to publish: no record survived the build ({rejected.lazy().select(pl.len()).collect().item()} rejected; "
             "see the rejected tables under the build's stages/ folder)"
         )
-    # records that break the contract are refused (a table: by whoever made it, with schema.to_table)
-    table = records if isinstance(records, pa.Table) else schema.to_table(records)
+    # records that break the contract are refused (a table or file: by whoever made it, with schema.to_table)
+    data = records if isinstance(records, (pa.Table, Path)) else schema.to_table(records)
     if input_ids is not None:
+        if isinstance(data, Path):
+            raise ValueError("a records file carries its own input_ids column")
         if isinstance(input_ids, list):
             input_ids = pa.array(input_ids, type=pa.list_(pa.int32()))
-        table = table.append_column("input_ids", input_ids)
+        data = data.append_column("input_ids", input_ids)
+    source = Source(data)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "data").mkdir(parents=True)
     try:
         splits_meta: dict[str, Any] = {}
-        parts = split_and_shuffle(table, seed, cfg.validation_fraction)
+        parts = split_and_shuffle(source.column("id"), seed, cfg.validation_fraction)
         for name, column in (subsets or {}).items():
-            chosen = parts["train"][pc.fill_null(table[column], False).to_numpy(zero_copy_only=False)[parts["train"]]]
+            chosen = parts["train"][pc.fill_null(source.column(column), False).to_numpy(zero_copy_only=False)[parts["train"]]]
             if len(chosen):
                 parts[name] = chosen
-        tables = {name: (schema, table, rows) for name, rows in parts.items()}
+        row_bytes = source.row_bytes()
+        plan = {name: (rows, shard_bounds(None, cfg, len(rows), row_bytes)) for name, rows in parts.items()}
+        written = write_shards(source, plan, tmp, "data", cfg, token_field)
+        tables = {name: (schema, written[name]) for name in parts}
         for name, (config_schema, config_rows) in (configs or {}).items():
-            if config_rows:
-                other = config_schema.to_table(config_rows)
-                tables[name] = (config_schema, other, np.arange(other.num_rows))
-        for split, (part_schema, source, rows) in tables.items():
-            bounds = shard_bounds(source, cfg, len(rows))
-            # another table keeps its own folder, so a glob over data/ still finds only records
-            folder = "data" if part_schema is schema else split
-            (tmp / folder).mkdir(exist_ok=True)
-            shards = []
-            for k, (a, b) in enumerate(bounds):
-                rel = f"{folder}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
-                piece = source.take(pa.array(rows[a:b]))
-                pq.write_table(piece, tmp / rel, compression="zstd", compression_level=cfg.compression_level,
-                               row_group_size=cfg.row_group_rows)
-                tokens = pc.sum(piece[token_field]).as_py() if token_field in piece.column_names else None
-                shards.append({"path": rel, "rows": piece.num_rows, "bytes": (tmp / rel).stat().st_size,
-                               "sha256": file_sha256(tmp / rel), "num_tokens": tokens})
+            if config_rows:  # another table keeps its own folder, so a glob over data/ still finds only records
+                other = Source(config_schema.to_table(config_rows))
+                (tmp / name).mkdir()
+                plan = {name: (np.arange(other.num_rows), shard_bounds(None, cfg, other.num_rows, other.row_bytes()))}
+                tables[name] = (config_schema, write_shards(other, plan, tmp, name, cfg, token_field)[name])
+        for split, (part_schema, shards) in tables.items():
             if part_schema is not schema:  # another table: its schema ships beside the records'
                 (tmp / f"{split}.schema.json").write_text(json.dumps(part_schema.document, indent=2) + "\n")
             splits_meta[split] = {

@@ -10,12 +10,15 @@ deduplicating against it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipeline.dedup import matches_against
 from pipeline.fingerprint import digest
@@ -51,7 +54,7 @@ class PublishedIndex:
                                         "signature": pl.Array(pl.UInt32, self.num_perm)})
         return pl.concat([pl.read_parquet(f) for f in files])
 
-    def find(self, texts: list[str], threshold: float, exclude: str | None) -> list[PublishedMatch]:
+    def find(self, texts: Sequence[str], threshold: float, exclude: str | None) -> list[PublishedMatch]:
         published = self.load(exclude)
         if published.height == 0 or not texts:
             return []
@@ -60,17 +63,22 @@ class PublishedIndex:
         ids, builds = published["id"].to_list(), published["build_id"].to_list()
         return [PublishedMatch(i, ids[j], builds[j], s) for i, j, s in matches_against(sig, ref, threshold)]
 
-    def register(self, name: str, build_id: str, ids: list[str], texts: list[str]) -> Path:
-        """Record (atomically) what build ``name`` now publishes, replacing what it published before."""
+    def register(self, name: str, build_id: str, ids: Sequence[str], texts: Sequence[str]) -> Path:
+        """Record (atomically) what build ``name`` now publishes, replacing what it published before.
+        ``texts`` may be a lazy column (it is sliced, never copied whole)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         sig = MinHasher(self.num_perm, self.ngram).signatures(texts)
-        df = pl.DataFrame({"id": ids, "build_id": [build_id] * len(ids),
-                           "signature": pl.Series(sig, dtype=pl.Array(pl.UInt32, self.num_perm))})
+        df = pl.DataFrame({"id": list(ids), "signature": pl.Series(sig, dtype=pl.Array(pl.UInt32, self.num_perm))}
+                          ).with_columns(build_id=pl.lit(build_id)).select("id", "build_id", "signature")
+        del sig
+        content = digest([build_id, df["id"].to_list(), hashlib.sha256(df["signature"].to_numpy().tobytes()).hexdigest()])
         final = self.dir / f"{name}.parquet"
-        if final.is_file() and pl.read_parquet(final).equals(df):
+        if final.is_file() and (pq.read_schema(final).metadata or {}).get(b"tinyforge.content") == content.encode():
             return final  # unchanged: leave its mtime alone, so other builds' fingerprints hold
         tmp = self.dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        df.write_parquet(tmp)
+        table = df.to_arrow()
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), "tinyforge.content": content}),
+                       tmp, compression="zstd")
         os.replace(tmp, final)
         return final
 

@@ -23,11 +23,13 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 STAGE_META = "_stage.json"
 
@@ -71,6 +73,24 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_parquet_slices(frames: Iterable[pl.DataFrame], path: Path) -> int:
+    """Frames of one schema written one after another as a single Parquet file; returns the rows written."""
+    writer, rows = None, 0
+    try:
+        for frame in frames:
+            table = frame.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += frame.height
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError(f"{path.name}: no slices to write (give at least an empty frame)")
+    return rows
+
+
 def concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
     frames = [f for f in frames if f.width]
     if not frames:
@@ -101,14 +121,21 @@ class BuildDir:
         return StageResult(name, fingerprint, self.stage_path(name), meta["rows"], meta.get("stats", {}),
                            meta.get("seconds", 0.0), skipped=True)
 
-    def commit(self, name: str, fingerprint: str, tables: dict[str, pl.DataFrame], stats: dict[str, Any],
-               seconds: float) -> StageResult:
+    def commit(self, name: str, fingerprint: str, tables: dict[str, pl.DataFrame | Iterable[pl.DataFrame]],
+               stats: dict[str, Any], seconds: float) -> StageResult:
+        """Write the stage's tables and meta as one folder, atomically. A table may be given as slices
+        (an iterable of frames with one schema, at least one), written as they come: a stage filtering a
+        million rows never holds a second, filtered copy of them."""
         self.stages.mkdir(parents=True, exist_ok=True)
         tmp = self.stages / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
+        rows = {}
         for table, df in tables.items():
-            df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
-        rows = {t: df.height for t, df in tables.items()}
+            if isinstance(df, pl.DataFrame):
+                df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
+                rows[table] = df.height
+            else:
+                rows[table] = write_parquet_slices(df, tmp / f"{table}.parquet")
         meta = {"stage": name, "fingerprint": fingerprint, "rows": rows, "stats": stats, "seconds": seconds,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(meta, tmp / STAGE_META)
