@@ -85,6 +85,13 @@ def rss_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def rss_now() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
 
@@ -105,9 +112,10 @@ class MeasuringRunner:
 
     def _measure(self, name: str, fn: Callable[[], T]) -> T:
         reset_peak()
-        w, c = time.perf_counter(), cpu()
+        w, c, before = time.perf_counter(), cpu(), rss_now()
         out = fn()
-        self.steps.append({"stage": name, "wall": time.perf_counter() - w, "cpu": cpu() - c, "peak": rss_peak()})
+        self.steps.append({"stage": name, "wall": time.perf_counter() - w, "cpu": cpu() - c, "before": before,
+                           "peak": rss_peak()})
         return out
 
     def stage(self, name: str, fn: Callable[..., T], *args: Any) -> T:
@@ -269,11 +277,11 @@ def main() -> None:
         n = r["records"]
         print(f"\n{n:,} records in batches of {r['batch']:,}, by stage (peak RSS: the process's, during the stage; it started at "
               f"{gb(r['start_rss'])}):\n")
-        print("| stage | wall | CPU per record | records/s | peak RSS |")
-        print("|---|---|---|---|---|")
+        print("| stage | wall | CPU per record | records/s | RSS before | peak RSS |")
+        print("|---|---|---|---|---|---|")
         for s in r["steps"]:
             print(f"| {s['stage']} | {s['wall']:.1f} s | {1000 * s['cpu'] / n:.3f} ms | "
-                  f"{n / s['wall'] if s['wall'] else 0:,.0f} | {gb(s['peak'])} |")
+                  f"{n / s['wall'] if s['wall'] else 0:,.0f} | {gb(s['before'])} | {gb(s['peak'])} |")
     if args.keep:
         print(f"\nbuilds kept in {root}")
     else:

@@ -150,15 +150,20 @@ def write_shards(source: Source, plan: dict[str, tuple[np.ndarray, list[tuple[in
         for k in range(len(bounds)):
             rel = f"{folder}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
             bucket = buckets / f"{split}-{k}.parquet"
-            piece = pq.read_table(bucket).sort_by("__pos").drop_columns(["__pos"]) if bucket.is_file() \
-                else source.schema.empty_table()
-            piece = pa.Table.from_arrays(piece.columns, schema=source.schema)  # the schema's metadata, as it was
+            piece = pq.read_table(bucket) if bucket.is_file() else schema.empty_table()
             bucket.unlink(missing_ok=True)
-            pq.write_table(piece, out / rel, compression="zstd", compression_level=cfg.compression_level,
-                           row_group_size=cfg.row_group_rows)
+            order = pc.sort_indices(piece["__pos"]).to_numpy()
+            piece = piece.drop_columns(["__pos"])
             tokens = pc.sum(piece[token_field]).as_py() if token_field in piece.column_names else None
+            # in order, a row group at a time: one shard and one row group in memory, not two shards
+            with pq.ParquetWriter(out / rel, source.schema, compression="zstd",
+                                  compression_level=cfg.compression_level) as writer:
+                for a in range(0, max(len(order), 1), cfg.row_group_rows):
+                    group = piece.take(pa.array(order[a : a + cfg.row_group_rows], type=pa.int64()))
+                    writer.write_table(pa.Table.from_arrays(group.columns, schema=source.schema))
             shards[split].append({"path": rel, "rows": piece.num_rows, "bytes": (out / rel).stat().st_size,
                                   "sha256": file_sha256(out / rel), "num_tokens": tokens})
+            del piece
     shutil.rmtree(buckets, ignore_errors=True)
     return shards
 

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup import matches_against
@@ -67,18 +69,16 @@ class PublishedIndex:
         """Record (atomically) what build ``name`` now publishes, replacing what it published before.
         ``texts`` may be a lazy column (it is sliced, never copied whole)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        sig = MinHasher(self.num_perm, self.ngram).signatures(texts)
-        df = pl.DataFrame({"id": list(ids), "signature": pl.Series(sig, dtype=pl.Array(pl.UInt32, self.num_perm))}
-                          ).with_columns(build_id=pl.lit(build_id)).select("id", "build_id", "signature")
-        del sig
-        content = digest([build_id, df["id"].to_list(), hashlib.sha256(df["signature"].to_numpy().tobytes()).hexdigest()])
+        sig = np.ascontiguousarray(MinHasher(self.num_perm, self.ngram).signatures(texts))
+        ids = list(ids)
+        content = digest([build_id, ids, hashlib.sha256(memoryview(sig)).hexdigest()])
         final = self.dir / f"{name}.parquet"
         if final.is_file() and (pq.read_schema(final).metadata or {}).get(b"tinyforge.content") == content.encode():
             return final  # unchanged: leave its mtime alone, so other builds' fingerprints hold
         tmp = self.dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        table = df.to_arrow()
-        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), "tinyforge.content": content}),
-                       tmp, compression="zstd")
+        table = pa.table({"id": pa.array(ids, pa.string()), "build_id": pa.array([build_id] * len(ids), pa.string()),
+                          "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), self.num_perm)})
+        pq.write_table(table.replace_schema_metadata({"tinyforge.content": content}), tmp, compression="zstd")
         os.replace(tmp, final)
         return final
 
