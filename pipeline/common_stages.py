@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -199,30 +200,52 @@ class Verdicts:
 
 
 def table_stage(recipe: BaseRecipe, name: str, upstream: StageResult, *, version: int, reads: Sequence[str],
-                decide: Callable[[pl.DataFrame], Verdicts], omit: Sequence[str] = (),
-                extra: dict[str, Any] | None = None) -> StageResult:
-    """A stage that keeps or rejects the upstream's records, as :func:`record_stage` does, but over the
-    Arrow table: ``decide(frame)`` reads what it needs (:func:`iter_rows`), the kept rows are taken from the
-    table as they are, and only the rejected become dicts (for their ``record_json``). The records stay
-    columnar from end to end: about a tenth of the CPU and memory of a dict per record."""
+                decide: Callable[[pl.DataFrame], Verdicts], columns: Sequence[str] | None = None,
+                omit: Sequence[str] = (), extra: dict[str, Any] | None = None) -> StageResult:
+    """A stage that keeps or rejects the upstream's records, as :func:`record_stage` does, but over Arrow:
+    ``decide(frame)`` sees the upstream table (only ``columns``, those of them it has, when given) and reads
+    what it needs (:func:`iter_rows`); then the upstream file is read again a slice at a time, and each
+    slice's kept rows (with the verdicts' columns) and rejected rows (as dicts, for their ``record_json``)
+    are written as they come. About a tenth of the CPU of a dict per record, and memory that holds the
+    columns ``decide`` reads, not the corpus twice."""
     build, text_field = BuildDir(recipe.build_dir), get_kind(recipe.kind).text_field
     fp = declared_fingerprint(recipe, name, version, reads, omit=omit, **{"in": upstream.fingerprint, **(extra or {})})
     if (done := build.done(name, fp)) is not None:
         return done
     t0 = time.perf_counter()
-    frame = build.read(upstream.name)
+    path = upstream.path / "records.parquet"
+    present = pq.read_schema(path).names
+    frame = pl.read_parquet(path, columns=[c for c in columns if c in present] if columns is not None else None)
+    n = frame.height
     verdicts = decide(frame)
-    if verdicts.columns:
-        frame = frame.with_columns(pl.Series(k, list(v), strict=False) for k, v in verdicts.columns.items())
-    keep = np.ones(frame.height, dtype=bool)
+    del frame
+    added = [pl.Series(k, list(v), strict=False) for k, v in verdicts.columns.items()]  # one dtype per column
+    keep = np.ones(n, dtype=bool)
     keep[list(verdicts.rejected)] = False
-    rows = sorted(verdicts.rejected)
-    rejected = rejected_frame([rejection(r, name, *verdicts.rejected[i], text_field)
-                               for i, r in zip(rows, frame[rows].iter_rows(named=True), strict=True)])
-    kept = (frame.slice(a, ROWS_PER_SLICE).filter(pl.Series(keep[a : a + ROWS_PER_SLICE]))
-            for a in range(0, max(frame.height, 1), ROWS_PER_SLICE))  # (an empty table is one empty slice)
-    return build.commit(name, fp, {"records": kept, "rejected": rejected},
-                        {"in": frame.height, **verdicts.stats, "rejected_by_reason": rejection_counts(rejected)},
+
+    def slices() -> Iterator[tuple[int, pl.DataFrame]]:
+        offset, empty = 0, True
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_SLICE):
+            part = pl.from_arrow(batch)
+            assert isinstance(part, pl.DataFrame)
+            yield offset, part.with_columns(c.slice(offset, part.height) for c in added)
+            offset, empty = offset + part.height, False
+        if empty:  # an empty table is one empty slice, so the output keeps the columns
+            yield 0, pl.read_parquet(path).clear().with_columns(c.clear() for c in added)
+
+    def kept() -> Iterator[pl.DataFrame]:
+        for offset, part in slices():
+            yield part.filter(pl.Series(keep[offset : offset + part.height]))
+
+    def rejected() -> Iterator[pl.DataFrame]:
+        for offset, part in slices():
+            rows = np.flatnonzero(~keep[offset : offset + part.height]).tolist()
+            yield rejected_frame([rejection(r, name, *verdicts.rejected[offset + i], text_field)
+                                  for i, r in zip(rows, part[rows].iter_rows(named=True), strict=True)])
+
+    by_reason = Counter(reason for reason, _ in verdicts.rejected.values())
+    return build.commit(name, fp, {"records": kept(), "rejected": rejected()},
+                        {"in": n, **verdicts.stats, "rejected_by_reason": dict(sorted(by_reason.items()))},
                         time.perf_counter() - t0)
 
 
@@ -250,7 +273,8 @@ def dedup_stage(recipe: BaseRecipe, upstream: StageResult, *, score_field: str |
                                            f"{m.id} in build {m.build_id} (Jaccard ~{m.similarity:.2f})")
         return Verdicts({"dedup_cluster": cluster}, rejected, {"already_published": by_build})
 
-    return table_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, reads=DEDUP_READS, decide=decide, extra={
+    return table_stage(recipe, "dedup", upstream, version=DEDUP_VERSION, reads=DEDUP_READS, decide=decide,
+                       columns=("id", text_field, *((score_field,) if score_field else ())), extra={
         "field": text_field, "published": index.fingerprint(recipe.name) if cfg.cross_build else None})
 
 
@@ -271,7 +295,7 @@ def decontaminate_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResul
 
         evals = load_eval_sets([(e.path, e.field) for e in cfg.eval_sets], cfg.ngram)
         near = cfg.near_duplicate_threshold if cfg.near_duplicates else None
-        found = contaminated(frame[text_field].to_list(), evals, near_threshold=near,
+        found = contaminated(ColumnView(frame[text_field]), evals, near_threshold=near,
                              num_perm=recipe.dedup.num_perm, ngram=recipe.dedup.ngram)
         return Verdicts({}, {i: ("contaminated", detail) for i, detail in found.items()},
                         {"eval_texts": len(evals.texts), "eval_ngrams": len(evals.ngrams),
@@ -279,7 +303,7 @@ def decontaminate_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResul
                          "ngram": cfg.ngram, "near_duplicate_threshold": near})
 
     return table_stage(recipe, "decontaminate", upstream, version=DECONTAMINATE_VERSION,
-                       reads=DECONTAMINATE_READS, decide=decide)
+                       reads=DECONTAMINATE_READS, decide=decide, columns=(text_field,))
 
 
 def decontaminate() -> Stage[BaseRecipe]:
@@ -318,7 +342,7 @@ def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
                         {"enabled": True, "model": cfg.model, "median_loss": finite[len(finite) // 2] if finite else None})
 
     return table_stage(recipe, "fluency", upstream, version=FLUENCY_VERSION, reads=FLUENCY_READS, decide=decide,
-                       extra={"field": text_field})
+                       columns=(text_field,), extra={"field": text_field})
 
 
 def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds: int,

@@ -118,7 +118,8 @@ def contaminated(texts: Sequence[str], evals: EvalSets | NgramIndex, *, near_thr
     rest = [i for i in range(len(texts)) if i not in found]
     if near_threshold is not None and isinstance(evals, EvalSets) and evals.texts and rest:
         hasher = MinHasher(num_perm=num_perm, ngram=ngram)
-        for i, j, sim in matches_against(hasher.signatures([texts[i] for i in rest]),
+        subset = texts if len(rest) == len(texts) else [texts[i] for i in rest]
+        for i, j, sim in matches_against(hasher.signatures(subset),
                                          hasher.signatures(evals.texts), near_threshold):
             found[rest[i]] = f"near-duplicate of {evals.sources[j]} (Jaccard ~{sim:.2f})"
     return found

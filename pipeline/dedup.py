@@ -100,7 +100,7 @@ def find_duplicate_report(
     sig_all, keys = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed).signatures_and_keys(texts)
     _, first_idx, inverse = np.unique(keys, return_index=True, return_inverse=True)
     uniq = np.sort(first_idx)  # one text per exact group, in input order
-    sig_u = sig_all[uniq]
+    sig_u = sig_all if len(uniq) == n else sig_all[uniq]  # (a copy only when there are exact duplicates)
 
     bands, rows = lsh_bands(threshold, num_perm)
     pairs = candidate_pairs(band_hashes(sig_u, bands, rows))
@@ -131,7 +131,9 @@ def find_duplicate_report(
 
     signatures = sig_all
     exact = (rep != np.arange(n)) & (keys == keys[rep])
-    similarity = np.where(rep == np.arange(n), 1.0, estimate_jaccard(signatures, signatures[rep]))
+    similarity = np.ones(n)
+    dup = np.flatnonzero(rep != np.arange(n))  # only these are compared: no second copy of every signature
+    similarity[dup] = estimate_jaccard(signatures[dup], signatures[rep[dup]])
     return DuplicateReport(rep, exact, similarity, signatures)
 
 

@@ -51,10 +51,11 @@ def test_real_server_completions_with_usage_and_seeds(server_url: str) -> None:
     assert backend.model_id == f"openai/smollm2@{server_url.split('/')[2]}"
 
 
-def test_faults_are_retried_and_nothing_is_lost_or_duplicated(server_url: str) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+def test_faults_are_retried_and_nothing_is_lost_or_duplicated(server_url: str, transport: str) -> None:
     direct = OpenAIBackend(config(server_url, timeout_s=60.0)).generate(requests(12))
     with FaultProxy(server_url) as proxy:
-        backend = OpenAIBackend(config(proxy.url))
+        backend = OpenAIBackend(config(proxy.url, transport=transport))
         done: list[int] = []
         through = backend.generate(requests(12), on_done=lambda i, c: done.append(i))
     assert sorted(done) == list(range(12))  # each request reported exactly once

@@ -89,7 +89,7 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
         return Verdicts(rejected={i: v for i, v in enumerate(checks) if v is not None})
 
     return table_stage(recipe, "filter", upstream, version=VERSIONS["filter"], reads=READS["filter"],
-                       decide=decide, extra={"vocab": vocab.digest})
+                       decide=decide, columns=FILTER_COLUMNS, extra={"vocab": vocab.digest})
 
 
 # --- publish ----------------------------------------------------------------------
