@@ -256,8 +256,8 @@ class DifficultyConfig(_Strict):
     ifd_model: str = Field("smollm2-135m-instruct", description="a shipped model name or a .gguf path")
     sample: int | None = Field(
         None, ge=100, le=100_000_000, description="score a random sample of this many records, drawn with the "
-        "recipe's seed; the others get null scores (default: every record; the proxy costs about 35 ms a "
-        "record on 2 CPU cores)")
+        "recipe's seed; the others get null scores (default: every record; on 2 CPU cores the proxy costs "
+        "35 ms a short record and about 270 ms a story: docs/difficulty.md)")
 
     @model_validator(mode="after")
     def _heads(self) -> DifficultyConfig:

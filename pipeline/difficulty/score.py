@@ -1,7 +1,8 @@
 """All difficulty scores for a set of (instruction, response) records, in one call.
 
-The proxy model's cost grows with the records it trains on and scores (about
-35 ms a record on 2 CPU cores with the default proxy: benchmarks/difficulty.py),
+The proxy model's cost grows with the records it trains on and scores (on 2
+CPU cores with the default proxy, 35 ms a 25-word record and about 270 ms a
+story: benchmarks/difficulty.py),
 so ``[difficulty] sample = N`` scores a random N of them, drawn with the
 recipe's seed, and leaves the rest null; the S2L subset is then drawn from the
 sample. The summary says which was done (``scored`` of ``records``).
