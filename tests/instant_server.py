@@ -27,7 +27,6 @@ import hashlib
 import json
 import random
 import re
-import subprocess
 import sys
 import time
 import urllib.request
@@ -164,32 +163,13 @@ async def serve(port: int, delay_ms: float) -> None:
 @contextlib.contextmanager
 def instant_server(delay_ms: float = 0.0, startup_s: float = 30.0) -> Iterator[str]:
     """Start the server in a child process, yield its base URL (``http://127.0.0.1:PORT/v1``), stop it."""
-    from tests.servers import free_port
+    from tests.servers import free_port, serving
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.instant_server", "--port", str(port),
-                             "--delay-ms", str(delay_ms)], cwd=Path(__file__).resolve().parents[1],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"instant server exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the instant server did not start in time") from None
-                time.sleep(0.1)
+    with serving([sys.executable, "-m", "tests.instant_server", "--port", str(port), "--delay-ms", str(delay_ms)],
+                 f"http://127.0.0.1:{port}/v1", "the instant server", startup_s,
+                 cwd=str(Path(__file__).resolve().parents[1])) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def server_stats(url: str) -> dict[str, int]:

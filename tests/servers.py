@@ -36,25 +36,29 @@ def free_port() -> int:
 def llama_server(n_threads: int = 2, startup_s: float = 120.0) -> Iterator[str]:
     """Start the server, yield its base URL (``http://127.0.0.1:PORT/v1``), stop it."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model_path("smollm2-135m-instruct")),
-         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--n_threads", str(n_threads), "--verbose", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
+    with serving([sys.executable, "-m", "llama_cpp.server", "--model",
+                  str(resolve_model_path("smollm2-135m-instruct")), "--model_alias", "smollm2", "--host",
+                  "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(n_threads), "--verbose",
+                  "False"], f"http://127.0.0.1:{port}/v1", "llama_cpp.server", startup_s) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(command: list[str], url: str, name: str, startup_s: float, cwd: str | None = None) -> Iterator[str]:
+    """Run a server process until ``url``/models answers, yield ``url``, stop the process."""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + startup_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-2000:]}")
             try:
                 urllib.request.urlopen(f"{url}/models", timeout=2).read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start in time") from None
-                time.sleep(0.3)
+                    raise RuntimeError(f"{name} did not start in time") from None
+                time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
