@@ -66,16 +66,12 @@ def split_and_shuffle(table: pa.Table | pa.Array | pa.ChunkedArray, seed: int,
     return splits
 
 
-def shard_bounds(table: pa.Table | None, cfg: PublishConfig, rows: int | None = None,
-                 row_bytes: int | None = None) -> list[tuple[int, int]]:
-    """Even slices of ``rows`` rows (default: all of ``table``'s) with at most shard_max_rows rows and about
-    shard_max_bytes bytes each, at ``row_bytes`` bytes a row (default: ``table``'s average)."""
-    n = table.num_rows if rows is None and table is not None else (rows or 0)
-    if row_bytes is None:
-        row_bytes = table.nbytes // max(table.num_rows, 1) if table is not None else 1
+def shard_bounds(rows: int, row_bytes: int, cfg: PublishConfig) -> list[tuple[int, int]]:
+    """Even slices of ``rows`` rows with at most shard_max_rows rows and about shard_max_bytes bytes each,
+    at ``row_bytes`` bytes a row."""
     per_shard = max(1, min(cfg.shard_max_rows, cfg.shard_max_bytes // max(1, row_bytes)))
-    count = max(1, math.ceil(n / per_shard))
-    edges = np.linspace(0, n, count + 1).round().astype(int)
+    count = max(1, math.ceil(rows / per_shard))
+    edges = np.linspace(0, rows, count + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
@@ -224,14 +220,14 @@ def publish_dataset(
             if len(chosen):
                 parts[name] = chosen
         row_bytes = source.row_bytes()
-        plan = {name: (rows, shard_bounds(None, cfg, len(rows), row_bytes)) for name, rows in parts.items()}
+        plan = {name: (rows, shard_bounds(len(rows), row_bytes, cfg)) for name, rows in parts.items()}
         written = write_shards(source, plan, tmp, "data", cfg, token_field)
         tables = {name: (schema, written[name]) for name in parts}
         for name, (config_schema, config_rows) in (configs or {}).items():
             if config_rows:  # another table keeps its own folder, so a glob over data/ still finds only records
                 other = Source(config_schema.to_table(config_rows))
                 (tmp / name).mkdir()
-                plan = {name: (np.arange(other.num_rows), shard_bounds(None, cfg, other.num_rows, other.row_bytes()))}
+                plan = {name: (np.arange(other.num_rows), shard_bounds(other.num_rows, other.row_bytes(), cfg))}
                 tables[name] = (config_schema, write_shards(other, plan, tmp, name, cfg, token_field)[name])
         for split, (part_schema, shards) in tables.items():
             if part_schema is not schema:  # another table: its schema ships beside the records'
