@@ -14,7 +14,7 @@ tables of items ``start..stop``, using the models it opens from
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -106,12 +106,20 @@ class BatchedStage:
         batch_stats = [parts.stats(b) for b in range(n)]
         empty = {"records": pl.DataFrame(), "rejected": rejected_frame([]),
                  **{t: pl.DataFrame(schema=dict(s)) for t, s in self.tables.items()}}
-        tables = {t: frame if (frame := parts.read(range(n), t)).width else default for t, default in empty.items()}
-        extra = stats(tables) if callable(stats) else (stats or {})
+        tables: dict[str, pl.DataFrame | Iterator[pl.DataFrame]]
+        if callable(stats):  # a summary of the whole tables (calibration's: hundreds of rows)
+            tables = {t: frame if (frame := parts.read(range(n), t)).width else default
+                      for t, default in empty.items()}
+            extra = stats(tables)  # type: ignore[arg-type]  # every table is a frame on this path
+        else:  # streamed a part at a time: a million generated records are never in memory at once
+            tables = {t: default if (frames := parts.slices(range(n), t)) is None else frames
+                      for t, default in empty.items()}
+            extra = dict(stats or {})
         result = build.commit(self.name, self.fingerprint, tables, {
             "in": self.items, **extra,
             "usage": {k: sum(s.get(k, 0) for s in batch_stats) for k in USAGE_KEYS},
-            "rejected_by_reason": rejection_counts(tables["rejected"])}, sum(s["seconds"] for s in batch_stats))
+            "rejected_by_reason": parts.column_counts(range(n), "rejected", "reason")},
+            sum(s["seconds"] for s in batch_stats))
         build.clear_parts(self.name)
         return result
 

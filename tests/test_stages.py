@@ -41,3 +41,35 @@ def test_parts_survive_and_are_read_in_order(tmp_path: Path) -> None:
     parts.write(0, {"records": pl.DataFrame({"i": [0, 1], "extra": [None, None]})}, {"n": 2})
     assert parts.read(range(2), "records")["i"].to_list() == [0, 1, 2, 3]
     assert parts.stats(1) == {"n": 2}
+
+
+def test_a_streamed_gather_writes_what_the_whole_concat_would(tmp_path: Path) -> None:
+    """Parts whose schemas differ (a column all null in one batch and text in the next, a column only some
+    batches have, an empty batch) are committed a part at a time with the relaxed union's columns and
+    types: the stage's table equals the concatenation of all of them."""
+    build = BuildDir(tmp_path / "b")
+    parts = build.parts("generate", "f" * 64)
+    frames = [pl.DataFrame({"id": ["a", "b"], "note": [None, None], "n": [1, 2]}),
+              pl.DataFrame(),
+              pl.DataFrame({"id": ["c"], "note": ["late"], "n": [3.5], "extra": [["x", "y"]]}),
+              pl.DataFrame({"id": [], "note": [], "n": []}, schema={"id": pl.String, "note": pl.Null, "n": pl.Int64})]
+    for i, df in enumerate(frames):
+        parts.write(i, {"records": df}, {})
+    whole = parts.read(range(4), "records")
+    slices = parts.slices(range(4), "records")
+    assert slices is not None
+    build.commit("generate", "fp", {"records": slices}, {}, 0)
+    gathered = build.read("generate")
+    assert gathered.schema == whole.schema and gathered.equals(whole)
+    assert gathered["note"].to_list() == [None, None, "late"] and gathered["n"].dtype == pl.Float64
+
+    parts.write(4, {"records": pl.DataFrame()}, {})
+    assert parts.slices(range(1, 2), "records") is None  # no part with columns: the caller's default
+
+
+def test_rejections_are_counted_by_reason_across_parts(tmp_path: Path) -> None:
+    parts = BuildDir(tmp_path / "b").parts("generate", "f" * 64)
+    parts.write(0, {"rejected": pl.DataFrame({"reason": ["b", "a", "b"]})}, {})
+    parts.write(1, {"rejected": pl.DataFrame()}, {})
+    parts.write(2, {"rejected": pl.DataFrame({"reason": ["a"]})}, {})
+    assert parts.column_counts(range(3), "rejected", "reason") == {"a": 2, "b": 2}
