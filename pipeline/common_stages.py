@@ -342,7 +342,7 @@ def fluency_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
                         {"enabled": True, "model": cfg.model, "median_loss": finite[len(finite) // 2] if finite else None})
 
     return table_stage(recipe, "fluency", upstream, version=FLUENCY_VERSION, reads=FLUENCY_READS, decide=decide,
-                       columns=(text_field,), extra={"field": text_field})
+                       columns=(text_field,) if cfg.enabled else ("id",), extra={"field": text_field})
 
 
 def target_stage(recipe: BaseRecipe, upstream: StageResult, target: int, rounds: int,
@@ -410,7 +410,7 @@ def judge_stage(recipe: BaseRecipe, upstream: StageResult) -> StageResult:
             "min": dict(cfg.min), "usage": usage})
 
     return table_stage(recipe, "judge", upstream, version=JUDGE_VERSION, reads=JUDGE_READS, decide=decide,
-                       extra={"rubric": rubric.template_id() if rubric else None})
+                       columns=None if cfg.enabled and rubric is not None else ("id",), extra={"rubric": rubric.template_id() if rubric else None})
 
 
 def judge_columns(kind: str) -> tuple[str, ...]:
@@ -430,32 +430,44 @@ def judge() -> Stage[BaseRecipe]:
     return Stage("judge", judge_stage, JUDGE_READS)
 
 
-def score_stage(recipe: BaseRecipe, upstream: StageResult, *,
-                pair: Callable[[dict[str, Any]], tuple[str, str]]) -> StageResult:
-    """Proxy-model difficulty scores for every record (null columns when the recipe turns them off)."""
-    build, cfg = BuildDir(recipe.build_dir), recipe.difficulty
-    fp = declared_fingerprint(recipe, "score", SCORE_VERSION, SCORE_READS, **{"in": upstream.fingerprint})
-    if (done := build.done("score", fp)) is not None:
-        return done
-    t0 = time.perf_counter()
-    frame = build.read(upstream.name)
-    summary: dict[str, Any] = {"enabled": cfg.enabled}
-    if cfg.enabled and frame.height:
+def score_stage(recipe: BaseRecipe, upstream: StageResult, *, fields: tuple[str, str]) -> StageResult:
+    """Proxy-model difficulty scores for every record, of its ``fields`` (instruction, response) pair (null
+    columns when the recipe turns them off, or for the records a ``[difficulty] sample`` leaves out)."""
+    cfg = recipe.difficulty
+
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        if not cfg.enabled or not frame.height:
+            return Verdicts({k: [None] * frame.height for k in DIFFICULTY_COLUMNS}, {},
+                            {"difficulty": {"enabled": cfg.enabled}})
         from pipeline.difficulty.score import score_pairs
 
-        result = score_pairs([pair(r) for r in iter_rows(frame)], cfg, recipe.seed)
-        summary |= result.summary
-        added = result.columns
-    else:
-        added = {k: [None] * frame.height for k in DIFFICULTY_COLUMNS}
-    frame = frame.with_columns(pl.Series(k, list(v), strict=False) for k, v in added.items())
-    return build.commit("score", fp, {"records": frame, "rejected": rejected_frame([])},
-                        {"in": frame.height, "difficulty": summary}, time.perf_counter() - t0)
+        result = score_pairs(Pairs(frame[fields[0]], frame[fields[1]]), cfg, recipe.seed)
+        return Verdicts(result.columns, {}, {"difficulty": {"enabled": True, **result.summary}})
+
+    return table_stage(recipe, "score", upstream, version=SCORE_VERSION, reads=SCORE_READS, decide=decide,
+                       columns=fields if cfg.enabled else ("id",))
 
 
-def score(pair: Callable[[dict[str, Any]], tuple[str, str]]) -> Stage[BaseRecipe]:
-    """The difficulty stage of a kind whose records are (instruction, response) ``pair(record)``."""
-    return Stage("score", partial(score_stage, pair=pair), SCORE_READS)
+class Pairs(Sequence[tuple[str, str]]):
+    """(instruction, response) pairs over two columns, made when asked for: a sampled score of a million
+    records reads the strings of its sample only."""
+
+    def __init__(self, instructions: pl.Series, responses: pl.Series):
+        self._a, self._b = instructions, responses
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __getitem__(self, i: int) -> tuple[str, str]:  # type: ignore[override]  # no slices are asked for
+        return self._a[i], self._b[i]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return zip(ColumnView(self._a), ColumnView(self._b), strict=True)
+
+
+def score(instruction: str, response: str) -> Stage[BaseRecipe]:
+    """The difficulty stage of a kind whose records are (``instruction``, ``response``) field pairs."""
+    return Stage("score", partial(score_stage, fields=(instruction, response)), SCORE_READS)
 
 
 def field_docs(schema: dict[str, Any]) -> dict[str, str]:

@@ -281,7 +281,7 @@ KIND = register(Kind(
     text_field="instruction",
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
     produce=produce, stages=(decontaminate(), fluency(), dedup(), judge(),
-                             score(lambda r: (r["instruction"], r["response"]))),
+                             score("instruction", "response")),
     rubric=INSTRUCTIONS, growth=GROWTH, available=lambda stages: stages[0].rows["records"],
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose

@@ -180,7 +180,7 @@ KIND = register(Kind(
     stages=(Stage("verify", verify_stage, READS["verify"]),
             decontaminate(),
             fluency(), dedup(score_field="answer_agreement"), judge(),
-            score(lambda r: (r["question"], r["code"]))),  # proxy-model difficulty of the code, given the question
+            score("question", "code")),  # proxy-model difficulty of the code, given the question
     publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH, growth=GENERATE,
     description="grade-school math word problems with Python solutions verified by execution",
     produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,

@@ -133,7 +133,7 @@ KIND = register(Kind(
     produce=BatchedGeneration(generate_fingerprint, generate_work),
     # proxy-model difficulty: the instruction is the prompt, the response the story
     stages=(Stage("filter", filter_stage, READS["filter"]), decontaminate(), fluency(), dedup(), judge(),
-            score(lambda r: (r["prompt"], r["story"]))),
+            score("prompt", "story")),
     rubric=STORIES, growth=GENERATE,
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
