@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from pipeline.llm.types import Backend, ChatRequest, Completion, OnDone
 
 _SCHEMA = """
@@ -73,6 +75,9 @@ class ResponseCache:
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # A key index of a million builds' rows outgrows SQLite's 2 MB default page cache, and every insert
+        # of a random key then reads pages back: 64 MB keeps ~1.5M keys' index in memory.
+        self._db.execute("PRAGMA cache_size=-65536")
         self._db.execute(_SCHEMA)
         self._db.execute(_SEGMENTS)
         self._db.commit()
@@ -95,11 +100,10 @@ class ResponseCache:
     def put_many(self, model_id: str, request: ChatRequest, completions: Sequence[Completion],
                  keys: Sequence[str] | None = None) -> None:
         """Store a request's completions; ``keys``: their :func:`request_key` values, when the caller has them."""
-        request_json = json.dumps(
+        # For people and fixture exports only (keys are request_key's): orjson, a tenth of json's CPU.
+        request_json = orjson.dumps(
             {"messages": [[m.role, m.content] for m in request.messages], "params": request.params.to_dict(),
-             "seed": request.seed},
-            ensure_ascii=False,
-        )
+             "seed": request.seed}).decode()
         keys = keys if keys is not None else [request_key(model_id, request, i) for i in request.sample_indices]
         now = time.time()
         rows = [(key, model_id, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, request_json, now)
