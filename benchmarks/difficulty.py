@@ -17,7 +17,7 @@ benchmark's server writes them, about 90 words): proxy training and
 trajectory scoring seconds, per record built and per record scored, with the
 default proxy; ``--sample S`` scores S of them (``[difficulty] sample``).
 
-    .venv/bin/python benchmarks/difficulty.py --records 2000 10000 100000 --sample 10000
+    .venv/bin/python benchmarks/difficulty.py --records 2000 10000 100000 --sample 10000 [--threads 1]
 """
 
 from __future__ import annotations
@@ -74,7 +74,10 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=400)
     ap.add_argument("--records", type=int, nargs="+", help="measure cost at these build sizes instead")
     ap.add_argument("--sample", type=int, default=None, help="with --records: [difficulty] sample")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, the cores)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.records:
         scale(args.records, args.sample)
         return
