@@ -30,7 +30,7 @@ import itertools
 import os
 import posixpath
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ import torch
 from fsspec.core import url_to_fs
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.curriculum import Curriculum, assign_levels
 from pipeline.errors import IntegrityError, UserError
 from pipeline.fingerprint import digest
 from pipeline.shard_format import MANIFEST, read_manifest
@@ -53,6 +54,15 @@ _CHUNK = 512  # positions planned and converted at a time: a worker busy with a 
 
 
 @dataclass(frozen=True)
+class Block:
+    """A run of an epoch's stream: rows of one shard, in order (computed when the stream reaches them)."""
+
+    shard: int  # position in the manifest's list
+    rows: int
+    order: Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
 class ShardInfo:
     index: int  # position in the manifest's list: seeds the shard's row order, so it never depends on reading order
     path: str
@@ -61,19 +71,20 @@ class ShardInfo:
     sha256: str
 
 
-def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """Manifest indices of the shards in the epoch's reading order."""
+def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool, part: int = 0) -> np.ndarray:
+    """Manifest indices of the shards in the epoch's reading order (of the epoch's ``part``-th part, for a
+    curriculum whose epoch is read in parts)."""
     if not shuffle:
         return np.arange(num_shards)
     # The trailing tag keeps this seed apart from row_order's: SeedSequence pads entropy with zeros.
-    return np.random.default_rng([seed, epoch, 0]).permutation(num_shards)
+    return np.random.default_rng([seed, epoch, 0, *([part] if part else [])]).permutation(num_shards)
 
 
-def row_order(rows: int, seed: int, epoch: int, shard_index: int, shuffle: bool) -> np.ndarray:
+def row_order(rows: int, seed: int, epoch: int, shard_index: int, shuffle: bool, part: int = 0) -> np.ndarray:
     """Row indices of one shard in the epoch's order, seeded per shard so any consumer can compute it alone."""
     if not shuffle:
         return np.arange(rows)
-    return np.random.default_rng([seed, epoch, 1, shard_index]).permutation(rows)
+    return np.random.default_rng([seed, epoch, 1, shard_index, *([part] if part else [])]).permutation(rows)
 
 
 def epoch_length(rows: int, world_size: int, balance: Balance) -> int:
@@ -157,12 +168,19 @@ class ShardDataset(IterableDataset):
     ``batch_size`` is the unit in which DataLoader workers take turns; it must
     equal the loader's batch size for the loader to yield the rank's stream in
     order (:class:`ShardLoader` sets it).
+
+    ``order`` is ``"shuffle"`` (every row once an epoch, in a seeded order) or
+    a :class:`~pipeline.curriculum.Curriculum`: easy to hard by a numeric
+    column, in levels staged over epochs (``pipeline.curriculum``); an
+    epoch then holds the rows its stage names, and ``len()`` is the current
+    epoch's.
     """
 
     def __init__(self, source: str | os.PathLike[str], split: str = "train", *, shuffle: bool = True, seed: int = 0,
                  columns: Sequence[str] | None = None, rank: int | None = None, world_size: int | None = None,
                  verify: bool = True, partition: Partition = "interleave", balance: Balance = "pad",
-                 batch_size: int = 1, storage_options: dict[str, Any] | None = None) -> None:
+                 batch_size: int = 1, storage_options: dict[str, Any] | None = None,
+                 order: Literal["shuffle"] | Curriculum = "shuffle") -> None:
         super().__init__()
         if partition not in ("interleave", "blocks"):
             raise UserError(f"partition must be 'interleave' or 'blocks', not {partition!r}")
@@ -170,6 +188,9 @@ class ShardDataset(IterableDataset):
             raise UserError(f"balance must be 'pad', 'drop' or 'none', not {balance!r}")
         if not isinstance(seed, int) or seed < 0:
             raise UserError(f"seed must be a non-negative integer, not {seed!r}")
+        if order != "shuffle" and not isinstance(order, Curriculum):
+            raise UserError(f"order must be 'shuffle' or a Curriculum, not {order!r}")
+        self.curriculum = order if isinstance(order, Curriculum) else None
         self.source = os.fspath(source)
         self.fs, path = url_to_fs(self.source, **(storage_options or {}))
         self.root = _root_of(path)
@@ -189,6 +210,9 @@ class ShardDataset(IterableDataset):
         self.columns = self._resolve_columns(columns)
         self._epoch, self._start = 0, 0
         self._verified: set[str] = set()
+        self._levels: list[np.ndarray] | None = None  # a curriculum's level of every row, by shard
+        if self.curriculum is not None:
+            self._shard_levels()  # a missing or non-numeric column is an error now, not in a worker
 
     # -- what an epoch is ---------------------------------------------------------------------------
 
@@ -210,14 +234,78 @@ class ShardDataset(IterableDataset):
 
     def __len__(self) -> int:
         """This rank's samples in a whole epoch (equal on every rank unless balance='none')."""
-        return rank_length(epoch_length(self.rows, self.world_size, self.balance), self.rank, self.world_size)
+        return self._rank_length(self._epoch)
+
+    def _rank_length(self, epoch: int, rank: int | None = None) -> int:
+        length = epoch_length(self.epoch_rows(epoch), self.world_size, self.balance)
+        return rank_length(length, self.rank if rank is None else rank, self.world_size)
+
+    def epoch_rows(self, epoch: int) -> int:
+        """Rows in the epoch's stream before balancing: the split's, or what a curriculum's stage holds."""
+        if self.curriculum is None:
+            return self.rows
+        counts = np.bincount(np.concatenate(self._shard_levels() or [np.empty(0, dtype=np.int32)]),
+                             minlength=self.curriculum.levels)
+        return int(sum(counts[list(held)].sum() for held in self.curriculum.parts(epoch)))
+
+    # -- what an epoch reads, in order ------------------------------------------------------------------
+
+    def _blocks(self, epoch: int) -> list[Block]:
+        if self.curriculum is None:
+            return [Block(int(i), self.shards[i].rows,
+                          functools.partial(row_order, self.shards[i].rows, self.seed, epoch, self.shards[i].index,
+                                            self.shuffle))
+                    for i in shard_order(len(self.shards), self.seed, epoch, self.shuffle)]
+        levels, blocks = self._shard_levels(), []
+        for part, held in enumerate(self.curriculum.parts(epoch)):
+            for i in shard_order(len(self.shards), self.seed, epoch, self.shuffle, part):
+                shard = self.shards[i]
+                rows = row_order(shard.rows, self.seed, epoch, shard.index, self.shuffle, part)
+                rows = rows[np.isin(levels[i][rows], held)]
+                blocks.append(Block(int(i), len(rows), functools.partial(np.asarray, rows)))
+        return blocks
+
+    def _shard_levels(self) -> list[np.ndarray]:
+        """Every row's curriculum level, by shard: the column read from every shard (one column: cheap)."""
+        if self._levels is None:
+            assert self.curriculum is not None
+            column = self.curriculum.column
+            values = [self._column(shard, column) for shard in self.shards]
+            flat = np.concatenate(values) if values else np.empty(0)
+            level = assign_levels(flat, self.curriculum.levels, self.seed, self.curriculum.descending)
+            self._levels = np.split(level, np.cumsum([len(v) for v in values])[:-1]) if values else []
+        return self._levels
+
+    def _column(self, shard: ShardInfo, column: str) -> np.ndarray:
+        url = self._url(shard.path)
+        try:
+            with self.fs.open(f"{self.root}/{shard.path}", "rb") as f:
+                pf = pq.ParquetFile(f)
+                if column not in pf.schema_arrow.names:
+                    raise UserError(f"{self.source}: split {self.split!r} has no column {column!r} to order a "
+                                    f"curriculum by (has {', '.join(pf.schema_arrow.names)})")
+                values = pf.read(columns=[column]).column(0)
+        except FileNotFoundError:
+            raise IntegrityError(f"{url}: shard listed in the manifest is missing") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IntegrityError(f"{url}: not a readable Parquet file ({exc})") from None
+        kind = values.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            raise UserError(f"{self.source}: a curriculum orders by a numeric column; {column!r} is {kind}")
+        if values.null_count:
+            raise UserError(f"{self.source}: {column!r} is null in {values.null_count} rows of {shard.path}; a "
+                            "curriculum needs a value for every row (a sampled difficulty score leaves nulls)")
+        return values.to_numpy(zero_copy_only=False).astype(np.float64)
 
     # -- resume ---------------------------------------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
         """What must match for a saved position to mean the same samples (not the worker count or batch size)."""
-        return {"dataset": self.fingerprint, "split": self.split, "seed": self.seed, "shuffle": self.shuffle,
-                "world_size": self.world_size, "partition": self.partition, "balance": self.balance}
+        identity = {"dataset": self.fingerprint, "split": self.split, "seed": self.seed, "shuffle": self.shuffle,
+                    "world_size": self.world_size, "partition": self.partition, "balance": self.balance}
+        if self.curriculum is not None:  # absent for shuffled epochs: their states from before still load
+            identity["order"] = self.curriculum.describe()
+        return identity
 
     def state_dict(self, samples_seen: int) -> dict[str, Any]:
         """The position after ``samples_seen`` samples of this rank's current epoch, counted from its beginning.
@@ -242,17 +330,19 @@ class ShardDataset(IterableDataset):
             raise UserError("not a ShardDataset state (no 'format': 'tinyforge.loader-state')")
         if state.get("version") != STATE_VERSION:
             raise UserError(f"loader state version {state.get('version')!r}; this tinyforge reads {STATE_VERSION}")
-        for key, mine in self._identity().items():
+        identity = self._identity()
+        for key in [*identity, *(["order"] if "order" not in identity else [])]:  # a curriculum's, or none
+            mine = identity.get(key)
             if state.get(key) != mine:
                 what = (f"build {state.get('build_id')!r} vs {self.manifest.get('build_id')!r}, shards differ"
                         if key == "dataset" else f"{state.get(key)!r} vs {mine!r} here")
                 raise UserError(f"cannot resume from a loader state of a different {key} ({what})")
         epoch, seen = state.get("epoch"), state.get("samples_seen")
-        widest = rank_length(epoch_length(self.rows, self.world_size, self.balance), 0, self.world_size)
-        if not (isinstance(epoch, int) and epoch >= 0 and isinstance(seen, int) and 0 <= seen <= widest):
+        if not (isinstance(epoch, int) and epoch >= 0 and isinstance(seen, int)
+                and 0 <= seen <= self._rank_length(epoch, rank=0)):
             raise UserError(f"loader state has an impossible position: epoch {epoch!r}, samples_seen {seen!r}")
         # With balance='none' rank 0 may have one sample more than this rank: its end is this rank's end.
-        self._epoch, self._start = epoch, min(seen, len(self))
+        self._epoch, self._start = epoch, min(seen, self._rank_length(epoch))
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -266,21 +356,23 @@ class ShardDataset(IterableDataset):
 
     def _samples(self, epoch: int, start: int, worker: int, workers: int,
                  threads: bool = True) -> Iterator[dict[str, Any]]:
-        order = shard_order(len(self.shards), self.seed, epoch, self.shuffle)
-        offsets = np.concatenate([[0], np.cumsum([self.shards[i].rows for i in order], dtype=np.int64)])
-        length = epoch_length(self.rows, self.world_size, self.balance)
+        blocks = self._blocks(epoch)
+        offsets = np.concatenate([[0], np.cumsum([b.rows for b in blocks], dtype=np.int64)])
+        rows_in_epoch = int(offsets[-1])
+        length = epoch_length(rows_in_epoch, self.world_size, self.balance)
         total = rank_length(length, self.rank, self.world_size)
-        slot, table, rows = -1, pa.table({}), np.empty(0, dtype=np.int64)
+        slot, read, table, rows = -1, -1, pa.table({}), np.empty(0, dtype=np.int64)
         for p in worker_positions(total, start, self.batch_size, workers, worker):
-            g = rank_positions(p, self.rank, self.world_size, length, self.partition) % self.rows
+            g = rank_positions(p, self.rank, self.world_size, length, self.partition) % rows_in_epoch
             slots = np.searchsorted(offsets, g, side="right") - 1
             cuts = np.flatnonzero(np.diff(slots)) + 1
             for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(g)]]), strict=True):
-                if slots[a] != slot:  # one shard decoded at a time; the stream visits each once (pad: twice)
+                if slots[a] != slot:  # one block at a time; the stream visits each once (pad: twice)
                     slot = int(slots[a])
-                    shard = self.shards[int(order[slot])]
-                    table = self._read(shard, threads)
-                    rows = row_order(shard.rows, self.seed, epoch, shard.index, self.shuffle)
+                    block = blocks[slot]
+                    if block.shard != read:  # a curriculum's next part may begin with the shard just read
+                        read, table = block.shard, self._read(self.shards[block.shard], threads)
+                    rows = block.order()
                 yield from table.take(pa.array(rows[g[a:b] - offsets[slot]])).to_pylist()
 
     def _url(self, rel: str) -> str:
