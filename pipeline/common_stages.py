@@ -97,7 +97,8 @@ def difficulty_section(records: Sequence[dict[str, Any]], summary: dict[str, Any
 FIGURE_TITLES = {"length": "Length of the published records (words)",
                  # The difficulty column is a rank (uniform by construction); the raw signal is more telling.
                  "learning": "Learning percentage (share of the loss drop in epoch 1; low = hard)",
-                 "ifd": "IFD (loss with the instruction / without; near or above 1 = hard)"}
+                 "ifd": "IFD (loss with the instruction / without; near or above 1 = hard)",
+                 "code": "Code difficulty of the programs (mean of cyclomatic and Halstead difficulty)"}
 
 
 def build_figures(records: list[dict[str, Any]], lengths: list[int], difficulty: dict[str, Any] | None,
@@ -116,6 +117,8 @@ def build_figures(records: list[dict[str, Any]], lengths: list[int], difficulty:
         ifd = [r["ifd"] for r in records if r.get("ifd") is not None]
         if ifd:
             figures["ifd"] = histogram_png(ifd, title=FIGURE_TITLES["ifd"], xlabel="IFD")
+    if code := [r["code_difficulty"] for r in records if r.get("code_difficulty") is not None]:
+        figures["code"] = histogram_png(code, title=FIGURE_TITLES["code"], xlabel="overall metric")
     for c in judged:
         if scores := [r[column(c)] for r in records if r.get(column(c)) is not None]:
             figures[column(c)] = histogram_png(scores, title=titles[column(c)], xlabel="score")
@@ -126,6 +129,7 @@ def shared_sections(recipe: BaseRecipe, stages: list[StageResult], records: list
                     format_example: Callable[[dict[str, Any]], str]) -> tuple[list[str], list[tuple[str, str]]]:
     """What the shared stages add to a dataset: sentences for the card and the build's last lines, and
     report sections (the target met or not, fluency, the judge)."""
+    from pipeline.code_metrics import code_section
     from pipeline.fluency import fluency_section
     from pipeline.judge import judge_section
 
@@ -138,6 +142,8 @@ def shared_sections(recipe: BaseRecipe, stages: list[StageResult], records: list
         sections.append(("Target", target.stats["sentence"]))
     if (fluent := fluency_section(records, format_example, recipe.fluency.max_loss)) is not None:
         sections.append(("Fluency", fluent))
+    if (code := code_section(records, format_example)) is not None:
+        sections.append(("Code difficulty", code))
     rubric = get_kind(recipe.kind).rubric
     if (judged := by_name.get("judge")) is not None and rubric is not None:
         if (text := judge_section(records, rubric, judged.stats, format_example)) is not None:

@@ -11,6 +11,7 @@ model trained on the CPU (and IFD from llama.cpp), whose floating-point
 results differ between CPUs; nothing a stage keeps or rejects depends on them.
 
     .venv/bin/python -m tests.golden capture    # rewrite the fixtures with the code as it is
+    .venv/bin/python -m tests.golden rows       # rewrite only the rows, from the stored completions
 """
 
 from __future__ import annotations
@@ -124,7 +125,29 @@ def capture(kinds: list[str]) -> None:
             print(f"{kind}: {len(completions)} completions, {len(published_rows(dataset))} published rows")
 
 
+def rewrite_rows(kinds: list[str]) -> None:
+    """Build each kind's small recipe from its stored completions (no model call) and rewrite only its
+    published rows: for a change that adds columns, whose diff then shows that nothing else moved."""
+    import tempfile
+
+    from pipeline.kinds import run_build
+    from pipeline.recipe import load_recipe
+
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = load_recipe(small_recipe(kind, Path(tmp)))
+            load_completions(kind, Path(tmp) / "out")
+            outcome = run_build(recipe)
+            if outcome.usage["model_calls"]:
+                raise SystemExit(f"{kind}: {outcome.usage['model_calls']} model calls: the stored completions no "
+                                 "longer cover the build; capture it instead")
+            rows = published_rows(outcome.published.path)
+            _write_jsonl(FIXTURES / f"{kind}.rows.jsonl", rows)
+            print(f"{kind}: {len(rows)} published rows rewritten from the stored completions")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["capture"]:
-        raise SystemExit("usage: python -m tests.golden capture [KIND ...]")
-    capture(sys.argv[2:] or list(SMALL))
+    commands = {"capture": capture, "rows": rewrite_rows}
+    if sys.argv[1:2] not in ([c] for c in commands):
+        raise SystemExit("usage: python -m tests.golden capture|rows [KIND ...]")
+    commands[sys.argv[1]](sys.argv[2:] or list(SMALL))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.code_metrics import COLUMNS, code_columns, code_metrics
+from pipeline.code_metrics import COLUMNS, code_columns, code_metrics, code_section
 
 # Operators: + - > * (n1 = 4, N1 = 4). Operands: a b | total a | left b | left 2 (N2 = 8; n2 = 5: a b total
 # left 2). One decision (the if). Six lines of code: the docstring is not one.
@@ -74,3 +74,13 @@ def test_columns_are_null_where_there_is_no_code() -> None:
     assert list(cols) == list(COLUMNS)
     assert cols["code_cyclomatic"] == [2, None, None, 1]
     assert cols["code_halstead_difficulty"][0] == 3.2 and cols["code_difficulty"][3] == pytest.approx(1.0)
+
+
+def test_the_report_section_shows_the_spread_and_the_extremes() -> None:
+    records = [{"id": f"r{i}", "code": src, **code_metrics(src).columns()}  # type: ignore[union-attr]
+               for i, src in enumerate([TINYGSM, STRAIGHT, BRANCHY])]
+    text = code_section(records + [{"id": "prose", "code_difficulty": None}], lambda r: f"<{r['id']}>")
+    assert text is not None and "Static metrics of the 3 published programs" in text
+    assert "| cyclomatic complexity | 1 | 1 | 2 | 6 | 6 |" in text  # over 1, 2, 6: the value at floor(p * n)
+    assert text.index("**Easiest** (overall 1") < text.index("<r0>") < text.index("**Hardest**") < text.index("<r2>")
+    assert code_section([{"id": "prose", "code_difficulty": None}], str) is None

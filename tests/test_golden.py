@@ -8,7 +8,9 @@ the rows depend only on tinyforge's code.
 The tinygsm and evol_instruct rows were rewritten once since, from the same
 completions, when verification began recording votes as distinct programs
 (``answer_votes``, each sample's ``program``; the new verify settings change
-the build id): nothing else in them moved.
+the build id): nothing else in them moved. They were rewritten again, with
+``python -m tests.golden rows``, when the code metrics columns (``code_*``)
+were added; only those columns came in.
 """
 
 from __future__ import annotations

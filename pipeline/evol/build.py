@@ -27,6 +27,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
+from pipeline.code_metrics import code_fields
 from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
@@ -49,7 +50,7 @@ from pipeline.solving.calibrate_stage import Calibration, SolverSetup
 from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
 
-SCHEMA_ID = "evol_instruct.v3"
+SCHEMA_ID = "evol_instruct.v4"
 VERSIONS = {"seeds": 1, "round": 3, "evolved": 2}  # dedup, score, publish: pipeline.common_stages
 # what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
 READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
@@ -234,7 +235,9 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
             "round", "operation", "operation_kind", "evolver_model", "responder_model", "prompt",
             "prompt_template_id", "exemplar_ids", "response_template_id", "sampling", "response_sampling", "dedup_cluster",
             "num_words", "response_words", "num_tokens")
-    return {"build_id": build_id, **{k: r.get(k) for k in keys}, "fluency_loss": r.get("fluency_loss"),
+    code = r["response"] if r.get("answer") is not None else None  # a math build's responses are programs
+    return {"build_id": build_id, **{k: r.get(k) for k in keys}, **code_fields(code),
+            "fluency_loss": r.get("fluency_loss"),
             **judge_fields(r, "evol_instruct"),
             **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
 

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from pipeline.batches import Models
+from pipeline.code_metrics import code_fields
 from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
@@ -53,7 +54,7 @@ from pipeline.tinygsm.prompts import (
 from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
-SCHEMA_ID = "tinygsm.v5"
+SCHEMA_ID = "tinygsm.v6"
 # calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.common_stages
 VERSIONS = {"generate": 1, "verify": 2}  # decontaminate: pipeline.common_stages
 # what of the recipe each stage depends on (the question filter runs inside generation)
@@ -124,7 +125,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
         "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
-        "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinygsm"),
+        **code_fields(r["code"]), "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinygsm"),
         **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
