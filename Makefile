@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11, no GPU, no network beyond PyPI):
-#   make demo   installs into .venv, then runs real TinyStories, TinyGSM and Evol-Instruct builds on the CPU
+#   make demo   installs into .venv, then runs real TinyStories, TinyGSM and Evol-Instruct builds on the CPU, and mixes them
 #   make test   installs into .venv, then runs the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -40,6 +40,8 @@ demo: doctor
 	$(VENV)/bin/tinyforge build flows/recipes/tinygsm-demo.toml
 	$(VENV)/bin/tinyforge verify build/tinygsm-demo/dataset --execute
 	$(VENV)/bin/tinyforge build flows/recipes/evol-demo.toml
+	$(VENV)/bin/tinyforge build flows/recipes/mix-demo.toml
+	$(VENV)/bin/tinyforge verify build/mix-demo/dataset
 	$(VENV)/bin/tinyforge builds
 
 test: doctor

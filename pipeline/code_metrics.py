@@ -95,9 +95,11 @@ def code_section(records: Sequence[dict[str, Any]], format_example: Callable[[di
              "curriculum can order by any of them (`ShardDataset(order=Curriculum(\"code_difficulty\"))`, "
              "docs/loader.md).", "",
              "| metric | min | 25% | median | 75% | max |", "|---|---|---|---|---|---|",
-             *(f"| {names[c]} | {spread(c)} |" for c in COLUMNS), ""]
+             *(f"| {names[c]} | {spread(c)} |" for c in COLUMNS if c in scored[0]), ""]  # a mix carries one
     picks = [("Easiest", scored[0])] + ([("Hardest", scored[-1])] if len(scored) > 1 else [])
     for title, r in picks:
-        lines += [f"**{title}** (overall {r['code_difficulty']:g}, cyclomatic {r['code_cyclomatic']}, "
-                  f"Halstead difficulty {r['code_halstead_difficulty']:g})", "", format_example(r), ""]
+        parts = [f"overall {r['code_difficulty']:g}"]
+        if "code_cyclomatic" in r:
+            parts += [f"cyclomatic {r['code_cyclomatic']}", f"Halstead difficulty {r['code_halstead_difficulty']:g}"]
+        lines += [f"**{title}** ({', '.join(parts)})", "", format_example(r), ""]
     return "\n".join(lines)

@@ -160,7 +160,7 @@ class BuildOutcome:
 # --- the registry ---------------------------------------------------------------------------
 
 _BUILTIN = {"tinystories": "pipeline.tinystories.build", "tinygsm": "pipeline.tinygsm.build",
-            "evol_instruct": "pipeline.evol.build"}
+            "evol_instruct": "pipeline.evol.build", "mix": "pipeline.mix.build"}
 _KINDS: dict[str, Kind] = {}
 
 

@@ -194,7 +194,14 @@ class ShardDataset(IterableDataset):
         self.source = os.fspath(source)
         self.fs, path = url_to_fs(self.source, **(storage_options or {}))
         self.root = _root_of(path)
-        self.manifest = read_manifest(lambda: self.fs.cat_file(f"{self.root}/{MANIFEST}"), self.source)
+        raw: list[bytes] = []
+
+        def read() -> bytes:
+            raw.append(self.fs.cat_file(f"{self.root}/{MANIFEST}"))
+            return raw[-1]
+
+        self.manifest = read_manifest(read, self.source)
+        self.manifest_sha256 = hashlib.sha256(raw[-1]).hexdigest()  # what a mix build records of its sources
         meta = self.manifest["splits"].get(split)
         if meta is None:
             raise IntegrityError(f"{self.source}: no split {split!r} (has {', '.join(self.manifest['splits'])})")
@@ -374,6 +381,12 @@ class ShardDataset(IterableDataset):
                         read, table = block.shard, self._read(self.shards[block.shard], threads)
                     rows = block.order()
                 yield from table.take(pa.array(rows[g[a:b] - offsets[slot]])).to_pylist()
+
+    def read_table(self) -> pa.Table:
+        """The whole split (its ``columns``), every shard checked against the manifest first, in the
+        manifest's order: for a consumer that wants the table, not a stream (a mix build)."""
+        tables = [self._read(shard) for shard in self.shards]
+        return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.null()) for c in self.columns})
 
     def _url(self, rel: str) -> str:
         path = f"{self.root}/{rel}"

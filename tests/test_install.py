@@ -129,7 +129,7 @@ def test_installed_package_reads_its_own_data_and_schemas(install: Install) -> N
     assert shipped_files(Path(out["paths"]["RECIPES_DIR"])) == shipped_files(REPO / "flows" / "recipes")
     # and loads through the functions that use it
     assert 1400 <= out["vocabulary"] <= 1600
-    assert set(out["schemas"]) == {p.stem for p in (REPO / "schemas").glob("*.json")} - {"record.v1"}
+    assert set(out["schemas"]) == {p.stem for p in (REPO / "schemas").glob("*.json")} - {"record.v1", "code.v1"}
     assert all(Path(path).is_relative_to(install.site) and n > 0 for path, n in out["schemas"].values())
     assert out["seed_example"] and out["instructions"] > 0 and out["stop_words"] > 50
 
@@ -137,6 +137,12 @@ def test_installed_package_reads_its_own_data_and_schemas(install: Install) -> N
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "flows" / "recipes").glob("*.toml")))
 def test_installed_tinyforge_checks_a_shipped_recipe_from_another_folder(install: Install, recipe: str) -> None:
     path = install.site / "flows" / "recipes" / recipe
+    if recipe == "mix-demo.toml":  # it mixes the other demos' datasets: until they are built, one clear line
+        proc = subprocess.run([str(install.bin / "tinyforge"), "check", str(path)], cwd=install.work, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "sources.0.path: no published dataset at" in proc.stderr and "(no manifest.json)" in proc.stderr
+        return
     out = run([install.bin / "tinyforge", "check", path], cwd=install.work)
     assert out.startswith(f"{path}: ok (")
 

@@ -1,0 +1,124 @@
+"""A mix's sources: published datasets, read through the loader's checks, as one table of candidates.
+
+Every shard of a source's split is checked against its manifest (size, sha256, rows) before a row of it
+is used, and the manifest's own sha256 is kept for the mix's manifest. A source's records become the
+mix's columns by its kind: what a trainer reads (``text``: the kind's training text), the instruction
+and response, and the scores they carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import IntegrityError, UserError
+from pipeline.recipe import MixSource
+
+
+@dataclass(frozen=True)
+class KindFields:
+    """Where a kind's records keep the instruction and the response, and how its training text is made."""
+
+    instruction: str
+    response: str
+    text: Callable[[pa.Array, pa.Array], pa.Array]  # (instructions, responses) -> training texts
+
+
+def _response_only(_: pa.Array, response: pa.Array) -> pa.Array:
+    return response
+
+
+def _both(instruction: pa.Array, response: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(instruction, response, "\n\n")
+
+
+# The training text is the one each kind's own publish tokenizes (its `training_text`).
+KIND_FIELDS = {
+    "tinystories": KindFields("prompt", "story", _response_only),
+    "tinygsm": KindFields("question", "code", _both),
+    "evol_instruct": KindFields("instruction", "response", _both),
+    "mix": KindFields("instruction", "response", _both),
+}
+# Scores a source's records may carry, kept when they do (null otherwise).
+CARRIED = {"num_tokens": pa.int64(), "difficulty": pa.float64(), "learning_percentage": pa.float64(),
+           "code_difficulty": pa.float64()}
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str
+    path: str
+    kind: str
+    build_id: str | None
+    manifest_sha256: str
+    split: str
+    table: pa.Table  # source_id, instruction, response, text and CARRIED, in the split's manifest order
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.label, "path": self.path, "kind": self.kind, "build_id": self.build_id,
+                "manifest_sha256": self.manifest_sha256, "split": self.split, "rows": self.table.num_rows}
+
+
+def open_source(spec: MixSource) -> Source:
+    """The source's split as candidates, every shard verified; one-line errors name the source."""
+    from pipeline.loader import ShardDataset  # torch comes with it: only a mix build pays for that
+
+    where = f"mix source {spec.label!r} ({spec.path})"
+    try:
+        ds = ShardDataset(spec.path, spec.split, shuffle=False, verify=True, rank=0, world_size=1,
+                          storage_options=spec.storage_options, columns=[])
+        kind = str(ds.manifest.get("kind"))
+        fields = KIND_FIELDS.get(kind)
+        if fields is None:
+            raise UserError(f"kind {kind!r}: a mix reads {', '.join(KIND_FIELDS)} datasets")
+        names = set(_schema_names(ds))
+        need = ["id", fields.instruction, fields.response]
+        if missing := [c for c in need if c not in names]:
+            raise UserError(f"incompatible columns: a {kind} dataset with no {', '.join(missing)}")
+        ds.columns = [*need, *(c for c in CARRIED if c in names)]
+        table = ds.read_table()
+    except (UserError, IntegrityError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{where}: not found ({exc})") from None
+    return Source(spec.label, spec.path, kind, ds.manifest.get("build_id"), ds.manifest_sha256, spec.split,
+                  _candidates(table, fields, where))
+
+
+def _schema_names(ds: Any) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if not ds.shards:
+        return []
+    with ds.fs.open(f"{ds.root}/{ds.shards[0].path}", "rb") as f:
+        return pq.read_schema(f).names
+
+
+def _candidates(table: pa.Table, fields: KindFields, where: str) -> pa.Table:
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {"source_id": table["id"]}
+    for name, column in (("instruction", fields.instruction), ("response", fields.response)):
+        values = table[column]
+        if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+            raise UserError(f"{where}: incompatible columns: {column!r} is {values.type}, not text")
+        columns[name] = pc.cast(values, pa.string())
+    columns["text"] = fields.text(columns["instruction"], columns["response"])
+    for name, kind in CARRIED.items():
+        if name in table.column_names:
+            try:
+                columns[name] = pc.cast(table[name], kind)
+            except pa.ArrowInvalid:
+                raise UserError(f"{where}: incompatible columns: {name!r} is {table[name].type}, not a number") from None
+        else:
+            columns[name] = pa.nulls(table.num_rows, kind)
+    return pa.table(columns)
+
+
+def seeded_order(rows: int, seed: int, index: int) -> np.ndarray:
+    """The order a source's rows are taken in: drawn from the mix's seed and the source's place in the
+    recipe, so adding a source after it changes nothing of its sample."""
+    return np.random.default_rng([seed, 0x313C, index]).permutation(rows)
