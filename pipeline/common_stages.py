@@ -40,7 +40,8 @@ from pipeline.tokenize import Tokenizer
 MODEL_FIELDS = ("generator_model", "evolver_model", "responder_model")  # whichever a kind's records carry
 # Bump a shared stage's version when its logic changes, so no kind reuses old outputs.
 DEDUP_VERSION, SCORE_VERSION, PUBLISH_VERSION, FLUENCY_VERSION, TARGET_VERSION, JUDGE_VERSION = 2, 1, 2, 1, 1, 1
-DECONTAMINATE_VERSION = 2
+DECONTAMINATE_VERSION, PROSPECT_VERSION = 2, 1
+PROSPECT_READS = ("seed", "prospect")
 # ...and what of the recipe each reads (pipeline.fingerprint.declared_fingerprint); the judge's default model
 # is the recipe's backend
 DEDUP_READS, SCORE_READS, FLUENCY_READS = ("dedup",), ("seed", "difficulty"), ("fluency",)
@@ -130,6 +131,7 @@ def shared_sections(recipe: BaseRecipe, stages: list[StageResult], records: list
     """What the shared stages add to a dataset: sentences for the card and the build's last lines, and
     report sections (the target met or not, fluency, the judge)."""
     from pipeline.code_metrics import code_section
+    from pipeline.difficulty.prospect import prospect_section
     from pipeline.fluency import fluency_section
     from pipeline.judge import judge_section
 
@@ -144,6 +146,9 @@ def shared_sections(recipe: BaseRecipe, stages: list[StageResult], records: list
         sections.append(("Fluency", fluent))
     if (code := code_section(records, format_example)) is not None:
         sections.append(("Code difficulty", code))
+    if (prospected := by_name.get("prospect")) is not None:
+        if (text := prospect_section(records, prospected.stats.get("prospect", {}), format_example)) is not None:
+            sections.append(("Prospecting", text))
     rubric = get_kind(recipe.kind).rubric
     if (judged := by_name.get("judge")) is not None and rubric is not None:
         if (text := judge_section(records, rubric, judged.stats, format_example)) is not None:
@@ -452,6 +457,45 @@ def score_stage(recipe: BaseRecipe, upstream: StageResult, *, fields: tuple[str,
 
     return table_stage(recipe, "score", upstream, version=SCORE_VERSION, reads=SCORE_READS, decide=decide,
                        columns=fields if cfg.enabled else ("id",))
+
+
+def prospect_stage(recipe: BaseRecipe, upstream: StageResult, *, fields: tuple[str, str]) -> StageResult:
+    """One-shot prospecting scores (``pipeline.difficulty.prospect``) of every record's ``fields``
+    (instruction, response) pair, or of ``[prospect] sample`` of them; null columns when it is off."""
+    from pipeline.difficulty.prospect import COLUMNS
+
+    cfg = recipe.prospect  # type: ignore[attr-defined]  # the kinds whose records are instructions have it
+
+    def decide(frame: pl.DataFrame) -> Verdicts:
+        if not cfg.enabled or not frame.height:
+            return Verdicts({c: [None] * frame.height for c in COLUMNS}, {}, {"prospect": {"enabled": cfg.enabled}})
+        from pipeline.difficulty.ifd import LlamaScorer
+        from pipeline.difficulty.prospect import load_tasks, prospect_scores
+        from pipeline.difficulty.score import sample_rows
+
+        tasks, pairs = load_tasks(cfg.tasks), Pairs(frame[fields[0]], frame[fields[1]])
+        rows = sample_rows(frame.height, cfg.sample, recipe.seed)
+        chosen = list(range(frame.height)) if rows is None else rows.tolist()
+        t0 = time.perf_counter()
+        scores = prospect_scores([pairs[i] for i in chosen], tasks, LlamaScorer(cfg.model))
+        seconds = time.perf_counter() - t0
+        columns: dict[str, list[float | None]] = {c: [None] * frame.height for c in COLUMNS}
+        for k, i in enumerate(chosen):
+            columns["prospect_score"][i] = round(float(scores.score[k]), 4)
+            columns["prospect_gain"][i] = round(float(scores.gain[k]), 4)
+        return Verdicts(columns, {}, {"prospect": {
+            "enabled": True, "model": cfg.model, "tasks": len(tasks), "task_file": cfg.tasks.name,
+            "records": frame.height, "scored": len(chosen), "sample": cfg.sample, "seconds": round(seconds, 2),
+            "seconds_per_record": round(seconds / len(chosen), 3) if chosen else None,
+            "zero_shot_loss": round(float(scores.zero_shot.mean()), 4)}})
+
+    return table_stage(recipe, "prospect", upstream, version=PROSPECT_VERSION, reads=PROSPECT_READS,
+                       decide=decide, columns=fields if cfg.enabled else ("id",))
+
+
+def prospect(instruction: str, response: str) -> Stage[BaseRecipe]:
+    """The one-shot prospecting stage of a kind whose records are (``instruction``, ``response``) pairs."""
+    return Stage("prospect", partial(prospect_stage, fields=(instruction, response)), PROSPECT_READS)
 
 
 class Pairs(Sequence[tuple[str, str]]):

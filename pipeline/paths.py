@@ -28,3 +28,4 @@ STORY_EXEMPLARS_FILE = EXEMPLARS_DIR / "stories.jsonl"
 STORY_SENTENCES_FILE = DATA_DIR / "stories" / "sentences.txt"  # TinyStories-Instruct's sentence constraint
 EVOLUTION_EXEMPLARS_FILE = EXEMPLARS_DIR / "evolutions.jsonl"
 REWRITE_EXEMPLARS_FILE = EXEMPLARS_DIR / "rewrites.jsonl"  # TinyGSM's problem rewrites
+PROSPECT_TASKS_FILE = DATA_DIR / "prospecting" / "tasks.jsonl"  # one-shot prospecting's fixed task set (original)

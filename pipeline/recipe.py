@@ -25,6 +25,7 @@ from pipeline.fingerprint import digest, files_digest
 from pipeline.paths import (
     EVOLUTION_EXEMPLARS_FILE,
     INSTRUCTIONS_FILE,
+    PROSPECT_TASKS_FILE,
     REWRITE_EXEMPLARS_FILE,
     SEEDS_FILE,
     STORY_EXEMPLARS_FILE,
@@ -572,7 +573,40 @@ class CalibrateConfig(_Strict):
     limit: int | None = Field(120, gt=0, description="calibrate on the first N problems with an answer")
 
 
-class TinyGSMRecipe(BaseRecipe):
+class ProspectConfig(_Strict):
+    """One-shot prospecting (docs/difficulty.md#one-shot-prospecting): how much each record helps the
+    embedded model as the one example before a fixed task set."""
+
+    enabled: bool = False
+    model: str = Field("smollm2-135m-instruct", description="a shipped model name or a .gguf path")
+    tasks: Path = Field(PROSPECT_TASKS_FILE, description="the task set, JSON lines of instruction and response "
+                        "(default: 12 shipped original tasks)")
+    sample: int | None = Field(None, ge=1, le=100_000_000, description="score a random sample of this many "
+                               "records, drawn with the recipe's seed (the same as [difficulty] sample's for "
+                               "the same size); the others get null (default: every record)")
+
+
+class ProspectingRecipe(BaseRecipe):
+    """A recipe whose records are instructions with responses, which one-shot prospecting can score."""
+
+    prospect: ProspectConfig = ProspectConfig()
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        payload = super().fingerprint_payload()
+        payload["prospect"]["tasks"] = files_digest([self.prospect.tasks])
+        return payload
+
+    def resolve_paths(self, resolve: Any) -> dict[str, Any]:
+        return {**super().resolve_paths(resolve),
+                "prospect": self.prospect.model_copy(update={"tasks": resolve(self.prospect.tasks)})}
+
+    def check_files(self, source: str) -> None:
+        super().check_files(source)
+        if self.prospect.enabled and not self.prospect.tasks.is_file():
+            raise RecipeError(f"{source}: prospect.tasks: no such file {self.prospect.tasks}")
+
+
+class TinyGSMRecipe(ProspectingRecipe):
     kind: Literal["tinygsm"] = "tinygsm"
     generate: TinyGSMGenerateConfig
     seeds: SeedsConfig = SeedsConfig()
@@ -671,7 +705,7 @@ class EvolMathConfig(_Strict):
     verify: VerifyConfig = VerifyConfig()
 
 
-class EvolInstructRecipe(BaseRecipe):
+class EvolInstructRecipe(ProspectingRecipe):
     kind: Literal["evol_instruct"] = "evol_instruct"
     seeds: EvolSeedsConfig = EvolSeedsConfig()
     evolve: EvolveConfig = EvolveConfig()

@@ -10,7 +10,9 @@ completions, when verification began recording votes as distinct programs
 (``answer_votes``, each sample's ``program``; the new verify settings change
 the build id): nothing else in them moved. They were rewritten again, with
 ``python -m tests.golden rows``, when the code metrics columns (``code_*``)
-were added; only those columns came in.
+were added (only those columns came in), and when the ``[prospect]`` section
+was added to their recipes (its null columns came in, and the build id, a
+hash of the recipe, moved).
 """
 
 from __future__ import annotations
@@ -50,4 +52,4 @@ def test_the_prefect_flow_publishes_the_same_rows(prefect_server: str, tmp_path:
     result = flow_for(kind)(recipe_path=str(small_recipe(kind, tmp_path)))
     assert result["run_usage"]["model_calls"] == 0
     assert canonical(published_rows(Path(result["dataset"]))) == _golden(kind)
-    assert list(result["stages"]) == ["generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score", "publish"]
+    assert list(result["stages"]) == ["generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score", "prospect", "publish"]

@@ -44,6 +44,11 @@ class LlamaScorer:
         self._llm = Llama(model_path=str(resolve_model_path(model)), n_ctx=n_ctx, n_threads=n_threads,
                           logits_all=True, verbose=False)
 
+    def start(self) -> list[int]:
+        """The token a scored sequence starts from: the model's BOS (SmolLM2's tokenizer adds none itself)."""
+        bos = self._llm.token_bos()
+        return [bos] if bos >= 0 else self.tokens("\n", bos=False)
+
     def tokens(self, text: str, bos: bool) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
 
@@ -56,6 +61,27 @@ class LlamaScorer:
         top = logits.max(1, keepdims=True)
         lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
         return lse - logits[np.arange(len(tokens) - 1), tokens[1:]]
+
+
+    def continuation_losses(self, prefix: list[int], continuations: Sequence[list[int]]) -> list[np.ndarray]:
+        """Each continuation's token losses after one shared ``prefix``, which is evaluated once: the
+        cache past it is dropped before each continuation (llama.cpp's ``eval`` removes what lies beyond
+        ``n_tokens``)."""
+        room = self.n_ctx - len(prefix)
+        if room < max((len(c) for c in continuations), default=0):
+            raise ValueError(f"a prefix of {len(prefix)} tokens leaves no room for its continuations")
+        self._llm.reset()
+        self._llm.eval(prefix)
+        out = []
+        for cont in continuations:
+            self._llm.n_tokens = len(prefix)
+            self._llm.eval(cont)
+            # position p's logits predict token p + 1: the prefix's last position predicts cont[0]
+            logits = np.asarray(self._llm.scores[len(prefix) - 1 : len(prefix) - 1 + len(cont)], dtype=np.float64)
+            top = logits.max(1, keepdims=True)
+            lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
+            out.append(lse - logits[np.arange(len(cont)), cont])
+        return out
 
 
 def ifd_scores(pairs: Sequence[tuple[str, str]], scorer: LlamaScorer) -> IFDScores:

@@ -28,9 +28,10 @@ import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
 from pipeline.code_metrics import code_fields
-from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, score
+from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, prospect, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
+from pipeline.difficulty.prospect import COLUMNS as PROSPECT_COLUMNS
 from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
 from pipeline.evol.operations import JUDGE_TEMPLATE, JUDGE_TEMPLATE_ID, RESPONSE_TEMPLATE_ID, operation
 from pipeline.evol.report import evolution_section
@@ -239,7 +240,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     return {"build_id": build_id, **{k: r.get(k) for k in keys}, **code_fields(code),
             "fluency_loss": r.get("fluency_loss"),
             **judge_fields(r, "evol_instruct"),
-            **{k: r.get(k) for k in DIFFICULTY_COLUMNS}}
+            **{k: r.get(k) for k in (*DIFFICULTY_COLUMNS, *PROSPECT_COLUMNS)}}
 
 
 def _format_example(r: dict[str, Any]) -> str:
@@ -284,7 +285,7 @@ KIND = register(Kind(
     text_field="instruction",
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
     produce=produce, stages=(decontaminate(), fluency(), dedup(), judge(),
-                             score("instruction", "response")),
+                             score("instruction", "response"), prospect("instruction", "response")),
     rubric=INSTRUCTIONS, growth=GROWTH, available=lambda stages: stages[0].rows["records"],
     publish=publish_stage,
     # a math pool's response is its verified solution; other responses are prose

@@ -15,9 +15,10 @@ from typing import Any
 
 from pipeline.batches import Models
 from pipeline.code_metrics import code_fields
-from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, record_stage, score
+from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, prospect, record_stage, score
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
+from pipeline.difficulty.prospect import COLUMNS as PROSPECT_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import (
     GENERATE,
@@ -126,7 +127,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
         "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
         **code_fields(r["code"]), "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinygsm"),
-        **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
+        **{k: r.get(k) for k in (*DIFFICULTY_COLUMNS, *PROSPECT_COLUMNS)},
     }
 
 
@@ -181,7 +182,7 @@ KIND = register(Kind(
     stages=(Stage("verify", verify_stage, READS["verify"]),
             decontaminate(),
             fluency(), dedup(score_field="answer_agreement"), judge(),
-            score("question", "code")),  # proxy-model difficulty of the code, given the question
+            score("question", "code"), prospect("question", "code")),  # proxy-model difficulty of the code, given the question
     publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH, growth=GENERATE,
     description="grade-school math word problems with Python solutions verified by execution",
     produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
