@@ -258,7 +258,7 @@ class DifficultyConfig(_Strict):
     sample: int | None = Field(
         None, ge=100, le=100_000_000, description="score a random sample of this many records, drawn with the "
         "recipe's seed; the others get null scores (default: every record; on 2 CPU cores the proxy costs "
-        "35 ms a short record and about 270 ms a story: docs/difficulty.md)")
+        "35 ms a short record and about 230 ms of one core a story: docs/difficulty.md)")
 
     @model_validator(mode="after")
     def _heads(self) -> DifficultyConfig:

@@ -59,7 +59,7 @@ def test_a_build_scores_its_sample_and_says_what_it_cost(tmp_path: Path) -> None
     tasks.write_text("".join(line + "\n" for line in PROSPECT_TASKS_FILE.read_text().splitlines()[:3]))
     recipe = load_recipe(small_recipe("evol_instruct", tmp_path))
     recipe = recipe.model_copy(update={"fluency": FluencyConfig(enabled=False),
-                                       "difficulty": recipe.difficulty.model_copy(update={"ifd": False}),
+                                       "difficulty": recipe.difficulty.model_copy(update={"enabled": False}),
                                        "prospect": ProspectConfig(enabled=True, tasks=tasks, sample=2)})
     load_completions("evol_instruct", tmp_path / "out")
     built = run_build(recipe)

@@ -1,7 +1,7 @@
 """All difficulty scores for a set of (instruction, response) records, in one call.
 
 The proxy model's cost grows with the records it trains on and scores (on 2
-CPU cores with the default proxy, 35 ms a 25-word record and about 270 ms a
+CPU cores with the default proxy, 35 ms a 25-word record and about 230 ms of one core a
 story: benchmarks/difficulty.py),
 so ``[difficulty] sample = N`` scores a random N of them, drawn with the
 recipe's seed, and leaves the rest null; the S2L subset is then drawn from the
