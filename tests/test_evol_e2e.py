@@ -73,7 +73,7 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
     stages = {s["name"]: s for s in ds.manifest["stages"]}
-    assert list(stages) == ["seeds", "round-1", "round-2", "evolved", "decontaminate", "fluency", "dedup", "judge", "score"]
+    assert list(stages) == ["seeds", "round-1", "round-2", "evolved", "decontaminate", "fluency", "dedup", "judge", "score", "prospect"]
 
     # Every attempt of every round is a survivor or a rejection with a known reason.
     for r in (1, 2):

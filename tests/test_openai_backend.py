@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.llm import CachedBackend, ChatRequest, Message, ResponseCache, SamplingParams
-from pipeline.llm.openai_backend import AdaptiveLimit, OpenAIBackend
+from pipeline.llm.openai_backend import AdaptiveLimit, BackendFailed, OpenAIBackend
 from pipeline.recipe import OpenAIBackendConfig
 from pipeline.structured import object_schema
 from tests.servers import FaultProxy, llama_server
@@ -205,9 +205,19 @@ def test_a_build_through_the_faulty_proxy_completes(prefect_server: str, server_
 
 
 @pytest.mark.parametrize(("fault", "kind"), [("500", "http_500"), ("429", "rate_limited")])
+def test_a_request_out_of_retries_names_its_last_fault(server_url: str, fault: str, kind: str) -> None:
+    with FaultProxy(server_url, plan={k: fault for k in range(10_000)}, every=10**9) as proxy:
+        backend = OpenAIBackend(config(proxy.url, max_retries=2, max_concurrency=1, max_backoff_s=0.1))
+        with pytest.raises(BackendFailed, match=rf"a request failed 3 times \(last: {kind}\)$"):
+            backend.generate(requests(1))
+    assert proxy.injected[fault] == 3 and proxy.forwarded == 0  # the first try and 2 retries, nothing else
+
+
 def test_a_backend_out_of_retries_fails_the_build_and_keeps_what_was_generated(
-        prefect_server: str, server_url: str, tmp_path, fault: str, kind: str) -> None:
-    """A server that answers every request with a 500 (or a 429) once the first batch is done."""
+        prefect_server: str, server_url: str, tmp_path) -> None:
+    """A server that answers every request with a 500 once the first batch is done (the other faults end a
+    request the same way: the test above)."""
+    fault, kind = "500", "http_500"
     import os
     import subprocess
     import sys
@@ -248,6 +258,8 @@ def test_a_backend_out_of_retries_fails_the_build_and_keeps_what_was_generated(
             max_oov_fraction = 1.0
             max_repeated_ngram_fraction = 1.0
             [difficulty]
+            enabled = false
+            [fluency]
             enabled = false
             [publish]
             validation_fraction = 0.0

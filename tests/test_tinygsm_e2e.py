@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
+from pipeline.code_metrics import COLUMNS as CODE_COLUMNS
+from pipeline.code_metrics import code_metrics
 from pipeline.fingerprint import file_sha256
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO, recipe_seed, write_recipe
@@ -30,6 +32,7 @@ from tests.replay import preload_problems
 
 pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).parent / "fixtures" / "eval_sample.jsonl"
+CALIBRATION = 4  # shipped problems the gate is calibrated on (4 samples each); test_calibration.py checks the math
 TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 MIN_AGREEMENT = 0.5  # the demo recipe's: two of four samples must agree
 
@@ -46,7 +49,7 @@ KEPT = [
 
 
 def small_recipe(tmp_path: Path) -> Path:
-    """The demo recipe cut to its first 8 problems and 8 calibration problems, with a decontamination set;
+    """The demo recipe cut to 8 problems and `CALIBRATION` calibration problems, with a decontamination set;
     its agreement threshold and vote kept."""
     text = (REPO / "flows" / "recipes" / "tinygsm-demo.toml").read_text()
     text = text.replace('output_root = "../../build"', f'output_root = "{tmp_path / "out"}"')
@@ -55,10 +58,10 @@ def small_recipe(tmp_path: Path) -> Path:
     text = re.sub(r"\ncount = 96 [^\n]*\n", "\ncount = 8\n", text).replace("batch_size = 24", "batch_size = 4")
     text = re.sub(r"\ntarget = \d+ [^\n]*\nmax_candidates = \d+\n", "\n", text)  # one round: tests/test_target.py
     text = text.replace("[decontaminate]\n", f'[decontaminate]\neval_sets = [{{path = "{FIXTURE}"}}]\n')
-    text = re.sub(r"(\[calibrate\][^\[]*?\n)limit = 120\n", r"\1limit = 8\n", text)
+    text = re.sub(r"(\[calibrate\][^\[]*?\n)limit = 120\n", rf"\1limit = {CALIBRATION}\n", text)
     assert "\ncount = 8\n" in text and "batch_size = 4" in text and "target" not in text, \
         "the demo recipe changed: update this test"
-    assert re.search(r"\[calibrate\][^\[]*?\nlimit = 8\n", text), "the demo recipe changed: update this test"
+    assert re.search(rf"\[calibrate\][^\[]*?\nlimit = {CALIBRATION}\n", text), "the demo recipe changed: update this test"
     assert f"min_agreement = {MIN_AGREEMENT}\n" in text, "the demo recipe changed: update this test"
     path = tmp_path / "gsm.toml"
     path.write_text(text)
@@ -97,9 +100,12 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
     for d in rejected.filter(pl.col("reason") == "low_agreement")["detail"]:
         assert d.endswith("needs 50%")  # the threshold applied is the recipe's
     stages = [s["name"] for s in ds.manifest["stages"]]
-    assert stages == ["calibrate", "generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score"]
+    assert stages == ["calibrate", "generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score", "prospect"]
     check_calibration(ds, tmp_path)
     assert all(len(t) == 7 for t in rows["loss_trajectory"].to_list()) and rows["difficulty"].is_not_null().all()
+    for r in rows.iter_rows(named=True):  # every published program has its code metrics
+        assert {c: r[c] for c in CODE_COLUMNS} == code_metrics(r["code"]).columns()
+    assert "## Code difficulty" in (ds.path / "report.md").read_text() and "code" in ds.manifest["plots"]
     assert next(s for s in ds.manifest["stages"] if s["name"] == "decontaminate")["stats"]["eval_ngrams"] > 0
 
     # the user-facing check: re-run every stored solution in the sandbox
@@ -120,11 +126,12 @@ def check_calibration(ds, tmp_path: Path) -> None:
     cal = verifier.filter(pl.col("source") == "calibration")
     problems = cal.group_by("problem_id").agg(pl.col("problem_kept").first(), pl.col("majority_answer").first(),
                                               pl.col("gold_answer").first(), (pl.col("label") == "correct").any())
-    assert problems.height == c["problems"] == 8 and cal.height == 8 * 4 == c["samples"]
+    assert problems.height == c["problems"] == CALIBRATION and cal.height == CALIBRATION * 4 == c["samples"]
     right = problems.filter(pl.col("problem_kept") & ((pl.col("majority_answer") - pl.col("gold_answer")).abs() < 1e-6))
     kept = problems["problem_kept"].sum()
     assert c["kept"] == kept and c["correct"] == right.height
-    assert c["coverage"] == round(kept / 8, 4) and c["pass_at_k"] == round(problems["label"].sum() / 8, 4)
+    assert c["coverage"] == round(kept / CALIBRATION, 4)
+    assert c["pass_at_k"] == round(problems["label"].sum() / CALIBRATION, 4)
     assert c["precision"] == (round(right.height / kept, 4) if kept else None)
     built = verifier.filter(pl.col("source") == "build")
     assert built.height == 4 * built["problem_id"].n_unique()  # every executed sample of every verified problem
