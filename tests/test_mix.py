@@ -198,3 +198,15 @@ def test_shares_are_within_one_record_and_sum_to_the_total() -> None:
     import numpy as np
 
     assert within_budget(np.array([100, 200, 50, 400]), 350) == 3 and within_budget(np.array([500]), 350) == 0
+
+
+def test_a_mix_of_a_mix_keeps_each_records_text(demos: dict[str, Path], tmp_path: Path) -> None:
+    first = mix_recipe(tmp_path / "a" / "mix.toml", [(demos["tinystories"], "ratio = 1"),
+                                                     (demos["tinygsm"], "ratio = 1")], records=2, name="first")
+    rows, _ = published(first)
+    again = mix_recipe(tmp_path / "b" / "mix.toml", [(tmp_path / "a" / "out" / "first" / "dataset", "ratio = 1")],
+                       records=rows.height, name="again")
+    remixed, manifest = published(again)
+    assert manifest["sources"][0]["kind"] == "mix" and set(remixed["source_kind"]) == {"mix"}
+    assert sorted(remixed["text"]) == sorted(rows["text"])  # a story stays a story, not prompt + story
+    assert sorted(remixed["source_id"]) == sorted(rows["id"])

@@ -33,7 +33,7 @@ SMALL = """
     max_features = 1
     exemplars = 0
     [sampling]
-    max_tokens = 150
+    max_tokens = 80
     [filter]
     min_words = 5
     min_required_words = 0

@@ -57,10 +57,7 @@ class LlamaScorer:
         tokens = tokens[: self.n_ctx]
         self._llm.reset()
         self._llm.eval(tokens)
-        logits = np.asarray(self._llm.scores[: len(tokens) - 1], dtype=np.float64)
-        top = logits.max(1, keepdims=True)
-        lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
-        return lse - logits[np.arange(len(tokens) - 1), tokens[1:]]
+        return _cross_entropy(self._llm.scores[: len(tokens) - 1], tokens[1:])
 
 
     def continuation_losses(self, prefix: list[int], continuations: Sequence[list[int]]) -> list[np.ndarray]:
@@ -77,11 +74,16 @@ class LlamaScorer:
             self._llm.n_tokens = len(prefix)
             self._llm.eval(cont)
             # position p's logits predict token p + 1: the prefix's last position predicts cont[0]
-            logits = np.asarray(self._llm.scores[len(prefix) - 1 : len(prefix) - 1 + len(cont)], dtype=np.float64)
-            top = logits.max(1, keepdims=True)
-            lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
-            out.append(lse - logits[np.arange(len(cont)), cont])
+            out.append(_cross_entropy(self._llm.scores[len(prefix) - 1 : len(prefix) - 1 + len(cont)], cont))
         return out
+
+
+def _cross_entropy(scores: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """Each row's cross-entropy of its target token, from raw logits (a stable log-sum-exp)."""
+    logits = np.asarray(scores, dtype=np.float64)
+    top = logits.max(1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
+    return lse - logits[np.arange(len(targets)), targets]
 
 
 def ifd_scores(pairs: Sequence[tuple[str, str]], scorer: LlamaScorer) -> IFDScores:

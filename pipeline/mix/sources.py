@@ -26,7 +26,7 @@ class KindFields:
 
     instruction: str
     response: str
-    text: Callable[[pa.Array, pa.Array], pa.Array]  # (instructions, responses) -> training texts
+    text: Callable[[pa.Array, pa.Array], pa.Array] | str  # (instructions, responses) -> training texts, or a column
 
 
 def _response_only(_: pa.Array, response: pa.Array) -> pa.Array:
@@ -42,7 +42,7 @@ KIND_FIELDS = {
     "tinystories": KindFields("prompt", "story", _response_only),
     "tinygsm": KindFields("question", "code", _both),
     "evol_instruct": KindFields("instruction", "response", _both),
-    "mix": KindFields("instruction", "response", _both),
+    "mix": KindFields("instruction", "response", "text"),  # a mix of mixes keeps each record's own text
 }
 # Scores a source's records may carry, kept when they do (null otherwise).
 CARRIED = {"num_tokens": pa.int64(), "difficulty": pa.float64(), "learning_percentage": pa.float64(),
@@ -77,7 +77,7 @@ def open_source(spec: MixSource) -> Source:
         if fields is None:
             raise UserError(f"kind {kind!r}: a mix reads {', '.join(KIND_FIELDS)} datasets")
         names = set(_schema_names(ds))
-        need = ["id", fields.instruction, fields.response]
+        need = ["id", fields.instruction, fields.response, *([fields.text] if isinstance(fields.text, str) else [])]
         if missing := [c for c in need if c not in names]:
             raise UserError(f"incompatible columns: a {kind} dataset with no {', '.join(missing)}")
         ds.columns = [*need, *(c for c in CARRIED if c in names)]
@@ -106,7 +106,8 @@ def _candidates(table: pa.Table, fields: KindFields, where: str) -> pa.Table:
         if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
             raise UserError(f"{where}: incompatible columns: {column!r} is {values.type}, not text")
         columns[name] = pc.cast(values, pa.string())
-    columns["text"] = fields.text(columns["instruction"], columns["response"])
+    columns["text"] = (pc.cast(table[fields.text], pa.string()) if isinstance(fields.text, str)
+                       else fields.text(columns["instruction"], columns["response"]))
     for name, kind in CARRIED.items():
         if name in table.column_names:
             try:
