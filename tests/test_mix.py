@@ -201,6 +201,8 @@ def test_shares_are_within_one_record_and_sum_to_the_total() -> None:
 
 
 def test_a_mix_of_a_mix_keeps_each_records_text(demos: dict[str, Path], tmp_path: Path) -> None:
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
     first = mix_recipe(tmp_path / "a" / "mix.toml", [(demos["tinystories"], "ratio = 1"),
                                                      (demos["tinygsm"], "ratio = 1")], records=2, name="first")
     rows, _ = published(first)
