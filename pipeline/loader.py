@@ -214,6 +214,7 @@ class ShardDataset(IterableDataset):
         self.partition, self.balance = partition, balance
         self.rank, self.world_size = resolve_world(rank, world_size)
         self.batch_size = batch_size
+        self.schema: pa.Schema = pa.schema([])  # the first shard's, as _resolve_columns reads it
         self.columns = self._resolve_columns(columns)
         self._epoch, self._start = 0, 0
         self._verified: set[str] = set()
@@ -437,7 +438,7 @@ class ShardDataset(IterableDataset):
         url = self._url(self.shards[0].path)
         try:
             with self.fs.open(f"{self.root}/{self.shards[0].path}", "rb") as f:
-                schema = pq.read_schema(f)
+                schema = self.schema = pq.read_schema(f)
         except FileNotFoundError:
             raise IntegrityError(f"{url}: shard listed in the manifest is missing") from None
         except (pa.ArrowInvalid, OSError) as exc:

@@ -76,7 +76,7 @@ def open_source(spec: MixSource) -> Source:
         fields = KIND_FIELDS.get(kind)
         if fields is None:
             raise UserError(f"kind {kind!r}: a mix reads {', '.join(KIND_FIELDS)} datasets")
-        names = set(_schema_names(ds))
+        names = set(ds.schema.names)
         need = ["id", fields.instruction, fields.response, *([fields.text] if isinstance(fields.text, str) else [])]
         if missing := [c for c in need if c not in names]:
             raise UserError(f"incompatible columns: a {kind} dataset with no {', '.join(missing)}")
@@ -88,15 +88,6 @@ def open_source(spec: MixSource) -> Source:
         raise IntegrityError(f"{where}: not found ({exc})") from None
     return Source(spec.label, spec.path, kind, ds.manifest.get("build_id"), ds.manifest_sha256, spec.split,
                   _candidates(table, fields, where))
-
-
-def _schema_names(ds: Any) -> list[str]:
-    import pyarrow.parquet as pq
-
-    if not ds.shards:
-        return []
-    with ds.fs.open(f"{ds.root}/{ds.shards[0].path}", "rb") as f:
-        return pq.read_schema(f).names
 
 
 def _candidates(table: pa.Table, fields: KindFields, where: str) -> pa.Table:
