@@ -59,9 +59,10 @@ def worker_pids(sb: Sandbox) -> list[int]:
 
 def sandbox_processes(sb: Sandbox) -> list[str]:
     """Processes a program left: anything in a worker's PID namespace or below a worker in the process
-    tree other than the worker itself, whatever its uid; also any host process with a sandbox uid."""
+    tree other than the worker itself, whatever its uid; also any host process with a worker's uid."""
     procs = _host_processes()
     workers = set(worker_pids(sb))
+    uids = {w.uid for w in sb._workers if w.uid is not None}
     namespaces = {os.readlink(f"/proc/{pid}/ns/pid") for pid in workers}
 
     def below_a_worker(pid: int) -> bool:
@@ -81,7 +82,7 @@ def sandbox_processes(sb: Sandbox) -> list[str]:
             in_namespace = os.readlink(f"/proc/{pid}/ns/pid") in namespaces
         except OSError:
             in_namespace = False
-        if in_namespace or below_a_worker(pid) or 61000 <= uid < 61100:
+        if in_namespace or below_a_worker(pid) or uid in uids:
             left.append(f"pid {pid} uid {uid}")
     return left
 

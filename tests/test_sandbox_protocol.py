@@ -128,14 +128,16 @@ def send(header, body=b""):
     raw = json.dumps(header).encode() if isinstance(header, dict) else header
     os.write(1, HEAD.pack(len(raw), len(body)) + raw + body)
 
+hlen, blen = HEAD.unpack(read_exact(HEAD.size))  # the host's startup frame: config, then the worker's code
+read_exact(hlen + blen)
 send({"ready": True, "pid": os.getpid()})
 while True:
     hlen, blen = HEAD.unpack(read_exact(HEAD.size))
     req = json.loads(read_exact(hlen))
     code = read_exact(blen).decode()
     report = json.dumps({"status": "ok", "error": None, "value": code, "value_repr": None}).encode()
-    reply = {"id": req["id"], "verdict": None, "note": None, "duration_s": 0.0, "exit_code": 0, "signal": None,
-             "stdout": 0, "stderr": 0, "result": len(report)}
+    reply = {"id": req["id"], "verdict": None, "note": None, "duration_s": 0.0, "cpu_s": 0.0, "exit_code": 0,
+             "signal": None, "report": "sealed", "stdout": 0, "stderr": 0, "result": len(report)}
     if code == "WRONG ID":
         reply["id"] += 1000
     elif code == "STALE ID":

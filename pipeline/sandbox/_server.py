@@ -83,14 +83,21 @@ PRELOADED = (
 )
 SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_exceeded"}
 
-# Syscalls glibc does not wrap, and the seccomp audit arch, per machine. The
-# generic table (aarch64, riscv64) shares its numbers.
-_GENERIC = {"pivot_root": 41, "add_key": 217, "request_key": 218, "keyctl": 219}
+# Syscall numbers the filter and the setup need, and the seccomp audit arch, per machine. The generic
+# table (aarch64, riscv64) shares its numbers; io_uring's are the same everywhere.
+_GENERIC = {"pivot_root": 41, "add_key": 217, "request_key": 218, "keyctl": 219, "execve": 221, "execveat": 281,
+            "unshare": 97, "setns": 268, "clone": 220, "clone3": 435, "socket": 198, "fcntl": 25, "flock": 32}
 ARCH = {
-    "x86_64": {"audit": 0xC000003E, "pivot_root": 155, "add_key": 248, "request_key": 249, "keyctl": 250},
+    "x86_64": {"audit": 0xC000003E, "pivot_root": 155, "add_key": 248, "request_key": 249, "keyctl": 250,
+               "execve": 59, "execveat": 322, "unshare": 272, "setns": 308, "clone": 56, "clone3": 435,
+               "socket": 41, "fcntl": 72, "flock": 73},
     "aarch64": {"audit": 0xC00000B7, **_GENERIC},
     "riscv64": {"audit": 0xC00000F3, **_GENERIC},
 }
+IO_URING = (425, 426, 427)  # io_uring_setup, io_uring_enter, io_uring_register
+CLONE_NEW_ANY = 0x7E020080  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET,TIME}
+AF_VSOCK = 40
+FCNTL_LOCKS = (5, 6, 7, 36, 37, 38)  # F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW
 KEYCTL_JOIN_SESSION_KEYRING = 1
 PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_CAP_AMBIENT = 24, 28, 38, 22, 47
 SECBITS_LOCKED_NOROOT = 0xE3  # NOROOT, KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE, each locked where it can be
@@ -353,53 +360,84 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def keyring_filter() -> _SockFprog:
-    """A seccomp filter against the kernel keyrings: add_key and request_key fail with EPERM, and so does
-    keyctl, except ``keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`` (a new empty session keyring: what each
-    child does before its program, harmless for a program to repeat). Every syscall made through another
-    ABI (i386 int 0x80, x32), whose numbers would slip past the checks, fails too.
+def syscall_filter() -> _SockFprog:
+    """The worker's seccomp filter, inherited by every program. It denies, with EPERM:
 
-    Keyrings are per uid, not per process: without this a program could leave a key in its uid's user
-    keyring for the next program run as that uid. The filter is not a general syscall policy."""
-    arch = ARCH[os.uname().machine]
-    nxt = None  # fall through to the next instruction
-    x32 = [("jge", 0x40000000, "deny", nxt)] if os.uname().machine == "x86_64" else []
+    - the kernel keyrings: ``add_key``, ``request_key`` and ``keyctl``, except
+      ``keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`` (a new empty session keyring: what each child does
+      before its program, harmless to repeat). Keyrings are per uid, not per process: without this a
+      program could leave a key in its uid's user keyring for the next program run as that uid;
+    - new namespaces (``unshare``, ``setns``, ``clone`` with a CLONE_NEW* flag; ``clone3``, whose flags a
+      filter cannot read, fails with ENOSYS so that libc falls back to ``clone``): a user namespace
+      would give a program every capability over the namespaces it then makes;
+    - ``execve`` and ``execveat``: nothing is ever executed (a static binary written to a memfd included);
+    - ``io_uring``, and ``socket(AF_VSOCK, ...)``: kernel surface no program needs;
+    - file locks (``flock``, ``fcntl`` F_*LK): the standard library is the same read-only files for every
+      worker, so a lock on one is a signal one program could send another (file-backed sqlite needs
+      ``?nolock=1``; ``:memory:`` works as ever).
+
+    Every syscall made through another ABI (i386 ``int 0x80``, x32), whose numbers would slip past these
+    checks, fails too. It is a list of what no program needs, not a general syscall policy."""
+    nr = ARCH[os.uname().machine]
+    x32 = [("jge", 0x40000000, "deny", None)] if os.uname().machine == "x86_64" else []
+    denied = [nr[n] for n in ("add_key", "request_key", "execve", "execveat", "unshare", "setns", "flock")]
     program = [
-        ("ld", 4), ("jeq", arch["audit"], nxt, "deny"),  # seccomp_data.arch
+        ("ld", 4), ("jeq", nr["audit"], None, "deny"),  # seccomp_data.arch
         ("ld", 0), *x32,  # seccomp_data.nr
-        ("jeq", arch["add_key"], "deny", nxt), ("jeq", arch["request_key"], "deny", nxt),
-        ("jeq", arch["keyctl"], nxt, "allow"),
-        # keyctl: args[0] == 1 and args[1] == 0, each 64 bits as two little-endian words
-        ("ld", 16), ("jeq", KEYCTL_JOIN_SESSION_KEYRING, nxt, "deny"), ("ld", 20), ("jeq", 0, nxt, "deny"),
-        ("ld", 24), ("jeq", 0, nxt, "deny"), ("ld", 28), ("jeq", 0, "allow", "deny"),
-        ("allow",), ("deny",),
+        *[("jeq", n, "deny", None) for n in (*denied, *IO_URING)],
+        ("jeq", nr["clone3"], "nosys", None),
+        ("jeq", nr["clone"], "clone", None), ("jeq", nr["socket"], "socket", None),
+        ("jeq", nr["fcntl"], "fcntl", None), ("jeq", nr["keyctl"], "keyctl", "allow"),
+        # args[i] is 64 bits at 16 + 8i, little-endian: the low word first
+        ("label", "clone"), ("ld", 16), ("jset", CLONE_NEW_ANY, "deny", "allow"),
+        ("label", "socket"), ("ld", 16), ("jeq", AF_VSOCK, "deny", "allow"),
+        ("label", "fcntl"), ("ld", 24), *[("jeq", cmd, "deny", None) for cmd in FCNTL_LOCKS], ("ret", "allow"),
+        ("label", "keyctl"),  # args[0] == 1 and args[1] == 0
+        ("ld", 16), ("jeq", KEYCTL_JOIN_SESSION_KEYRING, None, "deny"), ("ld", 20), ("jeq", 0, None, "deny"),
+        ("ld", 24), ("jeq", 0, None, "deny"), ("ld", 28), ("jeq", 0, "allow", "deny"),
+        ("label", "allow"), ("ret", "allow"),
+        ("label", "deny"), ("ret", "deny"),
+        ("label", "nosys"), ("ret", "nosys"),
     ]
     return _assemble(program)
 
 
+_RETURNS = {"allow": 0x7FFF0000, "deny": 0x00050000 | 1, "nosys": 0x00050000 | 38}  # ALLOW; ERRNO(EPERM), (ENOSYS)
+
+
 def _assemble(program: list[tuple]) -> _SockFprog:
-    """Classic BPF from (op, ...) tuples whose jump targets name the final "allow" or "deny"."""
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
-    at = {"allow": len(program) - 2, "deny": len(program) - 1}
+    """Classic BPF from (op, ...) tuples. Jumps name a ("label", name) further on, or None: the next
+    instruction."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|{JEQ,JGE,JSET}|K, BPF_RET|K
+    labels, at = {}, 0
+    for op, *args in program:
+        if op == "label":
+            labels[args[0]] = at
+        else:
+            at += 1
     insns = []
-    for i, (op, *args) in enumerate(program):
+    for op, *args in program:
+        i = len(insns)
+        if op == "label":
+            continue
         if op == "ld":
             insns.append(_SockFilter(ld, 0, 0, args[0]))
-        elif op in ("jeq", "jge"):
+        elif op in ("jeq", "jge", "jset"):
             k, yes, no = args
-            jump = lambda label: 0 if label is None else at[label] - i - 1  # noqa: E731
-            insns.append(_SockFilter(jeq if op == "jeq" else jge, jump(yes), jump(no), k))
+            jump = lambda label: 0 if label is None else labels[label] - i - 1  # noqa: E731
+            code = {"jeq": jeq, "jge": jge, "jset": jset}[op]
+            insns.append(_SockFilter(code, jump(yes), jump(no), k))
         else:
-            insns.append(_SockFilter(ret, 0, 0, 0x7FFF0000 if op == "allow" else 0x00050000 | 1))  # ALLOW; ERRNO(EPERM)
+            insns.append(_SockFilter(ret, 0, 0, _RETURNS[args[0]]))
     filters = (_SockFilter * len(insns))(*insns)
     return _SockFprog(len(insns), filters)  # ctypes keeps `filters` alive: the pointer field refers to it
 
 
-def forbid_keyrings() -> None:
+def install_syscall_filter() -> None:
     """Install the filter in the worker, once: every child inherits it through fork, for free (a filter
     per child would be compiled per child)."""
     _check(_prctl(PR_SET_NO_NEW_PRIVS, 1), "PR_SET_NO_NEW_PRIVS")  # inherited by every child as well
-    _check(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(keyring_filter())), "seccomp")
+    _check(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(syscall_filter())), "seccomp")
 
 
 IPC_RMID, MSG_INFO, SHM_INFO, SEM_INFO = 0, 12, 14, 19
@@ -460,23 +498,40 @@ def _shape_problem(value, max_bytes: int) -> str | None:
 
 
 def _json_value(value):
-    """The program's ``result`` as JSON, or (None, repr) when it is not representable."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    """The program's ``result`` as JSON, or (None, repr) when it is not representable. By exact type:
+    a subclass may override what a check would call (``__abs__``, ``__float__``). The host checks the
+    value again on its side; this only turns what it would refuse into a readable repr."""
+    t = type(value)
+    if value is None or t is bool or t is str:
         return value, None
-    if isinstance(value, int):
-        return (value, None) if abs(value) < 2**63 else (float(value), None)
-    if isinstance(value, float):
+    if t is int:
+        if -2**63 <= value < 2**63:
+            return value, None
+        return _as_float(value)
+    if t is float:
         return (value, None) if math.isfinite(value) else (None, repr(value))
     try:
         json.dumps(value, allow_nan=False)
         return value, None
-    except (TypeError, ValueError):
-        pass
-    try:  # Fraction, Decimal, numpy scalars...
-        f = float(value)
-        return (f, None) if math.isfinite(f) else (None, repr(f))
     except (TypeError, ValueError, OverflowError):
-        return None, repr(value)[:200]
+        pass
+    return _as_float(value)
+
+
+def _as_float(value):
+    """Fraction, Decimal, an int beyond 64 bits, numpy scalars...: their float, if finite."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None, _short_repr(value)
+    return (f, None) if type(f) is float and math.isfinite(f) else (None, _short_repr(value))
+
+
+def _short_repr(value) -> str:
+    try:
+        return repr(value)[:200]
+    except BaseException:  # a repr that raises (or is too long to make: int('9' * 5000))
+        return f"<{type(value).__name__}>"
 
 
 def _report(scope: dict, status: str, error: str | None, max_bytes: int) -> bytes:
@@ -504,7 +559,7 @@ def confine(cfg: dict, scratch: str, timeout: float) -> None:
     os.setsid()
     join_fresh_session_keyring()
     os.chdir(scratch)
-    cpu = max(1, math.ceil(timeout)) + 1
+    cpu = max(1, math.ceil(timeout)) + 1  # a per-process backstop: the worker counts the CPU of them all
     mem = int(cfg["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -524,24 +579,47 @@ def confine(cfg: dict, scratch: str, timeout: float) -> None:
         _signal.signal(sig, _signal.SIG_DFL)  # not signal.signal: its enum wrapping costs ~50 us a call
 
 
-def run_child(code: bytearray, cfg: dict, scratch: str, timeout: float, out_w: int, err_w: int, res_w: int) -> None:
+RESULT_FD, KEY_FD = 3, 4  # in the child: where its report goes, and where its seal comes from
+KEY_BYTES = 16
+
+
+def _seal_and_send(data: bytes) -> None:
+    """Write the report behind this run's key, read now, after the program's code is done. The key is
+    in a pipe, never in this process's memory while the program runs; a report without it, or anything
+    else written on the result pipe, is not the sandbox's and the worker says so."""
+    key = os.read(KEY_FD, KEY_BYTES)
+    view = memoryview(key + data if len(key) == KEY_BYTES else data)
+    while view:
+        view = view[os.write(RESULT_FD, view):]
+
+
+def run_child(code: bytearray, cfg: dict, scratch: str, timeout: float, out_w: int, err_w: int, res_w: int,
+              key_r: int, cgroups: list[int]) -> None:
     """Become the program. Never returns: the caller wraps it in ``os._exit``."""
-    os.dup2(res_w, 3)
     try:
+        for fd in cgroups:  # first: whatever this process and its children allocate from here is the program's
+            os.write(fd, b"0")
+        os.dup2(res_w, RESULT_FD)
+        os.dup2(key_r, KEY_FD)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # the request pipe (and whatever is queued in it) is gone from this process
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.closerange(4, 1 << 16)
+        os.closerange(KEY_FD + 1, 1 << 16)
         confine(cfg, scratch, timeout)
         # sys.stdout/stderr already write to fds 1 and 2, which now are the
         # program's pipes; the worker flushed them before forking.
+        main = type(sys)("__main__")  # the program's own module: `import __main__` is not the worker
+        sys.modules["__main__"] = main
+        scope = main.__dict__
     except BaseException as exc:  # setup failed: say so, never run the program unconfined
-        os.write(3, json.dumps({"status": "error", "error": f"sandbox setup failed: {exc!r}"}).encode())
-        os._exit(70)
+        try:
+            _seal_and_send(json.dumps({"status": "error", "error": f"sandbox setup failed: {exc!r}"}).encode())
+        finally:
+            os._exit(70)
 
     status, error = "error", None
-    scope = {"__name__": "__main__", "__builtins__": __builtins__}
+    scope["__builtins__"] = __builtins__
     try:
         exec(compile(bytes(code), "<program>", "exec"), scope)
         status = "ok"
@@ -567,10 +645,8 @@ def run_child(code: bytearray, cfg: dict, scratch: str, timeout: float, out_w: i
             data = json.dumps({"status": "memory_exceeded", "error": "MemoryError while reporting the result"}).encode()
         except BaseException as exc:
             data = json.dumps({"status": "error", "error": f"the result could not be reported: {exc!r}"[:1000]}).encode()
-        scope = None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(3, view):]
+        scope = main = None
+        _seal_and_send(data)
     except BaseException:
         os._exit(71)
     os._exit(0)
@@ -584,45 +660,27 @@ def _others() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
 
 
-def _alone() -> bool:
-    """Whether no other process is left in this PID namespace, in one syscall. We are its init, so every
-    other process in it is our child or was re-parented to us when its parent died: no child of ours,
-    living or a zombie, means nobody else."""
-    try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return False
-
-
 def kill_everything_else() -> int:
-    """SIGKILL every other process in this PID namespace; return how many were found."""
+    """SIGKILL every other process in this PID namespace and return once each is gone, however long the
+    kernel takes to tear it down (a process with 100,000 memory mappings takes a while); return how many
+    there were. Nothing of one program may be left when the next starts: its processes would count
+    against the next one's quotas and be blamed on it.
+
+    We are the namespace's init, so every other process in it is our child or re-parented to us when its
+    parent dies: waiting for our children (blocking, no polling) sees each of them go."""
     found = set()
-    for _ in range(100):
-        if _alone():
-            break
-        pids = _others()
-        if not pids:
-            break
+    while pids := _others():
         for pid in pids:
             found.add(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _reap()
-        time.sleep(0.001)
-    return len(found)
-
-
-def _reap() -> None:
-    while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            os.waitid(os.P_ALL, 0, os.WEXITED)  # until the next one has been torn down, then reap it
+        except ChildProcessError:  # none is ours yet: a dying parent is about to hand its children over
+            time.sleep(0.001)
+    return len(found)
 
 
 class Streams:
@@ -631,11 +689,13 @@ class Streams:
     Fixed capacity (cap + 1, to notice going over) bounds the worker's memory whatever a program writes;
     reading with readv straight into them and wiping them after each reply keeps one program's bytes
     out of the memory the next program's child is forked from. Anonymous maps, not bytearrays: their
-    pages exist only once written, so the worker a child is forked from stays small."""
+    pages exist only once written, so the worker a child is forked from stays small. The result buffer
+    also holds the run's key, in front of the report."""
 
     def __init__(self, output_cap: int, result_cap: int):
         self.output_cap, self.result_cap = output_cap, result_cap
-        self.bufs = [mmap.mmap(-1, output_cap + 1), mmap.mmap(-1, output_cap + 1), mmap.mmap(-1, result_cap + 1)]
+        self.caps = (output_cap, output_cap, KEY_BYTES + result_cap)
+        self.bufs = [mmap.mmap(-1, cap + 1) for cap in self.caps]
         for buf in self.bufs:
             buf.madvise(mmap.MADV_DONTFORK)  # a child has no use for them, and fork need not copy them
         self.views = [memoryview(b) for b in self.bufs]
@@ -649,13 +709,21 @@ class Streams:
     def over(self) -> str | None:
         if self.filled[0] + self.filled[1] > self.output_cap:
             return f"stdout and stderr went over {self.output_cap} bytes"
-        if self.filled[2] > self.result_cap:
+        if self.filled[2] > self.caps[2]:
             return f"the result went over {self.result_cap} bytes"
         return None
 
-    def chunks(self) -> list[memoryview]:
-        caps = (self.output_cap, self.output_cap, self.result_cap)
-        return [v[:min(n, cap)] for v, n, cap in zip(self.views, self.filled, caps)]
+    def report(self, key: bytes) -> str:
+        """What the result pipe held: "sealed" (this run's key, then the sandbox's report), "none", or
+        "foreign" (anything else: something other than the sandbox wrote on it)."""
+        n = self.filled[2]
+        if n == 0:
+            return "none"
+        return "sealed" if n >= KEY_BYTES and self.bufs[2][:KEY_BYTES] == key else "foreign"
+
+    def chunks(self, sealed: bool) -> list[memoryview]:
+        out, err, res = (v[:min(n, cap)] for v, n, cap in zip(self.views, self.filled, self.caps))
+        return [out, err, res[KEY_BYTES:] if sealed else res[:0]]
 
     def wipe(self) -> None:
         for buf, n in zip(self.bufs, self.filled):
@@ -663,20 +731,71 @@ class Streams:
         self.filled = [0, 0, 0]
 
 
-def supervise(pid: int, pipes: list[int], streams: Streams, deadline: float) -> tuple[str | None, str | None]:
-    """Read the child's pipes until it and they are done; return (verdict, note) when it must be stopped."""
+class CpuMeter:
+    """CPU seconds used by every process of the running program, together.
+
+    From the program's cgroup where it has one (cpuacct.usage in nanoseconds, or cgroup v2's cpu.stat
+    usage_usec): exact, dead processes included. Otherwise from /proc: what every live process in the
+    namespace used, with what its reaped children used, plus what the worker's own reaped children used
+    since the program started. (A child reaped by a parent that ignores SIGCHLD is counted nowhere; the
+    wall-clock backstop still ends such a program.)"""
+
+    TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, fd: int | None, fmt: str | None):
+        self.fd, self.fmt, self.base = fd, fmt, 0.0
+
+    def _total(self) -> float:
+        if self.fd is not None:
+            raw = os.pread(self.fd, 4096, 0)
+            if self.fmt == "ns":
+                return int(raw) / 1e9
+            return int(raw.split(b"usage_usec", 1)[1].split()[0]) / 1e6
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = own.ru_utime + own.ru_stime
+        for pid in _others():
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile: reaped, and counted by whoever reaped it
+            total += sum(int(x) for x in fields[11:15]) / self.TICKS  # utime, stime, cutime, cstime
+        return total
+
+    def start(self) -> None:
+        self.base = self._total()
+
+    def used(self) -> float:
+        return max(0.0, self._total() - self.base)
+
+
+TICK_S = 0.05  # how often a running program's CPU time is read
+
+
+def supervise(pid: int, pipes: list[int], streams: Streams, meter: CpuMeter, cpu_limit: float,
+              wall_deadline: float) -> tuple[str | None, str | None]:
+    """Read the child's pipes until it and they are done; return (verdict, note) when it must be stopped.
+
+    A program is stopped after ``cpu_limit`` seconds of CPU (all its processes together), so a busy
+    neighbour cannot make it time out; or at ``wall_deadline``, for a program that sleeps or blocks."""
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     for fd in (*pipes, pidfd):
         poller.register(fd, select.POLLIN | select.POLLHUP)
     index = {fd: i for i, fd in enumerate(pipes)}
     open_fds, exited = set(pipes), False
+    next_tick = time.monotonic() + TICK_S
     try:
         while open_fds or not exited:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "timeout", None
-            for fd, _ in poller.poll(max(1, int(left * 1000))):
+            now = time.monotonic()
+            if now >= wall_deadline:
+                return "timeout", (f"the program ran past its wall-clock limit, having used "
+                                   f"{meter.used():.2f} s of CPU (sleeping or blocked)")
+            if now >= next_tick:
+                next_tick = now + TICK_S
+                if meter.used() >= cpu_limit:
+                    return "timeout", f"the program used more than {cpu_limit:g} s of CPU"
+            for fd, _ in poller.poll(max(1, int((min(wall_deadline, next_tick) - now) * 1000))):
                 if fd == pidfd:
                     exited = True
                     poller.unregister(pidfd)
@@ -693,47 +812,82 @@ def supervise(pid: int, pipes: list[int], streams: Streams, deadline: float) -> 
         os.close(pidfd)
 
 
-def run_one(header: dict, code: bytearray, cfg: dict, streams: Streams, mqueues: int) -> dict:
-    """Run one program in a child; return the reply header (its streams stay in ``streams``)."""
-    uid = cfg.get("uid")
-    scratch = new_scratch(uid)
-    timeout = float(header.get("timeout_s", cfg["timeout_s"]))
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            run_child(code, cfg, scratch, timeout, out_w, err_w, res_w)
-        finally:
-            os._exit(70)
-    code[:] = bytes(len(code))  # the child has its copy; the worker keeps none
-    for fd in (out_w, err_w, res_w):
-        os.close(fd)
-    try:
-        verdict, note = supervise(pid, [out_r, err_r, res_r], streams, start + timeout)
-    finally:
-        duration = time.monotonic() - start
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _, wstatus = os.waitpid(pid, 0)
-        leftovers = kill_everything_else()
-        for fd in (out_r, err_r, res_r):
+def _oom_kills(fd: int | None) -> int:
+    """How many processes the kernel's OOM killer has ended in the programs' memory cgroup."""
+    if fd is None:
+        return 0
+    for line in os.pread(fd, 4096, 0).splitlines():
+        name, _, count = line.partition(b" ")
+        if name == b"oom_kill":
+            return int(count)
+    return 0
+
+
+class Worker:
+    """What the worker holds across programs: its config, buffers and the descriptors it opened while
+    the host's filesystem was still in view (the programs' cgroup, this namespace's pid counter)."""
+
+    def __init__(self, cfg: dict, streams: Streams, mqueues: int, last_pid: int | None, cgroup: dict):
+        self.cfg, self.streams, self.mqueues, self.last_pid = cfg, streams, mqueues, last_pid
+        self.join = cgroup["join"]
+        self.oom = cgroup["oom"]
+        self.meter = CpuMeter(cgroup["cpu"], cgroup["cpu_format"])
+
+    def run(self, header: dict, code: bytearray) -> dict:
+        """Run one program in a child; return the reply header (its streams stay in ``streams``)."""
+        cfg, streams = self.cfg, self.streams
+        scratch = new_scratch(cfg.get("uid"))
+        timeout = float(header.get("timeout_s", cfg["timeout_s"]))
+        wall = float(header.get("wall_s", 2 * timeout + 1))
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        key_r, key_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self.last_pid is not None:  # every program's first process is pid 2: no count of earlier ones
+            os.pwrite(self.last_pid, b"1", 0)
+        oom_before = _oom_kills(self.oom)
+        self.meter.start()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run_child(code, cfg, scratch, timeout, out_w, err_w, res_w, key_r, self.join)
+            finally:
+                os._exit(70)
+        key = os.urandom(KEY_BYTES)  # made after the fork: the child's memory never holds it
+        os.write(key_w, key)
+        code[:] = bytes(len(code))  # the child has its copy; the worker keeps none
+        for fd in (out_w, err_w, res_w, key_r, key_w):
             os.close(fd)
-        reset_writable(scratch, int(cfg["scratch_mb"]), cfg["empty_dir_size"])
-        clear_ipc(mqueues)
-    if leftovers and verdict is None:
-        verdict, note = "killed", "the program left processes running; they were killed"
-    return {
-        "id": header["id"], "verdict": verdict, "note": note, "duration_s": round(duration, 6),
-        "exit_code": os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None,
-        "signal": os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None,
-    }
+        try:
+            verdict, note = supervise(pid, [out_r, err_r, res_r], streams, self.meter, timeout, start + wall)
+        finally:
+            duration = time.monotonic() - start
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, wstatus = os.waitpid(pid, 0)
+            cpu = self.meter.used()
+            leftovers = kill_everything_else()
+            for fd in (out_r, err_r, res_r):
+                os.close(fd)
+            reset_writable(scratch, int(cfg["scratch_mb"]), cfg["empty_dir_size"])
+            clear_ipc(self.mqueues)
+        if _oom_kills(self.oom) > oom_before and verdict in (None, "killed"):
+            verdict, note = "memory_exceeded", (f"the program's processes together used more than "
+                                                f"{cfg['memory_mb']} MB")
+        elif leftovers and verdict is None:
+            verdict, note = "killed", "the program left processes running; they were killed"
+        report = streams.report(key)
+        return {
+            "id": header["id"], "verdict": verdict, "note": note, "duration_s": round(duration, 6),
+            "cpu_s": round(cpu, 6), "report": report,
+            "exit_code": os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None,
+            "signal": os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None,
+        }
 
 
 def _read_exact(fd: int, n: int) -> bytearray | None:
@@ -776,7 +930,45 @@ def write_frame(header: dict, chunks: list[memoryview] = ()) -> None:
             pending[0] = pending[0][n:]
 
 
-def setup(cfg: dict) -> None:
+def limit_ipc(memory_mb: int) -> bool:
+    """Bound what SysV IPC can hold in this (our own) IPC namespace: shared memory to ``memory_mb``
+    in all (a segment created, filled and detached shows in no process's size), and few message queues
+    and semaphore sets. Whether it could: a user namespace on an older kernel may not write these."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    limits = {"kernel/shmmax": memory_mb << 20, "kernel/shmall": (memory_mb << 20) // page, "kernel/shmmni": 16,
+              "kernel/msgmni": 16, "kernel/sem": "250 4000 32 16", "fs/mqueue/queues_max": 16}
+    try:
+        for name, value in limits.items():
+            with open(f"/proc/sys/{name}", "w") as f:
+                f.write(str(value))
+    except OSError:
+        return False
+    return True
+
+
+def open_pid_counter() -> int | None:
+    """A descriptor on this PID namespace's ns_last_pid, opened while /proc is still writable: setting it
+    before each fork gives every program the same pids, so none can count what ran before it."""
+    try:
+        return os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY)
+    except OSError:
+        return None
+
+
+def open_cgroup(spec: dict | None) -> dict:
+    """Descriptors on the programs' cgroup files (the host made the cgroup), opened before the host's
+    filesystem leaves the view: the cgroup.procs a child joins by writing 0, the OOM-kill counter and
+    the CPU counter."""
+    if not spec:
+        return {"join": [], "oom": None, "cpu": None, "cpu_format": None}
+    return {"join": [os.open(p, os.O_WRONLY) for p in spec["join"]],
+            "oom": os.open(spec["oom"], os.O_RDONLY) if spec.get("oom") else None,
+            "cpu": os.open(spec["cpu"], os.O_RDONLY) if spec.get("cpu") else None,
+            "cpu_format": spec.get("cpu_format")}
+
+
+def setup(cfg: dict) -> dict:
+    """Make this process the worker; return what it holds open and what it enforces."""
     if os.uname().machine not in ARCH:
         raise RuntimeError(f"no syscall table for {os.uname().machine} (pivot_root, keyctl, seccomp)")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets from its namespace only signals it handles
@@ -785,37 +977,41 @@ def setup(cfg: dict) -> None:
     _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
     os.environ.clear()  # what the host passed on, whatever it was; each child adds HOME and TMPDIR
     os.environ.update(ENVIRONMENT)
+    held = {"ipc_limited": limit_ipc(int(cfg["memory_mb"])), "last_pid": open_pid_counter(),
+            "cgroup": open_cgroup(cfg.get("cgroup"))}
     build_root(cfg)
-    forbid_keyrings()
+    install_syscall_filter()
     sys.dont_write_bytecode = True
     # Each forked child inherits these already imported, for free.
     for name in PRELOADED:
         __import__(name)
+    return held
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     try:
-        setup(cfg)
+        held = setup(cfg)
         streams = Streams(int(cfg["max_output_bytes"]), int(cfg["max_result_bytes"]))
-        mqueues = open_mqueues()
+        worker = Worker(cfg, streams, open_mqueues(), held["last_pid"], held["cgroup"])
         cfg["empty_dir_size"] = empty_dir_size()
     except BaseException as exc:
         write_frame({"fatal": f"{type(exc).__name__}: {exc}"})
         sys.exit(1)
-    write_frame({"ready": True, "pid": os.getpid()})
+    write_frame({"ready": True, "pid": os.getpid(), "ipc_limited": held["ipc_limited"],
+                 "pid_counter": held["last_pid"] is not None, "cgroup": bool(held["cgroup"]["join"])})
     while (request := read_request(int(cfg["max_program_bytes"]))) is not None:
         header, code = request
         try:
-            reply = run_one(header, code, cfg, streams, mqueues)
+            reply = worker.run(header, code)
         except Exception as exc:  # a bug here must not look like a program's verdict
             kill_everything_else()
             reset_writable(None, int(cfg["scratch_mb"]), cfg["empty_dir_size"])
-            clear_ipc(mqueues)
+            clear_ipc(worker.mqueues)
             streams.wipe()
             reply = {"id": header.get("id"), "verdict": "killed", "note": f"sandbox worker error: {exc!r}",
-                     "duration_s": 0.0, "exit_code": None, "signal": None}
-        write_frame(reply, streams.chunks())
+                     "duration_s": 0.0, "cpu_s": 0.0, "report": "none", "exit_code": None, "signal": None}
+        write_frame(reply, streams.chunks(reply["report"] == "sealed"))
         streams.wipe()
 
 

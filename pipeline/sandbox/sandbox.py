@@ -35,18 +35,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.sandbox.cgroups import PREFIX, ProgramCgroup, program_cgroup
+from pipeline.sandbox.result import RunResult
+from pipeline.sandbox.values import clean_text, read_report
 
 SERVER = Path(__file__).with_name("_server.py")
-STATUSES = ("ok", "error", "timeout", "memory_exceeded", "output_exceeded", "killed")
-_UID_BASE = 61000  # unprivileged uids the programs run as, one per worker (root hosts only)
 _HEAD = struct.Struct("!II")  # every frame: header length, body length (see _server.py)
 _MAX_HEADER = 1 << 16
-_MAX_DEPTH = 100  # deepest JSON nesting accepted in a result (the worker's child enforces it too)
 _MAX_PROGRAM_BYTES = 16 * 1024 * 1024
 _GRACE_S = 10.0  # the worker enforces each timeout; this much longer without a reply means it is hung
 _VERDICT_ERROR = {
     "timeout": "the program ran past its time limit",
     "output_exceeded": "the program wrote more than the output limit",
+    "memory_exceeded": "the program's processes used more than the memory limit",
     "killed": "the program was killed",
 }
 _SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_exceeded"}
@@ -54,28 +55,6 @@ _SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_exceeded"}
 
 class SandboxUnavailable(UserError):
     """This machine cannot create the namespaces the sandbox needs."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    status: str  # one of STATUSES
-    stdout: str = ""
-    stderr: str = ""
-    duration_s: float = 0.0
-    value: Any = None  # JSON value of the program's module-level `result`, if it set one
-    value_repr: str | None = None  # repr of `result` when it is not JSON (or not finite)
-    error: str | None = None  # why a non-ok program failed, in one line
-    exit_code: int | None = None
-    signal: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @classmethod
-    def from_reply(cls, reply: dict[str, Any]) -> RunResult:
-        fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in reply.items() if k in fields})
 
 
 _LOST = RunResult("killed", error="the sandbox worker stopped answering and was restarted")
@@ -161,63 +140,41 @@ class _BadReply(Exception):
         self.result = result
 
 
-def _depth_ok(value: Any, limit: int = _MAX_DEPTH) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v)
-    return True
-
-
-def _read_report(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """The child's JSON report as (report, None), (None, None) if it wrote none, or (None, why) when it
-    cannot be used. The bytes come from the program's process, so they are as hostile as the program."""
-    if not raw:
-        return None, None
+def _signal_name(sig: int) -> str:
     try:
-        report = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, "the program's result could not be read (not JSON, or nested too deeply)"
-    if not (isinstance(report, dict) and report.get("status") in STATUSES
-            and isinstance(report.get("error"), (str, type(None)))
-            and isinstance(report.get("value_repr"), (str, type(None)))):
-        return None, "the program's result had the wrong shape"
-    if not _depth_ok(report.get("value")):
-        return None, f"the program's result is nested deeper than {_MAX_DEPTH} levels"
-    return report, None
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
 
 
 def _interpret(header: dict[str, Any], body: bytes) -> RunResult:
-    """A program's result from a validated reply: the worker's verdict first, then the child's report,
-    then how the child ended."""
+    """A program's result from a validated reply. In this order: the worker's verdict (it stopped the
+    program); a death by signal, whatever was reported before it; a result channel that held anything
+    but the sandbox's own sealed report; an exit that was not the sandbox's, after the report; only
+    then the report, checked value by value."""
     n_out, n_err = header["stdout"], header["stderr"]
     common = {"stdout": body[:n_out].decode(errors="replace"),
               "stderr": body[n_out:n_out + n_err].decode(errors="replace"),
-              "duration_s": float(header["duration_s"]), "exit_code": header["exit_code"],
-              "signal": header["signal"]}
-    report, problem = _read_report(body[n_out + n_err:])
-    verdict, sig = header["verdict"], header["signal"]
+              "duration_s": float(header["duration_s"]), "cpu_s": float(header["cpu_s"]),
+              "exit_code": header["exit_code"], "signal": header["signal"]}
+    sealed = header["report"] == "sealed"
+    report, problem = read_report(body[n_out + n_err:]) if sealed else (None, None)
+    verdict, sig, code = header["verdict"], header["signal"], header["exit_code"]
     if verdict is not None:
         why = header["note"] or (report or {}).get("error") or _VERDICT_ERROR[verdict]
-        return RunResult(verdict, error=why[:1000], **common)
+        return RunResult(verdict, error=clean_text(why[:1000]), **common)
+    if sig is not None:
+        return RunResult(_SIGNAL_STATUS.get(sig, "killed"), error=f"killed by signal {_signal_name(sig)}", **common)
+    if header["report"] == "foreign":
+        return RunResult("error", error="the program wrote on the sandbox's result channel", **common)
+    if not sealed or code != 0:
+        return RunResult("error", error=f"the program ended without finishing (exit code {code})", **common)
     if problem is not None:
         return RunResult("error", error=problem, **common)
-    if report is not None:
-        error = report.get("error")
-        return RunResult(report["status"], value=report.get("value"), value_repr=report.get("value_repr"),
-                         error=error[:1000] if error else error, **common)
-    if sig is not None:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return RunResult(_SIGNAL_STATUS.get(sig, "killed"), error=f"killed by signal {name}", **common)
-    return RunResult("error", error=f"the program exited with code {header['exit_code']} before finishing", **common)
+    assert report is not None
+    error = report.get("error")
+    return RunResult(report["status"], value=report.get("value"), value_repr=report.get("value_repr"),
+                     error=error[:1000] if error else error, **common)
 
 
 def _valid_reply(header: Any, body_len: int, request_id: int) -> bool:
@@ -228,8 +185,9 @@ def _valid_reply(header: Any, body_len: int, request_id: int) -> bool:
     if not all(type(n) is int and n >= 0 for n in lengths) or sum(lengths) != body_len:
         return False
     return (header.get("verdict") in (None, *_VERDICT_ERROR)
-            and isinstance(header.get("note"), (str, type(None)))
-            and isinstance(header.get("duration_s"), (int, float))
+            and header.get("report") in ("sealed", "none", "foreign")
+            and type(header.get("note")) in (str, type(None))
+            and all(type(header.get(k)) in (int, float) for k in ("duration_s", "cpu_s"))
             and all(type(header.get(k)) in (int, type(None)) for k in ("exit_code", "signal")))
 
 
@@ -237,8 +195,35 @@ def _valid_reply(header: Any, body_len: int, request_id: int) -> bool:
 class _Job:
     key: Any  # the caller's name for it (an index in run_many)
     frame: bytes  # the request frame, less its id
-    timeout_s: float
+    timeout_s: float  # CPU seconds
+    wall_s: float  # wall-clock seconds: the backstop for a program that sleeps or blocks
     request_id: int = 0
+
+
+# The worker's command line says nothing of the host (a program may read it in /proc/1/cmdline on the
+# user-namespace path): the interpreter, its flags and this loader. Its config and source come as the
+# first frame on stdin.
+_BOOTSTRAP = (
+    "import os,struct,sys\n"
+    "def r(n):\n"
+    " b=bytearray()\n"
+    " while len(b)<n:\n"
+    "  c=os.read(0,n-len(b))\n"
+    "  if not c:raise SystemExit(1)\n"
+    "  b+=c\n"
+    " return bytes(b)\n"
+    "h,n=struct.unpack('!II',r(8))\n"
+    "sys.argv[1:]=[r(h).decode()]\n"
+    "exec(compile(r(n),'_server.py','exec'),{'__name__':'__main__'})\n"
+)
+
+
+def _fresh_uid() -> int:
+    """A uid no other worker uses: drawn at random from 2**30 .. 2**31 - 2, far above any real user and
+    the ranges /etc/subuid hands out. Per worker launch, so RLIMIT_NPROC (counted per uid across the
+    host) and the per-uid keyrings are never shared with another worker, another Sandbox, or the
+    dying processes of this worker's previous launch."""
+    return (1 << 30) + int.from_bytes(os.urandom(4), "big") % ((1 << 30) - 1)
 
 
 class _Worker:
@@ -253,16 +238,20 @@ class _Worker:
         self.max_body = 2 * int(config["max_output_bytes"]) + int(config["max_result_bytes"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.retired = False
+        self.uid: int | None = None  # the uid its programs run as, this launch (None: user namespace)
+        self.cgroup = ProgramCgroup()
+        self.hello: dict[str, Any] = {}
+        self._launches = itertools.count(1)
         self._ids = itertools.count(1)  # never reused, across restarts too: a stale reply cannot match
 
     def command(self) -> list[str]:
         unshare = shutil.which("unshare")
         if unshare is None:
             raise SandboxUnavailable("the sandbox needs `unshare` (util-linux), which is not on PATH")
-        ns = ["--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--mount-proc"]
+        ns = ["--net", "--pid", "--mount", "--ipc", "--uts", "--cgroup", "--fork", "--mount-proc"]
         if self.user_namespace:
             ns = ["--user", "--map-root-user", *ns]
-        return [unshare, *ns, "--", sys.executable, "-I", "-S", str(SERVER), json.dumps(self.config)]
+        return [unshare, *ns, "--", os.path.realpath(sys.executable), "-I", "-S", "-c", _BOOTSTRAP]
 
     def start(self) -> None:
         self.launch()
@@ -272,6 +261,12 @@ class _Worker:
         if self.retired:
             raise RuntimeError("the sandbox is closed")
         self._rbuf = bytearray()  # bytes read from the worker that do not yet make a whole frame
+        self.uid = None if self.user_namespace else _fresh_uid()
+        self.cgroup = program_cgroup(f"{PREFIX}{os.getpid()}-{id(self):x}-{next(self._launches)}",
+                                     int(self.config["memory_mb"]) << 20)
+        config = json.dumps({**self.config, "uid": self.uid, "cgroup": self.cgroup.worker_config()}).encode()
+        source = SERVER.read_bytes()
+        self._startup = bytearray(_HEAD.pack(len(config), len(source)) + config + source)
         # The worker starts with an empty environment: no API key or token can reach a program.
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
@@ -283,9 +278,10 @@ class _Worker:
         self._launched = time.monotonic()
 
     def await_ready(self) -> None:
-        """Wait for the worker's hello; SandboxUnavailable, with its reason, if it does not come."""
+        """Send the worker its config and code, and wait for its hello; SandboxUnavailable, with its
+        reason, if it does not come."""
         try:
-            hello, _ = self._exchange(bytearray(), self._launched + self.startup_timeout_s)
+            hello, _ = self._exchange(self._startup, self._launched + self.startup_timeout_s)
         except _BadReply:
             hello = {}
         if not isinstance(hello, dict) or hello.get("ready") is not True:
@@ -294,6 +290,7 @@ class _Worker:
             why = hello.get("fatal") if isinstance(hello, dict) else None
             why = why or (stderr.strip().splitlines() or ["no answer"])[-1]
             raise SandboxUnavailable(f"the sandbox worker could not start: {why}")
+        self.hello = hello
 
     def _drain_stderr(self) -> str:
         assert self.proc and self.proc.stderr
@@ -354,7 +351,7 @@ class _Worker:
 
     def _frame(self, job: _Job) -> bytes:
         job.request_id = next(self._ids)
-        header = json.dumps({"id": job.request_id, "timeout_s": job.timeout_s}).encode()
+        header = json.dumps({"id": job.request_id, "timeout_s": job.timeout_s, "wall_s": job.wall_s}).encode()
         return _HEAD.pack(len(header), len(job.frame)) + header + job.frame
 
     def serve(self, take: Callable[[], _Job | None], deliver: Callable[[Any, RunResult], None], depth: int) -> None:
@@ -383,7 +380,7 @@ class _Worker:
                     return
                 head = inflight[0]
                 try:
-                    header, body = self._exchange(out, time.monotonic() + head.timeout_s + _GRACE_S)
+                    header, body = self._exchange(out, time.monotonic() + head.wall_s + _GRACE_S)
                     if not _valid_reply(header, len(body), head.request_id):
                         raise _BadReply(RunResult("error", error="the sandbox worker's reply was malformed "
                                                                  "or answered another program"))
@@ -413,14 +410,15 @@ class _Worker:
             os.killpg(self.proc.pid, 9)  # the worker is PID 1 of its namespace: every program dies with it
         except ProcessLookupError:
             pass
-        self.proc.wait()
+        self.proc.wait()  # unshare reaps the worker, whose exit waits for every process in its namespace
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
         self.proc = None
+        self.cgroup.remove()
 
 
-def _job(key: Any, program: str, timeout_s: float) -> _Job | RunResult:
+def _job(key: Any, program: str, timeout_s: float, wall_s: float) -> _Job | RunResult:
     """A program as a request body, or the result it gets without running (too large to send)."""
     try:
         body = program.encode("utf-8")
@@ -428,23 +426,30 @@ def _job(key: Any, program: str, timeout_s: float) -> _Job | RunResult:
         return RunResult("error", error=f"the program is not valid UTF-8: {exc}")
     if len(body) > _MAX_PROGRAM_BYTES:
         return RunResult("error", error=f"the program is larger than {_MAX_PROGRAM_BYTES} bytes")
-    return _Job(key, body, timeout_s)
+    return _Job(key, body, timeout_s, wall_s)
 
 
 class Sandbox:
     """A pool of isolated Python workers. Use as a context manager.
+
+    ``timeout_s`` is CPU time: a program is stopped once all its processes together have used that
+    much, however busy the machine is, so a neighbour cannot make an honest program time out.
+    ``wall_timeout_s`` (default ``2 * timeout_s + 1``) stops one that sleeps or blocks.
+    ``memory_mb`` bounds each process's address space, and all of a program's processes together
+    where this host lets us make a memory cgroup (``limits()`` says which).
 
     ``user_namespace``: run the workers in a user namespace (``--map-root-user``). The default, None,
     does so only when not root, as a non-root host must; True forces it, which lets a root host test
     the non-root path."""
 
     def __init__(self, workers: int = 2, timeout_s: float = 2.0, memory_mb: int = 512, *,
-                 max_output_bytes: int = 64_000, max_result_bytes: int = 1_000_000,
-                 max_file_bytes: int = 8 * 1024 * 1024, nproc: int = 16, scratch_mb: int = 64,
-                 startup_timeout_s: float = 30.0, user_namespace: bool | None = None):
+                 wall_timeout_s: float | None = None, max_output_bytes: int = 64_000,
+                 max_result_bytes: int = 1_000_000, max_file_bytes: int = 8 * 1024 * 1024, nproc: int = 16,
+                 scratch_mb: int = 64, startup_timeout_s: float = 30.0, user_namespace: bool | None = None):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers_n, self.timeout_s, self.memory_mb = workers, timeout_s, memory_mb
+        self.wall_timeout_s = wall_timeout_s
         self._config = {"timeout_s": timeout_s, "memory_mb": memory_mb, "max_output_bytes": max_output_bytes,
                         "max_result_bytes": max_result_bytes, "max_program_bytes": _MAX_PROGRAM_BYTES,
                         "max_file_bytes": max_file_bytes, "nproc": nproc, "scratch_mb": scratch_mb}
@@ -452,6 +457,21 @@ class Sandbox:
         self._user_namespace = os.geteuid() != 0 if user_namespace is None else user_namespace
         self._workers: list[_Worker] = []
         self._idle: queue.Queue[_Worker] = queue.Queue()
+
+    def _limits(self, timeout_s: float | None) -> tuple[float, float]:
+        """(CPU seconds, wall-clock seconds) for a program."""
+        cpu = timeout_s or self.timeout_s
+        return cpu, self.wall_timeout_s or 2 * cpu + 1
+
+    def limits(self) -> dict[str, bool]:
+        """What the first worker enforces beyond rlimits and namespaces, on this host: a memory bound on
+        all of a program's processes together (a memory cgroup), its CPU counted by a cgroup (else from
+        /proc), SysV IPC bounded in its namespace, and the pid counter reset for each program."""
+        if not self._workers:
+            raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sb:`")
+        w = self._workers[0]
+        return {"memory_cgroup": w.cgroup.memory_bytes is not None, "cpu_cgroup": w.cgroup.cpu is not None,
+                "ipc_limited": w.hello.get("ipc_limited") is True, "pid_counter": w.hello.get("pid_counter") is True}
 
     def __enter__(self) -> Sandbox:
         try:
@@ -461,8 +481,7 @@ class Sandbox:
                 raise SandboxUnavailable(f"could not list what the sandbox's interpreter needs: {exc}") from exc
             last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
             for i in range(self.workers_n):
-                cfg = {**self._config, "expose_dirs": dirs, "expose_files": files, "last_cap": last_cap,
-                       "uid": None if self._user_namespace else _UID_BASE + i}
+                cfg = {**self._config, "expose_dirs": dirs, "expose_files": files, "last_cap": last_cap}
                 self._workers.append(_Worker(i, cfg, self._startup_timeout_s, self._user_namespace))
             for w in self._workers:  # all start side by side
                 w.launch()
@@ -487,7 +506,7 @@ class Sandbox:
         """Run one program on the next free worker (thread-safe)."""
         if not self._workers:
             raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sb:`")
-        job = _job(0, program, timeout_s or self.timeout_s)
+        job = _job(0, program, *self._limits(timeout_s))
         if isinstance(job, RunResult):
             return job
         jobs, got = [job], []
@@ -509,7 +528,7 @@ class Sandbox:
         """
         if not self._workers:
             raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sb:`")
-        timeout = timeout_s or self.timeout_s
+        limits = self._limits(timeout_s)
         results: list[RunResult | None] = [None] * len(programs)
         todo = iter(range(len(programs)))
         lock, failures = threading.Lock(), []
@@ -526,7 +545,7 @@ class Sandbox:
                     i = None if failures else next(todo, None)  # after a failure, stop handing out work
                 if i is None:
                     return None
-                job = _job(i, programs[i], timeout)
+                job = _job(i, programs[i], *limits)
                 if isinstance(job, _Job):
                     return job
                 deliver(i, job)
