@@ -214,7 +214,7 @@ _BOOTSTRAP = (
     " return bytes(b)\n"
     "h,n=struct.unpack('!II',r(8))\n"
     "sys.argv[1:]=[r(h).decode()]\n"
-    "exec(compile(r(n),'_server.py','exec'),{'__name__':'__main__'})\n"
+    "exec(compile(r(n),'sandbox-worker','exec'),{'__name__':'__main__'})\n"
 )
 
 
