@@ -145,9 +145,12 @@ def _sandbox() -> str:
     code = "".join(f"import {m}\n" for m in STDLIB_PROBE) + "result = hashlib.sha256(b'x').hexdigest()[:8]"
     with Sandbox(workers=1, timeout_s=10.0, startup_timeout_s=30.0) as sb:
         r = sb.run(code)
+        limits = sb.limits()
     if not r.ok:
         raise RuntimeError(f"{r.status}: {r.error}")
-    return f"a worker imports {len(STDLIB_PROBE)} stdlib modules (hashlib, sqlite3, lzma, ...)"
+    memory = "a program's memory bounded by a cgroup" if limits["memory_cgroup"] else \
+        "memory bounded per process only (no cgroup here: docs/sandbox.md)"
+    return f"a worker imports {len(STDLIB_PROBE)} stdlib modules (hashlib, sqlite3, lzma, ...); {memory}"
 
 
 CHECKS: tuple[Check, ...] = (

@@ -558,8 +558,10 @@ class VerifyConfig(_Strict):
         "distinct", description="what a vote is: a distinct program (after normalising names, spacing and "
                                 "comments) or every sample")
     min_votes: int = Field(1, ge=1, le=64, description="distinct programs that must reach the majority answer")
-    timeout_s: float = Field(2.0, gt=0.0, le=60.0)
-    memory_mb: int = Field(512, ge=64, le=16384)
+    timeout_s: float = Field(2.0, gt=0.0, le=60.0, description="CPU seconds a program may use, all its processes "
+                                                                 "together (a sleeping one stops at 2x + 1 s of wall clock)")
+    memory_mb: int = Field(512, ge=64, le=16384, description="memory a program may use: per process, and all its "
+                                                              "processes together where the host has a memory cgroup")
     workers: int = Field(2, ge=1, le=256)
 
 
