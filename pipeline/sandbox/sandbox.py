@@ -470,7 +470,9 @@ class Sandbox:
         if not self._workers:
             raise RuntimeError("the sandbox is not started: use `with Sandbox(...) as sb:`")
         w = self._workers[0]
-        return {"memory_cgroup": w.cgroup.memory_bytes is not None, "cpu_cgroup": w.cgroup.cpu is not None,
+        joined = w.hello.get("cgroup") is True  # the worker could open what the host made
+        return {"memory_cgroup": joined and w.cgroup.memory_bytes is not None,
+                "cpu_cgroup": joined and w.cgroup.cpu is not None,
                 "ipc_limited": w.hello.get("ipc_limited") is True, "pid_counter": w.hello.get("pid_counter") is True}
 
     def __enter__(self) -> Sandbox:
