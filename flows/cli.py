@@ -134,7 +134,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from pipeline.sandbox import Sandbox
         from pipeline.solving import reexecute
 
-        rows = pl.concat([pl.read_parquet(ds.files(s)) for s in ds.splits]).to_dicts()
+        rows = pl.concat([pl.from_arrow(ds.table(s)) for s in ds.splits]).to_dicts()
         records = [r | {"code": code} for r in rows if (code := solution_code(r)) is not None]
         if not records:  # an evolved pool whose seeds were not math problems has prose responses
             raise UserError(f"--execute: {ds.path} has no records with solution code (no math records)")

@@ -36,12 +36,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from fsspec.core import url_to_fs
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.curriculum import Curriculum, assign_levels
+from pipeline.dataset_files import DatasetFolder, decode, relative_path
 from pipeline.errors import IntegrityError, UserError
 from pipeline.fingerprint import digest
 from pipeline.shard_format import MANIFEST, read_manifest
@@ -194,10 +194,11 @@ class ShardDataset(IterableDataset):
         self.source = os.fspath(source)
         self.fs, path = url_to_fs(self.source, **(storage_options or {}))
         self.root = _root_of(path)
+        self.folder = DatasetFolder(self.fs, self.root, self.source)
         raw: list[bytes] = []
 
         def read() -> bytes:
-            raw.append(self.fs.cat_file(f"{self.root}/{MANIFEST}"))
+            raw.append(self.folder.manifest(MANIFEST))
             return raw[-1]
 
         self.manifest = read_manifest(read, self.source)
@@ -206,7 +207,7 @@ class ShardDataset(IterableDataset):
         if meta is None:
             raise IntegrityError(f"{self.source}: no split {split!r} (has {', '.join(self.manifest['splits'])})")
         self.split = split
-        self.shards = [ShardInfo(i, s["path"], int(s["rows"]), int(s["bytes"]), s["sha256"])
+        self.shards = [ShardInfo(i, relative_path(s["path"], self.source), s["rows"], s["bytes"], s["sha256"])
                        for i, s in enumerate(meta["shards"])]
         self.rows = sum(s.rows for s in self.shards)
         self.fingerprint = digest({"split": split, "shards": [[s.path, s.rows, s.sha256] for s in self.shards]})
@@ -286,17 +287,11 @@ class ShardDataset(IterableDataset):
 
     def _column(self, shard: ShardInfo, column: str) -> np.ndarray:
         url = self._url(shard.path)
-        try:
-            with self.fs.open(f"{self.root}/{shard.path}", "rb") as f:
-                pf = pq.ParquetFile(f)
-                if column not in pf.schema_arrow.names:
-                    raise UserError(f"{self.source}: split {self.split!r} has no column {column!r} to order a "
-                                    f"curriculum by (has {', '.join(pf.schema_arrow.names)})")
-                values = pf.read(columns=[column]).column(0)
-        except FileNotFoundError:
-            raise IntegrityError(f"{url}: shard listed in the manifest is missing") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise IntegrityError(f"{url}: not a readable Parquet file ({exc})") from None
+        if column not in self.schema.names:
+            raise UserError(f"{self.source}: split {self.split!r} has no column {column!r} to order a "
+                            f"curriculum by (has {', '.join(self.schema.names)})")
+        buffer = self.folder.read(shard.path, shard.bytes, shard.sha256 if self.verify else None)
+        values = decode(buffer, url, shard.rows, [column]).column(0)
         kind = values.type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
             raise UserError(f"{self.source}: a curriculum orders by a numeric column; {column!r} is {kind}")
@@ -390,44 +385,18 @@ class ShardDataset(IterableDataset):
         return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.null()) for c in self.columns})
 
     def _url(self, rel: str) -> str:
-        path = f"{self.root}/{rel}"
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        return path if "file" in protocols else self.fs.unstrip_protocol(path)
+        return self.folder.url(rel)
 
     def _read(self, shard: ShardInfo, threads: bool = True) -> pa.Table:
-        """The shard's columns, checked against the manifest first."""
-        path, url = f"{self.root}/{shard.path}", self._url(shard.path)
-        try:
-            if self.verify and shard.path not in self._verified:
-                # Hash and decode the same bytes: what was checked is what is read.
-                table = self._decode(shard, url, pa.BufferReader(self._checked_bytes(shard, path, url)), threads)
-                self._verified.add(shard.path)
-                return table
-            with self.fs.open(path, "rb") as f:
-                return self._decode(shard, url, f, threads)
-        except FileNotFoundError:
-            raise IntegrityError(f"{url}: shard listed in the manifest is missing") from None
-
-    def _checked_bytes(self, shard: ShardInfo, path: str, url: str) -> bytes:
-        data = self.fs.cat_file(path)
-        if len(data) != shard.bytes:
-            raise IntegrityError(f"{url}: {len(data)} bytes, manifest says {shard.bytes}")
-        if hashlib.sha256(data).hexdigest() != shard.sha256:
-            raise IntegrityError(f"{url}: sha256 does not match the manifest")
-        return data
-
-    def _decode(self, shard: ShardInfo, url: str, source: Any, threads: bool) -> pa.Table:
-        try:
-            pf = pq.ParquetFile(source)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise IntegrityError(f"{url}: not a readable Parquet file ({exc})") from None
-        if pf.metadata.num_rows != shard.rows:
-            raise IntegrityError(f"{url}: {pf.metadata.num_rows} rows, manifest says {shard.rows}")
-        names = set(pf.schema_arrow.names)  # schema_arrow is rebuilt on every access
-        missing = [c for c in self.columns if c not in names]
-        if missing:
-            raise IntegrityError(f"{url}: no column {', '.join(missing)} (other shards of the split have it)")
-        return pf.read(columns=self.columns, use_threads=threads)
+        """The shard's columns, its bytes checked against the manifest first (its size always; its sha256
+        once per process, unless ``verify=False``), then decoded within bounds: what was checked is what
+        is read."""
+        check = self.verify and shard.path not in self._verified
+        buffer = self.folder.read(shard.path, shard.bytes, shard.sha256 if check else None)
+        table = decode(buffer, self._url(shard.path), shard.rows, self.columns, threads)
+        if check:
+            self._verified.add(shard.path)
+        return table
 
     def _resolve_columns(self, columns: Sequence[str] | None) -> list[str]:
         """The columns to read, checked against the first shard's schema now rather than mid-epoch."""
@@ -435,14 +404,7 @@ class ShardDataset(IterableDataset):
             raise UserError(f"columns must be a list of names, not the string {columns!r}")
         if not self.shards:
             return list(columns or [])
-        url = self._url(self.shards[0].path)
-        try:
-            with self.fs.open(f"{self.root}/{self.shards[0].path}", "rb") as f:
-                schema = self.schema = pq.read_schema(f)
-        except FileNotFoundError:
-            raise IntegrityError(f"{url}: shard listed in the manifest is missing") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise IntegrityError(f"{url}: not a readable Parquet file ({exc})") from None
+        schema = self.schema = self.folder.schema(self.shards[0].path)
         if columns is None:
             return [f.name for f in schema if not pa.types.is_struct(f.type)]
         unknown = [c for c in columns if c not in schema.names]

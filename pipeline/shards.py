@@ -9,18 +9,23 @@ when one of them is asked for.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.dataset_files import DatasetFolder, decode, listed_files
 from pipeline.errors import IntegrityError
-from pipeline.fingerprint import file_sha256
 from pipeline.shard_format import MANIFEST, read_manifest
 
 if TYPE_CHECKING:
     import polars as pl
+
+# Files of a dataset folder the manifest need not list: itself, and what is made from it for people.
+UNLISTED = frozenset({MANIFEST, "README.md", "report.md"})
 
 
 @dataclass(frozen=True)
@@ -34,46 +39,92 @@ class VerifiedDataset:
         such as a math build's ``verifier`` configuration)."""
         return [k for k, v in self.manifest["splits"].items() if not v.get("subset_of") and not v.get("config")]
 
-    def files(self, split: str) -> list[Path]:
+    def shards(self, split: str) -> list[dict[str, Any]]:
         try:
-            return [self.path / s["path"] for s in self.manifest["splits"][split]["shards"]]
+            return self.manifest["splits"][split]["shards"]
         except KeyError:
             raise IntegrityError(f"{self.path}: no split {split!r} (has {', '.join(self.manifest['splits'])})") from None
 
+    def table(self, split: str) -> pa.Table:
+        """A split's rows, every shard read through the checks of :mod:`pipeline.dataset_files` again (the
+        bytes that are decoded are the bytes that were checked)."""
+        folder = _folder(self.path)
+        tables = [decode(folder.read(s["path"], s["bytes"], s["sha256"]), folder.url(s["path"]), s["rows"])
+                  for s in self.shards(split)]
+        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def _folder(root: Path) -> DatasetFolder:
+    return DatasetFolder(LocalFileSystem(), str(root), str(root))
+
+
+def _root(path: str | Path) -> Path:
+    root = Path(path)
+    return root.parent if root.name == MANIFEST else root
+
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    return read_manifest(path.read_bytes, str(path))
+    """A dataset folder's manifest (``path`` is the folder or its manifest), checked."""
+    root = _root(path)
+    if not root.is_dir():
+        raise IntegrityError(f"{root}: no such dataset folder")
+    return read_manifest(lambda: _folder(root).manifest(MANIFEST), str(root / MANIFEST))
 
 
-def verify_dataset(path: str | Path) -> VerifiedDataset:
-    """Check every shard's size, sha256 and row count against the manifest."""
-    root = Path(path)
-    if root.name == MANIFEST:
-        root = root.parent
+def unlisted_files(root: Path, listed: set[str]) -> list[str]:
+    """Files (and links, FIFOs...) in the dataset folder that the manifest does not list: a reader
+    that globs the folder (``datasets.load_dataset``, DuckDB over ``data/*.parquet``) would read them
+    although nothing vouches for them."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel not in listed and rel not in UNLISTED:
+                found.append(rel)
+    return sorted(found)
+
+
+def open_dataset(path: str | Path) -> VerifiedDataset:
+    """The dataset at ``path`` with its manifest checked, and nothing in the folder it does not list:
+    what every reader does first. Each file is checked as it is read (:meth:`VerifiedDataset.table`)."""
+    root = _root(path)
     manifest = load_manifest(root)
-    for split, meta in manifest["splits"].items():
-        for shard in meta["shards"]:
-            f = root / shard["path"]
-            if not f.is_file():
-                raise IntegrityError(f"{f}: shard listed in the manifest is missing")
-            if f.stat().st_size != shard["bytes"]:
-                raise IntegrityError(f"{f}: {f.stat().st_size} bytes, manifest says {shard['bytes']}")
-            if file_sha256(f) != shard["sha256"]:
-                raise IntegrityError(f"{f}: sha256 does not match the manifest")
-            if pq.ParquetFile(f).metadata.num_rows != shard["rows"]:
-                raise IntegrityError(f"{f}: row count does not match the manifest")
+    listed = listed_files(manifest, str(root))
+    if extra := unlisted_files(root, set(listed)):
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise IntegrityError(f"{root / extra[0]}{more}: not listed in the manifest; readers that glob the folder "
+                             "would read it unchecked")
     return VerifiedDataset(root, manifest)
 
 
+def verify_dataset(path: str | Path) -> VerifiedDataset:
+    """Check the whole folder against its manifest: it lists every file in it; every file it lists is
+    inside the folder and a regular file; every shard's size, sha256 and rows match and it decodes
+    within bounds; every other listed file's sha256 matches."""
+    ds = open_dataset(path)
+    folder = _folder(ds.path)
+    shards = set()
+    for meta in ds.manifest["splits"].values():
+        for shard in meta["shards"]:
+            shards.add(shard["path"])
+            decode(folder.read(shard["path"], shard["bytes"], shard["sha256"]), folder.url(shard["path"]),
+                   shard["rows"])
+    for rel, (_, sha256) in listed_files(ds.manifest, str(ds.path)).items():
+        if rel in shards:
+            continue
+        folder.path(rel)  # a plot has no checksum: inside the folder and a regular file, at least
+        if sha256 is not None and folder.digest(rel)[1] != sha256:
+            raise IntegrityError(f"{folder.url(rel)}: sha256 does not match the manifest")
+    return ds
+
+
 def read_split(path: str | Path, split: str = "train") -> pl.DataFrame:
-    """A verified split as one polars DataFrame."""
+    """A split as one polars DataFrame: the folder opened (:func:`open_dataset`), each of the split's
+    shards checked as it is read."""
     import polars as pl  # only here: verifying a dataset needs pyarrow alone
 
-    ds = verify_dataset(path)
-    return pl.read_parquet(ds.files(split))
+    return pl.from_arrow(open_dataset(path).table(split))  # type: ignore[return-value]
 
 
 def __getattr__(name: str) -> object:

@@ -41,8 +41,8 @@ def _rows_from_dataset(path: Path) -> tuple[list[dict[str, Any]], str]:
 
     ds = verify_dataset(path)
     subsets = {k for k, v in ds.manifest["splits"].items() if v.get("subset_of")}
-    files = [f for s in ds.splits if s not in subsets for f in ds.files(s)]
-    rows = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("id").to_dicts()
+    tables = [pl.from_arrow(ds.table(s)) for s in ds.splits if s not in subsets]
+    rows = pl.concat(tables, how="diagonal_relaxed").sort("id").to_dicts()
     return rows, str(ds.manifest.get("kind", "dataset"))
 
 
