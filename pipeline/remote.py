@@ -24,10 +24,16 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.llm.cache import ResponseCache
+from pipeline.errors import IntegrityError
+from pipeline.llm.cache import ROW_COLUMNS, ResponseCache
 from pipeline.shard_format import MANIFEST
+
+# A segment's columns, by Arrow type family: what import_rows stores (export_rows makes them).
+_TEXT = ("key", "model_id", "text", "finish_reason", "request_json")
+_COUNTS = ("sample_index", "prompt_tokens", "completion_tokens")
 
 def _fs(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(url, **options)
@@ -67,12 +73,37 @@ def pull_cache(cache: ResponseCache, url: str, options: dict[str, Any] | None = 
         name = path.rsplit("/", 1)[-1]
         if name in seen:
             continue
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
+        table = _read_segment(fs, path, fs.unstrip_protocol(path))
         cache.import_rows(table.to_pylist())
         cache.mark_segment(url, name)
         rows += table.num_rows
     return rows
+
+
+def _read_segment(fs: fsspec.AbstractFileSystem, path: str, where: str) -> pa.Table:
+    """A shared cache segment, its columns checked before a row of it is imported: text where text is
+    stored, whole non-negative numbers for the indices and token counts, no nulls."""
+    try:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+    except (pa.ArrowException, OSError) as exc:
+        raise IntegrityError(f"{where}: not a readable cache segment ({exc}); remove it from the shared cache") \
+            from None
+    missing = [c for c in ROW_COLUMNS if c not in table.column_names]
+    if missing:
+        raise IntegrityError(f"{where}: a cache segment without {', '.join(missing)}; remove it from the shared cache")
+    table = table.select(list(ROW_COLUMNS))
+    for name in ROW_COLUMNS:
+        column = table[name]
+        kind = column.type
+        ok = (pa.types.is_string(kind) or pa.types.is_large_string(kind)) if name in _TEXT else \
+            pa.types.is_integer(kind) if name in _COUNTS else pa.types.is_floating(kind) or pa.types.is_integer(kind)
+        if not ok or column.null_count:
+            raise IntegrityError(f"{where}: column {name} of a cache segment is {kind}"
+                                 f"{' with nulls' if column.null_count else ''}; remove it from the shared cache")
+        if name in _COUNTS and len(column) and pc.min(column).as_py() < 0:
+            raise IntegrityError(f"{where}: negative {name} in a cache segment; remove it from the shared cache")
+    return table
 
 
 def push_cache(cache: ResponseCache, url: str, since: float, label: str,

@@ -6,12 +6,15 @@
   answers a planned share of requests with a 429 (with Retry-After), a 500,
   a hang past the client's timeout, a cut connection, or malformed JSON, and
   forwards the rest untouched.
+* ``ScriptedServer``: an OpenAI-compatible endpoint whose replies the test
+  writes (hostile usage counts, odd headers, a gzip bomb).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -19,7 +22,8 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -158,3 +162,66 @@ class FaultProxy:
         head = [f"HTTP/1.1 {status} X", *(f"{k}: {v}" for k, v in fields.items())]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         await writer.drain()
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class ScriptedServer:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 whose replies a test writes: ``answer(body, k)``
+    gets each request's JSON body and how many requests with the same messages came before it, and
+    returns (status, headers, body bytes). It speaks real HTTP/1.1 (keep-alive, Content-Length), so
+    the client's own transport, decompression and parsing run as against any server."""
+
+    def __init__(self, answer: Callable[[dict[str, Any], int], Answer]):
+        self.answer = answer
+        self.requests: Counter[str] = Counter()
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+                length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), "0"))
+                body = json.loads(await reader.readexactly(length)) if length else {}
+                key = json.dumps(body.get("messages"), sort_keys=True)
+                status, extra, payload = self.answer(body, self.requests[key])
+                self.requests[key] += 1
+                await FaultProxy._reply(writer, status, payload, extra)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def chat_reply(text: str = "A story.", finish: object = "stop", prompt_tokens: object = 5,
+               completion_tokens: object = 3) -> bytes:
+    """A chat-completions body with these fields as they are (any JSON value, for hostile replies)."""
+    return json.dumps({"id": "x", "object": "chat.completion", "model": "m",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": finish}],
+                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}).encode()

@@ -62,6 +62,8 @@ def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
 
 
 COMMIT_EVERY_S = 0.5
+ROW_COLUMNS = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
+               "request_json", "created_at")
 
 
 class ResponseCache:
@@ -124,21 +126,21 @@ class ResponseCache:
 
     def export_rows(self, keys: Sequence[str]) -> list[dict[str, object]]:
         """The stored rows for these keys, as plain dicts (e.g. to ship real completions as test fixtures)."""
-        cols = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
-                "request_json", "created_at")
         with self._lock:
-            rows = [self._db.execute(f"SELECT {', '.join(cols)} FROM completions WHERE key = ?", (k,)).fetchone()
+            rows = [self._db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM completions WHERE key = ?", (k,)).fetchone()
                     for k in keys]
-        return [dict(zip(cols, r, strict=True)) for r in rows if r is not None]
+        return [dict(zip(ROW_COLUMNS, r, strict=True)) for r in rows if r is not None]
 
-    def import_rows(self, rows: Sequence[dict[str, object]]) -> None:
-        """Store rows made by :meth:`export_rows`, keys as they are."""
-        cols = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
-                "request_json", "created_at")
+    def import_rows(self, rows: Sequence[dict[str, object]]) -> int:
+        """Store rows made by :meth:`export_rows`, keys as they are; a key this cache already holds keeps
+        its own completion (what this machine generated, and perhaps published, is never replaced).
+        Returns how many rows were new."""
         with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)",
-                                 [tuple(r[c] for c in cols) for r in rows])
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO completions VALUES (?,?,?,?,?,?,?,?,?)",
+                                 [tuple(r[c] for c in ROW_COLUMNS) for r in rows])
             self._db.commit()
+            return self._db.total_changes - before
 
     def rows_since(self, t: float) -> list[dict[str, object]]:
         """Rows stored at or after time ``t`` (what a run added, to share with other machines)."""

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import os
 import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -100,14 +101,36 @@ class AdaptiveLimit:
                 waiter.set_result(None)
 
 
+MAX_REPLY_BYTES = 16 << 20  # a reply, decompressed: a completion is kilobytes; a gzip bomb is gigabytes
+MAX_TOKEN_COUNT = 1 << 31  # a usage count past this is not a count
+
+
 def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's delay in seconds (a number, or an HTTP date); None when absent or
+    unreadable (``soon``): the backoff then decides."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+async def _bounded(chunks: AsyncIterator[bytes], declared: int | None) -> bytes:
+    """A reply body read chunk by chunk (decompressed as it comes), at most MAX_REPLY_BYTES of it."""
+    if declared is not None and declared > MAX_REPLY_BYTES:
+        raise Attempt("oversized_response")
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > MAX_REPLY_BYTES:
+            raise Attempt("oversized_response")
+    return bytes(body)
 
 
 class Transport(Protocol):
@@ -139,9 +162,9 @@ class AiohttpTransport:
     async def post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self._session.post(self._url, data=orjson.dumps(body), headers=self._headers) as resp:
-                raw = await resp.read()
                 if resp.status != 200:
                     raise _status_failure(resp.status, resp.headers.get("Retry-After"), self._where, self._key_env)
+                raw = await _bounded(resp.content.iter_chunked(1 << 16), None)
         except TimeoutError:
             raise Attempt("timeout") from None
         except aiohttp.ClientPayloadError:
@@ -175,8 +198,9 @@ class SdkTransport:
         try:
             known = {k: v for k, v in body.items() if k in _SDK_FIELDS}
             extra = {k: v for k, v in body.items() if k not in _SDK_FIELDS}  # server extensions
-            resp = await self._client.chat.completions.with_raw_response.create(**known, extra_body=extra or None)
-            return orjson.loads(resp.content)
+            async with self._client.chat.completions.with_streaming_response.create(
+                    **known, extra_body=extra or None) as resp:
+                return orjson.loads(await _bounded(resp.iter_bytes(), None))
         except openai.APIStatusError as exc:
             raise _status_failure(exc.status_code, exc.response.headers.get("retry-after"), self._where,
                                   self._key_env) from None
@@ -191,18 +215,30 @@ class SdkTransport:
         await self._client.close()
 
 
-def completion(reply: dict[str, Any]) -> Completion:
-    """The first choice of a chat-completions reply, or :class:`Attempt` when the body is not one."""
+def _count(value: object) -> int | None:
+    """A usage count: a whole number from 0 to MAX_TOKEN_COUNT (absent: 0), else None."""
+    if value is None:
+        return 0
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT else None
+
+
+def completion(reply: object) -> Completion:
+    """The first choice of a chat-completions reply, checked field by field before anything may cache
+    it; :class:`Attempt` (retried) when the body is not one: no text, a finish reason that is not a
+    short string, a usage count that is negative, fractional or absurd."""
     try:
-        choice = reply["choices"][0]
+        choice = reply["choices"][0]  # type: ignore[index]
         text = choice["message"]["content"]
-        if not isinstance(text, str):
-            raise TypeError("a response without message content")
-        usage = reply.get("usage") or {}
-        return Completion(text, choice.get("finish_reason") or "stop", int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0))
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        finish = choice.get("finish_reason") or "stop"
+        usage = reply.get("usage") or {}  # type: ignore[union-attr]
+        tokens = (_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+    except (KeyError, IndexError, TypeError, AttributeError):
         raise Attempt("malformed_response") from None
+    if not isinstance(text, str) or not isinstance(finish, str) or len(finish) > 64 or None in tokens:
+        raise Attempt("invalid_response")
+    return Completion(text, finish, tokens[0], tokens[1])  # type: ignore[arg-type]
 
 
 TRANSPORTS = {"aiohttp": AiohttpTransport, "sdk": SdkTransport}
