@@ -23,6 +23,8 @@ Prefect is imported only by the commands that run flows. Also
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
 import sys
 import time
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flows import flow_for
+from flows.failure_log import FailureLog
 from flows.runners import RUNNERS_HELP
 from pipeline.errors import BuildFailed, IntegrityError, UserError
 
@@ -52,11 +55,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, output_root=args.output_root, name=args.name)  # fail fast, before Prefect
     _prefect_env()
-    from flows.runners import parse_runner, task_runner
+    from flows.runners import check_scheduler, parse_runner, task_runner
     from flows.temporary_server import start_temporary_server
     from pipeline.lock import wait_until_free
 
-    parse_runner(args.runner)  # a bad --runner is one line, before a server starts
+    check_scheduler(parse_runner(args.runner))  # a bad --runner is one line, before a server starts
     # Our own temporary server (unless PREFECT_API_URL names one): it dies with this process however
     # this process dies, and it exists before a Dask cluster starts, so its workers can be told where it is.
     start_temporary_server()
@@ -67,11 +70,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     wait_until_free(recipe.build_dir, args.wait)
     print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
     flow = flow_for(recipe.kind).with_options(task_runner=runner)
-    result = flow(recipe_path=str(Path(args.recipe).resolve()),
-                  output_root=str(Path(args.output_root).resolve()) if args.output_root else None, name=args.name,
-                  # The lock was free a moment ago; another waiter may still win the race for it, so the
-                  # flow keeps what is left of --wait (at least a few seconds), not a fixed 5 s.
-                  wait_for_lock=max(5.0, args.wait - (time.monotonic() - started)))
+    with FailureLog(recipe.build_dir / "logs") as log:
+        result = flow(recipe_path=str(Path(args.recipe).resolve()),
+                      output_root=str(Path(args.output_root).resolve()) if args.output_root else None, name=args.name,
+                      # The lock was free a moment ago; another waiter may still win the race for it, so the
+                      # flow keeps what is left of --wait (at least a few seconds), not a fixed 5 s.
+                      wait_for_lock=max(5.0, args.wait - (time.monotonic() - started)))
+    if log.written:
+        print(f"tinyforge: errors were logged during the build: {log.path}", flush=True)
     usage = result["run_usage"]
     splits = ", ".join(f"{k}: {v} rows" for k, v in result["splits"].items())
     print(
@@ -95,7 +101,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     saved = build / "recipe.json"
     if not saved.is_file():
         raise UserError(f"{build}: no recipe.json (not a tinyforge build directory, or built before scores existed)")
-    raw = json.loads(saved.read_text())
+    try:
+        raw = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{saved}: unreadable ({exc}); build it again with its recipe") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{saved}: not a recipe (a JSON {type(raw).__name__}); build it again with its recipe")
     raw.setdefault("difficulty", {})["enabled"] = True
     scoring = build / "recipe.score.json"
     scoring.write_text(json.dumps(raw, indent=2))
@@ -214,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--name", help="build under this name instead of the recipe's (e.g. one per night); "
                                   "other names' published records are not published again")
     b.add_argument("--runner", default=None, help=f"where batches run: {RUNNERS_HELP}")
-    b.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    b.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
                    help="if another run holds the build directory, wait this long for it (default: fail at once)")
     b.set_defaults(func=cmd_build)
     s = sub.add_parser("score", help="add proxy-model difficulty scores to an existing build, then re-publish")
@@ -258,27 +269,55 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds for a flag: finite and not negative (``nan`` would wait forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (finite, 0 or more)")
+    return value
+
+
+def _notes(exc: BaseException) -> str:
+    """What was added to an error on its way up (where the flow's log is), on the same line."""
+    notes = getattr(exc, "__notes__", None)
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+# The machine's, not tinyforge's: the user frees space or makes a folder writable, then runs again.
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"tinyforge: error: {exc}", file=sys.stderr)
+        print(f"tinyforge: error: {exc}{_notes(exc)}", file=sys.stderr)
         return 2
     except BuildFailed as exc:
-        print(f"tinyforge: build failed: {exc}", file=sys.stderr)
+        print(f"tinyforge: build failed: {exc}{_notes(exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         from pipeline.llm.openai_backend import BackendFailed
 
         if not isinstance(exc, BackendFailed):
             raise
-        print(f"tinyforge: {exc}; finished completions are cached: run the same command to resume",
+        print(f"tinyforge: {exc}; finished completions are cached: run the same command to resume{_notes(exc)}",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tinyforge: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _MACHINE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tinyforge: error: {where}{exc.strerror}; what was finished is kept: fix it and run the same "
+              f"command again{_notes(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,12 +15,15 @@ bucket); see docs/operations.md.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pipeline.errors import UserError
 
 ENV = "TINYFORGE_RUNNER"
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss")
 RUNNERS_HELP = "local (default), dask, dask:N (a local Dask cluster of N processes) or tcp://HOST:PORT"
 
 
@@ -37,6 +40,13 @@ def parse_runner(spec: str | None = None) -> RunnerSpec:
     if spec == "local":
         return RunnerSpec("local")
     if "://" in spec:
+        parts = urlsplit(spec)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in DASK_SCHEMES or not parts.hostname or port is None:
+            raise UserError(f"--runner {spec}: a Dask scheduler's address is tcp://HOST:PORT")
         return RunnerSpec("dask", address=spec)
     if spec == "dask" or spec.startswith("dask:"):
         workers = spec.partition(":")[2] or str(min(2, os.cpu_count() or 1))
@@ -44,6 +54,19 @@ def parse_runner(spec: str | None = None) -> RunnerSpec:
             raise UserError(f"--runner {spec}: the worker count must be a positive integer")
         return RunnerSpec("dask", workers=int(workers))
     raise UserError(f"unknown runner {spec!r}: {RUNNERS_HELP}")
+
+
+def check_scheduler(runner: RunnerSpec, timeout_s: float = 5.0) -> None:
+    """UserError, at once, when the scheduler a ``--runner`` address names does not answer: a build would
+    otherwise wait for Dask's own 30 s connect timeout and fail with its traceback."""
+    if runner.address is None:
+        return
+    parts = urlsplit(runner.address)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--runner {runner.address}: no Dask scheduler answers there ({exc.strerror or exc})") \
+            from None
 
 
 def task_runner(spec: str | None = None) -> Any:

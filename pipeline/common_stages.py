@@ -33,7 +33,7 @@ from pipeline.recipe import BaseRecipe
 from pipeline.records import REJECTED_SCHEMA, ColumnView, RecordView, rejected_frame, rejection
 from pipeline.report import md_table, histogram, pick_examples, render_card, render_report
 from pipeline.schema import RecordSchema, load_schema
-from pipeline.shards import load_manifest
+from pipeline.shards import intact_manifest
 from pipeline.stages import BuildDir, StageResult
 from pipeline.tokenize import Tokenizer
 
@@ -553,10 +553,8 @@ def publish_stage(
     out = build.root / "dataset"
     fp = declared_fingerprint(recipe, "publish", PUBLISH_VERSION, PUBLISH_READS, **{
         "in": [s.fingerprint for s in stages], "build_id": recipe.build_id, "schema": schema.document})
-    if (out / MANIFEST).is_file():
-        manifest = load_manifest(out)
-        if manifest.get("fingerprint") == fp:
-            return Published(out, manifest), True
+    if (manifest := intact_manifest(out)) is not None and manifest.get("fingerprint") == fp:
+        return Published(out, manifest), True
 
     # The published records are made a chunk at a time (projected, validated, tokenized) into a scratch
     # Parquet file beside the dataset; the report reads them through a view that makes dicts on demand,

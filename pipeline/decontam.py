@@ -58,11 +58,25 @@ class NgramIndex:
 
 
 def load_texts(path: Path, text_field: str) -> list[str]:
-    """Texts of one field from JSONL or Parquet, or the lines of a .txt file."""
+    """Texts of one field from JSONL or Parquet, or the lines of a .txt file; a file that cannot be read
+    (not UTF-8, not Parquet, a bad line) is one UserError naming it."""
+    try:
+        return _texts(path, text_field)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); an evaluation file is UTF-8 JSONL, .txt "
+                        "or Parquet") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _texts(path: Path, text_field: str) -> list[str]:
     if path.suffix == ".parquet":
         import polars as pl
 
-        df = pl.read_parquet(path)
+        try:
+            df = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UserError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         if text_field not in df.columns:
             raise UserError(f"{path}: no column {text_field!r}")
         return [t for t in df[text_field].to_list() if isinstance(t, str)]
@@ -75,7 +89,7 @@ def load_texts(path: Path, text_field: str) -> list[str]:
                 continue
             try:
                 value = json.loads(line).get(text_field)
-            except (json.JSONDecodeError, AttributeError):
+            except (json.JSONDecodeError, AttributeError, RecursionError):
                 raise UserError(f"{path}:{lineno}: not a JSON object line") from None
             if isinstance(value, str):
                 texts.append(value)

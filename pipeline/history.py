@@ -38,10 +38,12 @@ class BuildInfo:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it is missing, unreadable, not JSON or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def finished_stages(build: Path) -> list[str]:
@@ -52,10 +54,21 @@ def finished_stages(build: Path) -> list[str]:
 
 
 def build_info(build: Path) -> BuildInfo | None:
-    """A build folder's state, or None for a folder that is not a build (the cache, the index)."""
+    """A build folder's state, or None for a folder that is not a build (the cache, the index). A damaged
+    build is listed as such, with why: one bad folder never hides the others."""
+    if not (build / "recipe.json").exists():
+        return None
+    try:
+        return _build_info(build)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return BuildInfo(name=build.name, path=build, kind="?", status=f"damaged ({type(exc).__name__}: {exc})",
+                         build_id=None, rows={}, rejected=0, model_calls=0, published_at=None, stages_done=[])
+
+
+def _build_info(build: Path) -> BuildInfo:
     recipe = _json(build / "recipe.json")
     if recipe is None:
-        return None
+        raise ValueError("recipe.json is not a readable JSON object")
     manifest = _json(build / "dataset" / MANIFEST)
     saved_hash = _recipe_hash(recipe)
     if is_locked(build):
@@ -83,7 +96,7 @@ def _recipe_hash(raw: dict[str, Any]) -> str | None:
 
     try:
         return parse_recipe(raw).content_hash()
-    except UserError:  # an input file the recipe named has moved since; the status can still be shown
+    except (UserError, RecursionError):  # an input file the recipe named has moved since: status can still show
         return None
 
 
@@ -121,6 +134,8 @@ def inspect_text(build: Path) -> str:
     info = build_info(build)
     assert info is not None  # resolve_build checked recipe.json
     head = [f"build {info.name} ({info.kind}) at {build}: {info.status}"]
+    if info.status.startswith("damaged"):
+        return "\n".join(head)
     if info.status == "running":
         head.append(f"  held by {describe(read_holder(build))}")
     head.append(f"  finished stages: {', '.join(info.stages_done) or 'none'}")
@@ -130,7 +145,7 @@ def inspect_text(build: Path) -> str:
     report = build / "dataset" / "report.md"
     manifest = build / "dataset" / "manifest.json"
     if manifest.is_file():
-        head += [f"  note: {n}" for n in json.loads(manifest.read_text()).get("notes", [])]
+        head += [f"  note: {n}" for n in ((_json(manifest) or {}).get("notes") or [])]
     if report.is_file():
         if info.status == "stale":
             head.append("  the report below is of the last published dataset; the recipe has changed since")

@@ -31,9 +31,10 @@ class BuildLocked(UserError):
 def read_holder(build_dir: Path) -> dict[str, Any]:
     """Who last took the lock (pid, host, started, run); empty when nobody ever did."""
     try:
-        return json.loads((Path(build_dir) / LOCK_FILE).read_text() or "{}")
-    except (FileNotFoundError, json.JSONDecodeError):
+        holder = json.loads((Path(build_dir) / LOCK_FILE).read_text() or "{}")
+    except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def is_locked(build_dir: Path) -> bool:
@@ -73,9 +74,14 @@ class BuildLock:
         self._file: Any = None
 
     def acquire(self) -> None:
+        if self.build_dir.exists() and not self.build_dir.is_dir():
+            raise UserError(f"{self.build_dir}: a file where the build's folder should be; move it away")
         self.build_dir.mkdir(parents=True, exist_ok=True)
+        path = self.build_dir / LOCK_FILE
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: not a file (a build's lock is a plain file); remove it")
         # "a": opening must not truncate the holder's note before we own the lock.
-        f = (self.build_dir / LOCK_FILE).open("a+")
+        f = path.open("a+")
         deadline = time.monotonic() + self.wait
         while True:
             try:

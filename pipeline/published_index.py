@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup import matches_against
+from pipeline.errors import UserError
 from pipeline.fingerprint import digest
 from pipeline.minhash import MinHasher
 
@@ -33,6 +34,14 @@ class PublishedMatch:
     id: str  # id of the published record it duplicates
     build_id: str
     similarity: float
+
+
+def _content(path: Path) -> bytes | None:
+    """The content digest an index file was written with; None when it cannot be read (it is rewritten)."""
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"tinyforge.content")
+    except (OSError, pa.ArrowException):
+        return None
 
 
 class PublishedIndex:
@@ -54,7 +63,14 @@ class PublishedIndex:
         if not files:
             return pl.DataFrame(schema={"id": pl.String, "build_id": pl.String,
                                         "signature": pl.Array(pl.UInt32, self.num_perm)})
-        return pl.concat([pl.read_parquet(f) for f in files])
+        return pl.concat([self._read(f) for f in files])
+
+    def _read(self, path: Path) -> pl.DataFrame:
+        try:
+            return pl.read_parquet(path, columns=["id", "build_id", "signature"])
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UserError(f"{path}: a damaged entry of the cross-build index ({str(exc).splitlines()[0]}); "
+                            f"remove it: build {path.stem!r} registers again the next time it publishes") from None
 
     def find(self, texts: Sequence[str], threshold: float, exclude: str | None) -> list[PublishedMatch]:
         published = self.load(exclude)
@@ -73,7 +89,7 @@ class PublishedIndex:
         ids = list(ids)
         content = digest([build_id, ids, hashlib.sha256(memoryview(sig)).hexdigest()])
         final = self.dir / f"{name}.parquet"
-        if final.is_file() and (pq.read_schema(final).metadata or {}).get(b"tinyforge.content") == content.encode():
+        if final.is_file() and _content(final) == content.encode():
             return final  # unchanged: leave its mtime alone, so other builds' fingerprints hold
         tmp = self.dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         table = pa.table({"id": pa.array(ids, pa.string()), "build_id": pa.array([build_id] * len(ids), pa.string()),

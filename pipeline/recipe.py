@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+import typing
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -38,10 +40,34 @@ Feature = Literal["Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing
 VOCAB_FILES = ("nouns.txt", "verbs.txt", "adjectives.txt")
 
 
+def _scalar(annotation: Any) -> type | None:
+    """int, float or bool, when a field holds one of them (or None): the types pydantic would coerce into."""
+    args = [a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    return args[0] if len(args) == 1 and args[0] in (int, float, bool) else None
+
+
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must never silently fall back to a default."""
+    """Unknown keys are errors: a typo must never silently fall back to a default. Nor is a value of the
+    wrong kind converted: ``count = true`` or ``count = "4"`` is an error, not 1 or 4."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            kind = _scalar(field.annotation)
+            if kind is None or key not in data:
+                continue
+            value = data[key]
+            wrong = (not isinstance(value, bool)) if kind is bool else isinstance(value, (bool, str))
+            if wrong:
+                what = "true or false" if kind is bool else "a number"
+                raise ValueError(f"{key}: must be {what}, not {value!r}")
+        return data
 
 
 # --- LLM backends -------------------------------------------------------------
@@ -83,6 +109,14 @@ class OpenAIBackendConfig(_Strict):
 
     kind: Literal["openai"] = "openai"
     base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlparse(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{v!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        return v
     model: str = Field(..., description="the model name the server expects")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (never logged)")
     max_concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at most")
@@ -428,10 +462,18 @@ class BaseRecipe(_Strict):
                                  f"({', '.join(rubric.numeric)})")
         return self
 
+    @field_validator("output_root", mode="before")
+    @classmethod
+    def _local_root(cls, v: Any) -> Any:
+        if isinstance(v, str) and "://" in v:
+            raise ValueError(f"{v!r} is a URL: builds are written to a local folder (copy the published "
+                             "dataset elsewhere with storage.publish_to)")
+        return v
+
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not a build name: use lowercase letters, digits, '.', '_' or '-' (at most 64)"
             )
@@ -463,9 +505,25 @@ class BaseRecipe(_Strict):
     def check_files(self, source: str) -> None:
         """Raise RecipeError for an input file the recipe names that does not exist (a kind checks its own
         files after these)."""
+        if self.output_root.exists() and not self.output_root.is_dir():
+            raise RecipeError(f"{source}: output_root: {self.output_root} is a file, not a folder")
         for i, e in enumerate(self.decontaminate.eval_sets):
             if not e.path.is_file():
                 raise RecipeError(f"{source}: decontaminate.eval_sets.{i}.path: no such file {e.path}")
+        for where, model in self.model_files():
+            if model.endswith(".gguf") and not Path(model).is_file():
+                raise RecipeError(f"{source}: {where}: no such model file {model}")
+
+    def model_files(self) -> list[tuple[str, str]]:
+        """(recipe key, model) of every model the build loads by name or path."""
+        found = [("publish.tokenizer", self.publish.tokenizer)] if self.publish.tokenizer else []
+        if self.fluency.enabled:
+            found.append(("fluency.model", self.fluency.model))
+        if self.difficulty.enabled:
+            found.append(("difficulty.ifd_model", self.difficulty.ifd_model))
+        if isinstance(self.backend, LlamaCppBackendConfig):
+            found.append(("backend.model", self.backend.model))
+        return found
 
     @property
     def build_id(self) -> str:
@@ -497,12 +555,23 @@ class TinyStoriesRecipe(BaseRecipe):
     def check_files(self, source: str) -> None:
         super().check_files(source)
         for name in VOCAB_FILES:
-            if not (self.generate.vocab_dir / name).is_file():
-                raise RecipeError(f"{source}: generate.vocab_dir: missing vocabulary file {self.generate.vocab_dir / name}")
+            _has_lines(self.generate.vocab_dir / name, f"{source}: generate.vocab_dir", "vocabulary file", "missing")
         if self.generate.exemplars and not self.generate.exemplars_path.is_file():
             raise RecipeError(f"{source}: generate.exemplars_path: no such file {self.generate.exemplars_path}")
-        if self.generate.sentence_fraction and not self.generate.sentences_path.is_file():
-            raise RecipeError(f"{source}: generate.sentences_path: no such file {self.generate.sentences_path}")
+        if self.generate.sentence_fraction:
+            _has_lines(self.generate.sentences_path, f"{source}: generate.sentences_path", "file")
+
+
+def _has_lines(path: Path, where: str, what: str, absent: str = "no such") -> None:
+    """RecipeError unless ``path`` is a UTF-8 text file with a line that is not blank or a comment."""
+    if not path.is_file():
+        raise RecipeError(f"{where}: {absent} {what} {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise RecipeError(f"{where}: {path} is not UTF-8 text") from None
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+        raise RecipeError(f"{where}: {path} is empty")
 
 
 # --- tinygsm ------------------------------------------------------------------
@@ -861,6 +930,10 @@ def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name
         raise RecipeError(f"{path}: not valid JSON: {exc}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to be a recipe") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a table of settings, not a {type(raw).__name__}")
     if name is not None:
         raw = {**raw, "name": name}
     if seed is not None:
@@ -875,10 +948,11 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe", base_dir: Path 
     kind = raw.get("kind")
     if kind is None:
         raise RecipeError(f"{source}: kind: missing (one of {', '.join(RECIPE_KINDS)})")
-    if kind not in RECIPE_KINDS:
+    if not isinstance(kind, str) or kind not in RECIPE_KINDS:
         raise RecipeError(f"{source}: kind: unknown recipe kind {kind!r} (one of {', '.join(RECIPE_KINDS)})")
     backend = raw.get("backend")
-    if isinstance(backend, dict) and backend.get("kind", "llamacpp") not in BACKEND_KINDS:
+    backend_kind = backend.get("kind", "llamacpp") if isinstance(backend, dict) else None
+    if isinstance(backend, dict) and (not isinstance(backend_kind, str) or backend_kind not in BACKEND_KINDS):
         raise RecipeError(
             f"{source}: backend.kind: unknown backend {backend['kind']!r} (one of {', '.join(BACKEND_KINDS)})"
         )
@@ -906,7 +980,10 @@ def _one_line(exc: ValidationError) -> str:
     else:
         msg = first["msg"].removeprefix("Value error, ")
         msg = re.sub(r"^Input should be", "must be", msg)
-        if "input" in first and not isinstance(first["input"], (dict, list)):
+        if keyed := re.match(r"^(\w+): (must be .*)$", msg):  # a section's own check of one of its keys
+            loc = keyed[1] if loc == "recipe" else f"{loc}.{keyed[1]}"
+            msg = keyed[2]
+        elif "input" in first and not isinstance(first["input"], (dict, list)):
             msg += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{loc}: {msg}{more}"

@@ -47,12 +47,12 @@ def upload_dataset(local: Path, url: str, options: dict[str, Any] | None = None)
     fs, root = _fs(url, options or {})
     manifest = json.loads((local / MANIFEST).read_text())
     remote_manifest = f"{root}/{MANIFEST}"
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST)
+    if _same_copy(fs, root, remote_manifest, manifest, local, files):
+        return url
     if fs.exists(remote_manifest):
-        with fs.open(remote_manifest, "rb") as f:
-            if json.load(f).get("fingerprint") == manifest.get("fingerprint"):
-                return url
-        fs.rm(remote_manifest)  # readers must not pair the old manifest with new shards
-    for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST):
+        fs.rm(remote_manifest)  # readers must not pair the old manifest with new or repaired shards
+    for path in files:
         target = f"{root}/{path.relative_to(local).as_posix()}"
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         fs.put_file(str(path), target)
@@ -60,6 +60,27 @@ def upload_dataset(local: Path, url: str, options: dict[str, Any] | None = None)
             raise OSError(f"{target}: upload incomplete ({fs.size(target)} of {path.stat().st_size} bytes)")
     fs.put_file(str(local / MANIFEST), remote_manifest)
     return url
+
+
+def _remote_size(fs: fsspec.AbstractFileSystem, path: str) -> int | None:
+    try:
+        return int(fs.size(path))
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _same_copy(fs: fsspec.AbstractFileSystem, root: str, remote_manifest: str, manifest: dict[str, Any],
+               local: Path, files: list[Path]) -> bool:
+    """Whether the copy at ``root`` is this dataset, whole: its manifest has this fingerprint and every
+    file is there at its size (a damaged copy, a shard truncated or removed, is repaired, not trusted)."""
+    try:
+        with fs.open(remote_manifest, "rb") as f:
+            remote = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(remote, dict) or remote.get("fingerprint") != manifest.get("fingerprint"):
+        return False
+    return all(_remote_size(fs, f"{root}/{p.relative_to(local).as_posix()}") == p.stat().st_size for p in files)
 
 
 def pull_cache(cache: ResponseCache, url: str, options: dict[str, Any] | None = None) -> int:

@@ -98,6 +98,25 @@ def open_dataset(path: str | Path) -> VerifiedDataset:
     return VerifiedDataset(root, manifest)
 
 
+def intact_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The manifest of a dataset folder whose files are all there at the sizes it says, with nothing
+    unlisted beside them (a look at the folder, no file read); None when anything is off. What a build
+    checks before it reuses its own published dataset: a damaged one is published again, never reused."""
+    try:
+        ds = open_dataset(path)
+    except (IntegrityError, OSError):
+        return None
+    folder = _folder(ds.path)
+    for rel, (size, _) in listed_files(ds.manifest, str(ds.path)).items():
+        try:
+            real = folder.path(rel)
+            if size is not None and folder.size(real) != size:
+                return None
+        except (IntegrityError, OSError):
+            return None
+    return ds.manifest
+
+
 def verify_dataset(path: str | Path) -> VerifiedDataset:
     """Check the whole folder against its manifest: it lists every file in it; every file it lists is
     inside the folder and a regular file; every shard's size, sha256 and rows match and it decodes

@@ -34,6 +34,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import UserError
+
 STAGE_META = "_stage.json"
 
 
@@ -55,14 +57,22 @@ class StageResult:
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    df.write_parquet(tmp, compression="zstd")
-    os.replace(tmp, path)
+    try:
+        df.write_parquet(tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -124,10 +134,21 @@ def _glibc() -> ctypes.CDLL | None:
 _libc = _glibc()
 
 
+def _intact(path: Path, rows: object) -> bool:
+    """Whether a stage's table is there with the rows its meta says: its footer is read, not its data."""
+    try:
+        return pq.read_metadata(path).num_rows == rows
+    except (OSError, pa.ArrowException):
+        return False
+
+
 class BuildDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.stages = self.root / "stages"
+        for path in (self.root, self.stages):
+            if path.exists() and not path.is_dir():
+                raise UserError(f"{path}: a file where a build's folder should be; move it away")
 
     def stage_path(self, name: str) -> Path:
         return self.stages / name
@@ -137,12 +158,12 @@ class BuildDir:
         meta_path = self.stage_path(name) / STAGE_META
         try:
             meta = json.loads(meta_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return None
-        if meta.get("fingerprint") != fingerprint:
+        if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint or not isinstance(meta.get("rows"), dict):
             return None
-        if not all((self.stage_path(name) / f"{t}.parquet").is_file() for t in meta["rows"]):
-            return None
+        if not all(_intact(self.stage_path(name) / f"{t}.parquet", rows) for t, rows in meta["rows"].items()):
+            return None  # a table was removed or damaged since: the stage runs again
         return StageResult(name, fingerprint, self.stage_path(name), meta["rows"], meta.get("stats", {}),
                            meta.get("seconds", 0.0), skipped=True)
 
@@ -154,17 +175,21 @@ class BuildDir:
         self.stages.mkdir(parents=True, exist_ok=True)
         tmp = self.stages / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        rows = {}
-        for table, df in tables.items():
-            if isinstance(df, pl.DataFrame):
-                df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
-                rows[table] = df.height
-            else:
-                rows[table] = write_parquet_slices(df, tmp / f"{table}.parquet")
-        meta = {"stage": name, "fingerprint": fingerprint, "rows": rows, "stats": stats, "seconds": seconds,
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_json_atomic(meta, tmp / STAGE_META)
-        replace_dir(tmp, self.stage_path(name))
+        try:
+            rows = {}
+            for table, df in tables.items():
+                if isinstance(df, pl.DataFrame):
+                    df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
+                    rows[table] = df.height
+                else:
+                    rows[table] = write_parquet_slices(df, tmp / f"{table}.parquet")
+            meta = {"stage": name, "fingerprint": fingerprint, "rows": rows, "stats": stats, "seconds": seconds,
+                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            write_json_atomic(meta, tmp / STAGE_META)
+            replace_dir(tmp, self.stage_path(name))
+        except BaseException:  # a full disk, an interrupt: the stage is not written, and nothing of it is left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         release_memory()
         return StageResult(name, fingerprint, self.stage_path(name), rows, stats, seconds)
 

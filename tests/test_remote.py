@@ -28,10 +28,17 @@ def test_upload_copies_every_file_and_the_manifest_last(tmp_path: Path) -> None:
     for name in files:
         assert fs.cat_file(f"/bucket/datasets/t/{name}") == (local / name).read_bytes()
 
-    # an identical dataset is not copied again; a changed one replaces the manifest
-    fs.rm("/bucket/datasets/t/README.md")
+    # an identical, whole copy is not copied again; a damaged one (a file gone, a shard cut short) is
+    # repaired; a changed dataset replaces the manifest
+    created = {n: fs.info(f"/bucket/datasets/t/{n}")["created"] for n in files}
     upload_dataset(local, url)
-    assert not fs.exists("/bucket/datasets/t/README.md")
+    assert {n: fs.info(f"/bucket/datasets/t/{n}")["created"] for n in files} == created
+    fs.rm("/bucket/datasets/t/README.md")
+    shard = next(n for n in files if n.startswith("data/"))
+    fs.pipe_file(f"/bucket/datasets/t/{shard}", fs.cat_file(f"/bucket/datasets/t/{shard}")[:100])
+    upload_dataset(local, url)
+    for name in files:
+        assert fs.cat_file(f"/bucket/datasets/t/{name}") == (local / name).read_bytes(), name
     republished = publish(tmp_path / "again", seed=4)
     manifest = json.loads((republished / "manifest.json").read_text())
     manifest["fingerprint"] = "other"

@@ -15,17 +15,20 @@ this layer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from pipeline.errors import UserError
 from pipeline.llm.types import Backend, ChatRequest, Completion, OnDone
 
 _SCHEMA = """
@@ -62,31 +65,63 @@ def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
 
 
 COMMIT_EVERY_S = 0.5
+LOCK_TIMEOUT_S = float(os.environ.get("TINYFORGE_CACHE_LOCK_TIMEOUT_S", "60"))  # how long a locked file is waited for
 ROW_COLUMNS = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
                "request_json", "created_at")
 
 
+class CacheError(UserError):
+    """The response cache's file cannot be used as it is: damaged, read-only, locked, or its disk full."""
+
+
+def _why(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"locked by another process for {LOCK_TIMEOUT_S:g} s (another build on this output root?); "
+                "run again when it has finished")
+    if "readonly" in text or "read-only" in text:
+        return "read-only; make it (and its folder) writable"
+    if "full" in text:
+        return "its disk is full; free some space and run again (what it holds is kept)"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return ("damaged (" + text + "); move it aside to start an empty one: its completions would be asked "
+                "for again")
+    return text
+
+
 class ResponseCache:
-    """Completions by key, in one SQLite file. Safe to share between threads."""
+    """Completions by key, in one SQLite file. Safe to share between threads. Every failure of the file
+    itself is a one-line :class:`CacheError` naming it."""
 
     def __init__(self, path: str | Path):
         self._last_commit = time.monotonic()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"{self.path.parent}: cannot hold the response cache ({exc.strerror})") from None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # A key index of a million builds' rows outgrows SQLite's 2 MB default page cache, and every insert
-        # of a random key then reads pages back: 64 MB keeps ~1.5M keys' index in memory.
-        self._db.execute("PRAGMA cache_size=-65536")
-        self._db.execute(_SCHEMA)
-        self._db.execute(_SEGMENTS)
-        self._db.commit()
+        with self._errors():
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=LOCK_TIMEOUT_S)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            # A key index of a million builds' rows outgrows SQLite's 2 MB default page cache, and every insert
+            # of a random key then reads pages back: 64 MB keeps ~1.5M keys' index in memory.
+            self._db.execute("PRAGMA cache_size=-65536")
+            self._db.execute(_SCHEMA)
+            self._db.execute(_SEGMENTS)
+            self._db.commit()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.path}: the response cache is {_why(exc)}") from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
-        with self._lock:
+        with self._lock, self._errors():
             for start in range(0, len(keys), 500):  # SQLite caps bound parameters
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
@@ -110,14 +145,14 @@ class ResponseCache:
         now = time.time()
         rows = [(key, model_id, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, request_json, now)
                 for key, i, c in zip(keys, request.sample_indices, completions, strict=True)]
-        with self._lock:
+        with self._lock, self._errors():
             self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?)", rows)
             if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
                 self._commit()
 
     def flush(self) -> None:
         """Commit what is stored (a batch's end; :meth:`close` does it too)."""
-        with self._lock:
+        with self._lock, self._errors():
             self._commit()
 
     def _commit(self) -> None:
@@ -126,7 +161,7 @@ class ResponseCache:
 
     def export_rows(self, keys: Sequence[str]) -> list[dict[str, object]]:
         """The stored rows for these keys, as plain dicts (e.g. to ship real completions as test fixtures)."""
-        with self._lock:
+        with self._lock, self._errors():
             rows = [self._db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM completions WHERE key = ?", (k,)).fetchone()
                     for k in keys]
         return [dict(zip(ROW_COLUMNS, r, strict=True)) for r in rows if r is not None]
@@ -135,7 +170,7 @@ class ResponseCache:
         """Store rows made by :meth:`export_rows`, keys as they are; a key this cache already holds keeps
         its own completion (what this machine generated, and perhaps published, is never replaced).
         Returns how many rows were new."""
-        with self._lock:
+        with self._lock, self._errors():
             before = self._db.total_changes
             self._db.executemany("INSERT OR IGNORE INTO completions VALUES (?,?,?,?,?,?,?,?,?)",
                                  [tuple(r[c] for c in ROW_COLUMNS) for r in rows])
@@ -144,26 +179,26 @@ class ResponseCache:
 
     def rows_since(self, t: float) -> list[dict[str, object]]:
         """Rows stored at or after time ``t`` (what a run added, to share with other machines)."""
-        with self._lock:
+        with self._lock, self._errors():
             keys = [k for (k,) in self._db.execute("SELECT key FROM completions WHERE created_at >= ?", (t,))]
         return self.export_rows(keys)
 
     # Which segments of a shared cache (pipeline.remote) this file already holds.
     def seen_segments(self, url: str) -> set[str]:
-        with self._lock:
+        with self._lock, self._errors():
             return {n for (n,) in self._db.execute("SELECT name FROM remote_segments WHERE url = ?", (url,))}
 
     def mark_segment(self, url: str, name: str) -> None:
-        with self._lock:
+        with self._lock, self._errors():
             self._db.execute("INSERT OR IGNORE INTO remote_segments VALUES (?, ?)", (url, name))
             self._db.commit()
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, self._errors():
             return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._errors():
             self._db.commit()
             self._db.close()
 
