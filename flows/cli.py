@@ -77,7 +77,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                       # flow keeps what is left of --wait (at least a few seconds), not a fixed 5 s.
                       wait_for_lock=max(5.0, args.wait - (time.monotonic() - started)))
     if log.written:
-        print(f"tinyforge: errors were logged during the build: {log.path}", flush=True)
+        print(f"tinyforge: errors were logged during the build: {log.written}", flush=True)
     usage = result["run_usage"]
     splits = ", ".join(f"{k}: {v} rows" for k, v in result["splits"].items())
     print(

@@ -10,11 +10,13 @@ Prefect UI still gets every record through Prefect's own API handler.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+_FORMAT = logging.Formatter("%(asctime)s | %(levelname)s | %(name)s - %(message)s")
 
 
 def _about_a_failure(record: logging.LogRecord) -> bool:
@@ -26,26 +28,22 @@ def _about_a_failure(record: logging.LogRecord) -> bool:
 
 class FailureLog(logging.Filter):
     """While installed (a context manager), the console handlers of the root logger pass on every
-    record but those about a failure, which are written to ``folder/<time>.log`` (made on the first)."""
+    record but those about a failure. Those are kept and written when the block ends, to
+    ``folder/failed-<time>.log``, or to the temporary directory when the folder cannot take them (a full
+    disk is one of the failures the log must survive); an exception leaving the block is told where."""
 
     def __init__(self, folder: Path):
         super().__init__()
         self.path = folder / time.strftime("failed-%Y%m%dT%H%M%SZ.log", time.gmtime())
-        self._file: logging.FileHandler | None = None
+        self.fallback = Path(tempfile.gettempdir()) / f"tinyforge-{folder.parent.name}-{self.path.name}"
+        self.lines: list[str] = []
         self._consoles: list[logging.Handler] = []
-
-    @property
-    def written(self) -> bool:
-        return self._file is not None
+        self.written: Path | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not _about_a_failure(record):
             return True
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = logging.FileHandler(self.path, encoding="utf-8")
-            self._file.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s - %(message)s"))
-        self._file.handle(record)
+        self.lines.append(_FORMAT.format(record))
         return False
 
     def __enter__(self) -> FailureLog:
@@ -58,7 +56,16 @@ class FailureLog(logging.Filter):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for handler in self._consoles:
             handler.removeFilter(self)
-        if self._file is not None:
-            self._file.close()
-            if exc is not None:
-                exc.add_note(f"details: {self.path}")
+        if not self.lines:
+            return
+        for path in (self.path, self.fallback):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
+            except OSError:
+                path.unlink(missing_ok=True)
+                continue
+            self.written = path
+            break
+        if exc is not None and self.written is not None:
+            exc.add_note(f"details: {self.written}")

@@ -553,8 +553,10 @@ def publish_stage(
     out = build.root / "dataset"
     fp = declared_fingerprint(recipe, "publish", PUBLISH_VERSION, PUBLISH_READS, **{
         "in": [s.fingerprint for s in stages], "build_id": recipe.build_id, "schema": schema.document})
-    if (manifest := intact_manifest(out)) is not None and manifest.get("fingerprint") == fp:
-        return Published(out, manifest), True
+    indexed = not (recipe.dedup.enabled and recipe.dedup.cross_build) or PublishedIndex(
+        recipe.output_root, recipe.kind, recipe.dedup.num_perm, recipe.dedup.ngram).has(recipe.name)
+    if indexed and (manifest := intact_manifest(out)) is not None and manifest.get("fingerprint") == fp:
+        return Published(out, manifest), True  # (a missing or damaged index entry is made by publishing again)
 
     # The published records are made a chunk at a time (projected, validated, tokenized) into a scratch
     # Parquet file beside the dataset; the report reads them through a view that makes dicts on demand,

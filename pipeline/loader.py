@@ -382,7 +382,13 @@ class ShardDataset(IterableDataset):
         """The whole split (its ``columns``), every shard checked against the manifest first, in the
         manifest's order: for a consumer that wants the table, not a stream (a mix build)."""
         tables = [self._read(shard) for shard in self.shards]
-        return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.null()) for c in self.columns})
+        if not tables:
+            return pa.table({c: pa.array([], pa.null()) for c in self.columns})
+        try:
+            return pa.concat_tables(tables)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise IntegrityError(f"{self.source}: split {self.split!r}: its shards have different columns "
+                                 f"({str(exc).splitlines()[0]})") from None
 
     def _url(self, rel: str) -> str:
         return self.folder.url(rel)

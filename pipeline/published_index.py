@@ -68,7 +68,7 @@ class PublishedIndex:
     def _read(self, path: Path) -> pl.DataFrame:
         try:
             return pl.read_parquet(path, columns=["id", "build_id", "signature"])
-        except (pl.exceptions.PolarsError, OSError) as exc:
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
             raise UserError(f"{path}: a damaged entry of the cross-build index ({str(exc).splitlines()[0]}); "
                             f"remove it: build {path.stem!r} registers again the next time it publishes") from None
 
@@ -97,6 +97,10 @@ class PublishedIndex:
         pq.write_table(table.replace_schema_metadata({"tinyforge.content": content}), tmp, compression="zstd")
         os.replace(tmp, final)
         return final
+
+    def has(self, name: str) -> bool:
+        """Whether build ``name`` has an entry that can be read (its footer, at least)."""
+        return _content(self.dir / f"{name}.parquet") is not None
 
     def size(self, exclude: str | None = None) -> int:
         return sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in self._files(exclude))

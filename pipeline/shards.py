@@ -51,7 +51,15 @@ class VerifiedDataset:
         folder = _folder(self.path)
         tables = [decode(folder.read(s["path"], s["bytes"], s["sha256"]), folder.url(s["path"]), s["rows"])
                   for s in self.shards(split)]
+        return concat_shards(tables, f"{self.path}: split {split!r}")
+
+
+def concat_shards(tables: list[pa.Table], where: str) -> pa.Table:
+    """A split's shards as one table; shards whose columns disagree are an IntegrityError, not Arrow's."""
+    try:
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise IntegrityError(f"{where}: its shards have different columns ({str(exc).splitlines()[0]})") from None
 
 
 def _folder(root: Path) -> DatasetFolder:
@@ -124,11 +132,16 @@ def verify_dataset(path: str | Path) -> VerifiedDataset:
     ds = open_dataset(path)
     folder = _folder(ds.path)
     shards = set()
-    for meta in ds.manifest["splits"].values():
+    for name, meta in ds.manifest["splits"].items():
+        schema = None
         for shard in meta["shards"]:
             shards.add(shard["path"])
-            decode(folder.read(shard["path"], shard["bytes"], shard["sha256"]), folder.url(shard["path"]),
-                   shard["rows"])
+            table = decode(folder.read(shard["path"], shard["bytes"], shard["sha256"]), folder.url(shard["path"]),
+                           shard["rows"])
+            if schema is not None and not table.schema.equals(schema, check_metadata=False):
+                raise IntegrityError(f"{folder.url(shard['path'])}: its columns differ from those of the other "
+                                     f"shards of split {name!r} (the shards have different columns)")
+            schema = table.schema
     for rel, (_, sha256) in listed_files(ds.manifest, str(ds.path)).items():
         if rel in shards:
             continue

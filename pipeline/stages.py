@@ -18,7 +18,9 @@ resumes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -55,10 +57,29 @@ class StageResult:
         return d
 
 
+@contextlib.contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """Writing ``path``: a failure on a full disk is an OSError(ENOSPC) naming it, whatever the writer made
+    of it (polars reports one as "Invalid thrift: transport error")."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        try:
+            full = os.statvfs(path.parent).f_bavail == 0
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+
+
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        df.write_parquet(tmp, compression="zstd")
+        with disk_errors(tmp):
+            df.write_parquet(tmp, compression="zstd")
         os.replace(tmp, path)
     except BaseException:  # a full disk, an interrupt: no half-written file is left behind
         tmp.unlink(missing_ok=True)
@@ -178,11 +199,12 @@ class BuildDir:
         try:
             rows = {}
             for table, df in tables.items():
-                if isinstance(df, pl.DataFrame):
-                    df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
-                    rows[table] = df.height
-                else:
-                    rows[table] = write_parquet_slices(df, tmp / f"{table}.parquet")
+                with disk_errors(tmp / f"{table}.parquet"):
+                    if isinstance(df, pl.DataFrame):
+                        df.write_parquet(tmp / f"{table}.parquet", compression="zstd")
+                        rows[table] = df.height
+                    else:
+                        rows[table] = write_parquet_slices(df, tmp / f"{table}.parquet")
             meta = {"stage": name, "fingerprint": fingerprint, "rows": rows, "stats": stats, "seconds": seconds,
                     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             write_json_atomic(meta, tmp / STAGE_META)

@@ -131,6 +131,63 @@ def parquet_bomb(ds: Path) -> None:
     save(ds, m)
 
 
+def edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(ds: Path) -> None:
+        m = manifest(ds)
+        change(m)
+        save(ds, m)
+    return apply
+
+
+def truncated_shard(ds: Path) -> None:
+    path = ds / first_train(ds)["path"]
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def another_schema(ds: Path) -> None:
+    """The last train shard rewritten with its story column as numbers, the manifest updated to match."""
+    m = manifest(ds)
+    shard = m["splits"]["train"]["shards"][-1]
+    path = ds / shard["path"]
+    table = pq.read_table(path)
+    table = table.set_column(table.schema.get_field_index("story"), "story", pa.array(range(table.num_rows)))
+    pq.write_table(table, path)
+    shard["bytes"], shard["sha256"] = path.stat().st_size, file_sha256(path)
+    save(ds, m)
+
+
+def deep_manifest(ds: Path) -> None:
+    (ds / "manifest.json").write_text('{"format": "tinyforge.dataset", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+MANIFEST_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "no splits": (edit_manifest(lambda m: m.pop("splits")), "no splits"),
+    "no sha256": (edit_manifest(lambda m: m["splits"]["train"]["shards"][0].pop("sha256")), "lacks a path"),
+    "a null path": (edit_manifest(lambda m: m["splits"]["train"]["shards"][0].update(path=None)), "lacks a path"),
+    "a row count as text": (edit_manifest(lambda m: m["splits"]["train"]["shards"][0].update(rows="6")),
+                            "lacks a path, a row count"),
+    "format_version 999": (edit_manifest(lambda m: m.update(format_version=999)), "newer than this tinyforge reads"),
+    "100,000-deep JSON": (deep_manifest, "nested too deeply"),
+    "a truncated shard": (truncated_shard, "bytes, manifest says|not a readable Parquet file"),
+    "a shard with another schema": (another_schema, "different columns"),
+}
+
+
+@pytest.mark.parametrize("name", MANIFEST_DAMAGE)
+def test_a_damaged_manifest_or_shard_is_one_line_for_every_reader(pristine: Path, tmp_path: Path,
+                                                                    name: str) -> None:
+    ds = tmp_path / "dataset"
+    shutil.copytree(pristine, ds)
+    damage, says = MANIFEST_DAMAGE[name]
+    damage(ds)
+    readers = [lambda: verify_dataset(ds), lambda: read_split(ds, "train"),
+               lambda: ShardDataset(ds, "train", shuffle=False).read_table()]
+    for read in readers:
+        with pytest.raises(IntegrityError, match=says) as info:
+            read()
+        assert "\n" not in str(info.value)
+
+
 ATTACKS: dict[str, tuple[Callable[[Path], None], str]] = {
     "a relative path out of the folder": (relative_escape, "only paths inside the dataset folder"),
     "an absolute path": (absolute_path, "only paths inside the dataset folder"),

@@ -65,7 +65,7 @@ def request_key(model_id: str, request: ChatRequest, sample_index: int) -> str:
 
 
 COMMIT_EVERY_S = 0.5
-LOCK_TIMEOUT_S = float(os.environ.get("TINYFORGE_CACHE_LOCK_TIMEOUT_S", "60"))  # how long a locked file is waited for
+LOCK_TIMEOUT_ENV = "TINYFORGE_CACHE_LOCK_TIMEOUT_S"  # how long a locked file is waited for (default 60 s)
 ROW_COLUMNS = ("key", "model_id", "sample_index", "text", "finish_reason", "prompt_tokens", "completion_tokens",
                "request_json", "created_at")
 
@@ -74,10 +74,16 @@ class CacheError(UserError):
     """The response cache's file cannot be used as it is: damaged, read-only, locked, or its disk full."""
 
 
-def _why(exc: sqlite3.Error) -> str:
+def _lock_timeout() -> float:
+    return float(os.environ.get(LOCK_TIMEOUT_ENV, "60"))
+
+
+def _why(exc: sqlite3.Error, path: Path) -> str:
     text = str(exc)
+    if "unable to open" in text and not os.access(path.parent, os.W_OK):
+        text = "readonly"  # SQLite cannot make its journal beside a file in a folder it may not write
     if "locked" in text or "busy" in text:
-        return (f"locked by another process for {LOCK_TIMEOUT_S:g} s (another build on this output root?); "
+        return (f"locked by another process for {_lock_timeout():g} s (another build on this output root?); "
                 "run again when it has finished")
     if "readonly" in text or "read-only" in text:
         return "read-only; make it (and its folder) writable"
@@ -102,7 +108,7 @@ class ResponseCache:
             raise CacheError(f"{self.path.parent}: cannot hold the response cache ({exc.strerror})") from None
         self._lock = threading.Lock()
         with self._errors():
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=LOCK_TIMEOUT_S)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=_lock_timeout())
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             # A key index of a million builds' rows outgrows SQLite's 2 MB default page cache, and every insert
@@ -117,7 +123,7 @@ class ResponseCache:
         try:
             yield
         except sqlite3.Error as exc:
-            raise CacheError(f"{self.path}: the response cache is {_why(exc)}") from None
+            raise CacheError(f"{self.path}: the response cache is {_why(exc, self.path)}") from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
