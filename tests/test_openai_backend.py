@@ -269,9 +269,12 @@ def test_a_backend_out_of_retries_fails_the_build_and_keeps_what_was_generated(
         failed = subprocess.run([tinyforge, "build", str(recipe)], env=env, capture_output=True, text=True,
                                 timeout=300)
         assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-2000:]
-        assert failed.stderr.strip().splitlines()[-1] == (
+        last = failed.stderr.strip().splitlines()[-1]
+        assert last.startswith(
             f"tinyforge: backend {model_id}: a request failed 3 times (last: {kind}); "
-            "finished completions are cached: run the same command to resume")
+            "finished completions are cached: run the same command to resume (details: "), last
+        assert "Traceback" not in failed.stderr  # Prefect's tracebacks went to the log the line names
+        assert "BackendFailed" in Path(last.rsplit("details: ", 1)[1].rstrip(")")).read_text()
         assert proxy.injected[fault] == 3 and proxy.forwarded == 2  # story 3: the first try and 2 retries
         # nothing published; what was generated is kept: batch 0 is finished, its completions are cached
         assert not (out / "flaky" / "dataset").exists()

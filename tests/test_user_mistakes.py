@@ -206,6 +206,21 @@ def test_a_damaged_cross_build_index_entry_is_named(built: Path, tmp_path: Path,
     assert pq.read_metadata(entry).num_rows > 0
 
 
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("eval.jsonl", b"\xff\xfe not utf-8", "not UTF-8 text"),
+    ("eval.parquet", b"PAR1 not parquet", "not a readable Parquet file"),
+    ("eval.jsonl", b'{"question": "ok"}\n[1, 2]\n', "eval.jsonl:2: not a JSON object line"),
+])
+def test_an_evaluation_file_that_cannot_be_read_is_one_line(tmp_path: Path, server: str, name: str, content: bytes,
+                                                             says: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    recipe = instant_recipe(tmp_path, server)
+    recipe.write_text(recipe.read_text() + f'[[decontaminate.eval_sets]]\npath = "{tmp_path / name}"\n')
+    with pytest.raises(UserError, match=says) as info:
+        run_build(load_recipe(recipe))
+    assert "\n" not in str(info.value)
+
+
 def test_builds_and_inspect_show_a_damaged_build_beside_the_others(built: Path, tmp_path: Path, server: str,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     copy_of(built, tmp_path, server)
