@@ -23,7 +23,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -76,15 +76,11 @@ def serving(command: list[str], url: str, name: str, startup_s: float, cwd: str 
 PLAN = {1: "429", 4: "500", 6: "hang", 9: "cut", 12: "malformed", 15: "429", 17: "500", 20: "malformed"}
 
 
-class FaultProxy:
-    """HTTP/1.1 proxy on 127.0.0.1 injecting faults by plan; counts what it did."""
+class _ServerThread:
+    """An asyncio server on 127.0.0.1, in a thread of its own, for the length of a ``with`` block;
+    a subclass answers connections in ``_handle``."""
 
-    def __init__(self, upstream: str, plan: dict[int, str] | None = None, hang_s: float = 8.0, every: int = 24):
-        self.upstream = upstream.rstrip("/")
-        self.plan, self.hang_s, self.every = plan or PLAN, hang_s, every
-        self.injected: Counter[str] = Counter()
-        self.forwarded = 0
-        self._count = 0
+    def __init__(self) -> None:
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -93,7 +89,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -104,8 +100,29 @@ class FaultProxy:
         self._thread.join(10)
 
     async def _start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=300)
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FaultProxy(_ServerThread):
+    """HTTP/1.1 proxy on 127.0.0.1 injecting faults by plan; counts what it did."""
+
+    def __init__(self, upstream: str, plan: dict[int, str] | None = None, hang_s: float = 8.0, every: int = 24):
+        super().__init__()
+        self.upstream = upstream.rstrip("/")
+        self.plan, self.hang_s, self.every = plan or PLAN, hang_s, every
+        self.injected: Counter[str] = Counter()
+        self.forwarded = 0
+        self._count = 0
+
+    async def _start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=300)
+        await super()._start()
 
     async def _stop(self) -> None:
         self._server.close()
@@ -167,38 +184,16 @@ class FaultProxy:
 Answer = tuple[int, dict[str, str], bytes]
 
 
-class ScriptedServer:
+class ScriptedServer(_ServerThread):
     """An OpenAI-compatible chat endpoint on 127.0.0.1 whose replies a test writes: ``answer(body, k)``
     gets each request's JSON body and how many requests with the same messages came before it, and
     returns (status, headers, body bytes). It speaks real HTTP/1.1 (keep-alive, Content-Length), so
     the client's own transport, decompression and parsing run as against any server."""
 
     def __init__(self, answer: Callable[[dict[str, Any], int], Answer]):
+        super().__init__()
         self.answer = answer
         self.requests: Counter[str] = Counter()
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _stop(self) -> None:
-        self._server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
