@@ -104,20 +104,45 @@ def test_the_embedded_judge_grades_every_story_and_thresholds_reject_with_the_sc
     report = (ds.path / "report.md").read_text()
     assert "## Judge" in report and "| consistency |" in report and "plots/judge_grammar.png" in report
 
-    # A threshold at the best consistency score any story got: the same verdicts (from the cache), and
-    # exactly the stories below it rejected, each with its scores.
-    best = rows[column("consistency")].max()
-    scores = dict(zip(rows["id"], rows[column("consistency")], strict=True))
-    outcome = _build(judged_recipe(tmp_path, f"[judge.min]\nconsistency = {best}\n"))
+    # The embedded judge gives every story much the same score, so a threshold over its own verdicts
+    # would reject none. The verdicts in the cache are replaced with known ones (consistency 2, 4, 6, 8
+    # by story id): a threshold of 5 must then reject exactly the two stories below it, from the cache.
+    want = give_verdicts(tmp_path / "out", rows)
+    outcome = _build(judged_recipe(tmp_path, "[judge.min]\nconsistency = 5\n"))
     ds = verify_dataset(outcome.published.path)
     judge = next(s for s in ds.manifest["stages"] if s["name"] == "judge")["stats"]
     assert judge["usage"]["model_calls"] == 0 and judge["usage"]["cache_hits"] == 4
     kept = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet").filter(pl.col("stage") == "judge")
-    assert set(kept["id"]) == {i for i, x in scores.items() if x >= best}
-    assert set(rejected["id"]) == {i for i, x in scores.items() if x < best}
+    assert set(kept["id"]) == {i for i, x in want.items() if x >= 5} and len(kept) == 2
+    assert dict(zip(kept["id"], kept[column("consistency")], strict=True)) == {i: x for i, x in want.items() if x >= 5}
+    assert set(rejected["id"]) == {i for i, x in want.items() if x < 5} and len(rejected) == 2
     for i, reason, detail in rejected.select("id", "reason", "detail").iter_rows():
-        assert reason == "judge:consistency" and detail.startswith(f"consistency {scores[i]} < {best}; grammar=")
+        assert reason == "judge:consistency"
+        assert detail == f"consistency {want[i]} < 5; grammar=6 creativity=6 consistency={want[i]} age_group=C"
+
+
+def give_verdicts(output_root: Path, rows: pl.DataFrame) -> dict[str, int]:
+    """Rewrite the cached judge replies of the stories in ``rows``: consistency 2, 4, 6, 8 in id order, the
+    other criteria 6, 6 and C. Returns {id: consistency}."""
+    import sqlite3
+
+    from pipeline.llm import cache_path
+
+    stories = dict(zip(rows["id"], rows["story"], strict=True))
+    want = {i: 2 + 2 * k for k, i in enumerate(sorted(stories))}
+    db = sqlite3.connect(cache_path(output_root))
+    replaced = 0
+    for key, request in db.execute("SELECT key, request_json FROM completions").fetchall():
+        judged = [i for i, story in stories.items() if json.dumps(story)[1:-1] in request and "consistency" in request]
+        if len(judged) == 1:
+            verdict = {"grammar": 6, "creativity": 6, "consistency": want[judged[0]], "age_group": "C"}
+            db.execute("UPDATE completions SET text = ? WHERE key = ?", (json.dumps(verdict), key))
+            replaced += 1
+    db.commit()
+    db.close()
+    assert replaced == len(stories)
+    return want
 
 
 @pytest.mark.slow
