@@ -171,9 +171,10 @@ class _NoSandbox:
 
 
 def preload_evolution(recipe_path: str | Path, parent: dict[str, Any], round_: int, evolution: str,
-                      response: str | None = None, solutions: list[str] | None = None) -> None:
+                      response: str | None = None, solutions: list[str] | None = None) -> dict[str, Any]:
     """Store the evolver's reply for ``parent`` in ``round_`` and the responder's answer to it:
-    ``response`` for a general pool, or the k sampled ``solutions`` for a math pool."""
+    ``response`` for a general pool, or the k sampled ``solutions`` for a math pool. Returns the evolved
+    record, as the build's next round takes it as a parent (preload its round with it)."""
     from pipeline.evol.build import _settings
     from pipeline.evol.evolve import MathGate, evolve_batch
     from pipeline.solving import Rule
@@ -188,9 +189,10 @@ def preload_evolution(recipe_path: str | Path, parent: dict[str, Any], round_: i
     replies = iter([[evolution], solutions if solutions is not None else [response]])
     backend = ScriptedBackend(embedded_model_id(recipe.backend.model), lambda call, r: next(replies))
     node = {"root_id": parent["id"], "round": round_ - 1, **parent}
-    rejected = evolve_batch([node], round_, _settings(recipe), backend, backend, math).rejected
-    assert not rejected and len(backend.recorded) == 2, f"the preloaded evolution was eliminated: {rejected}"
+    evolved = evolve_batch([node], round_, _settings(recipe), backend, backend, math)
+    assert not evolved.rejected and len(backend.recorded) == 2, f"the preloaded evolution was eliminated: {evolved.rejected}"
     store(recipe, backend)
+    return evolved.survivors[0]
 
 
 def import_rows(output_root: str | Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from flows.cli import main
 from pipeline.evol.operations import OPERATIONS
+from pipeline.llm.types import derive_seed
+from pipeline.recipe import load_recipe
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO
 from tests.replay import preload_evolution
@@ -62,12 +64,15 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
     recipe = demo_recipe(tmp_path, **{"limit = 24": "limit = 8", "rounds = 4": "rounds = 2",
                                       "batch_size = 24": "batch_size = 4",
                                       str(REPO / "data" / "seeds" / "instructions.jsonl"): str(tmp_path / "seeds.jsonl")})
+    first_round = {}
     for line in chosen:
         seed = json.loads(line)
         if seed["id"] in WRITTEN:
-            preload_evolution(recipe, seed, 1, *WRITTEN[seed["id"]])
+            first_round[seed["id"]] = preload_evolution(recipe, seed, 1, *WRITTEN[seed["id"]])
+    # and one of those evolves again in round 2 as written: a round-2 record whatever the model writes
+    second = preload_evolution(recipe, first_round["inst-018"], 2, *WRITTEN_ROUND_2)
     result = evolve_flow(recipe_path=str(recipe))
-    assert result["run_usage"]["cache_hits"] == 4  # both evolutions and both responses were preloaded
+    assert result["run_usage"]["cache_hits"] == 6  # three evolutions and their responses were preloaded
     assert result["run_usage"]["model_calls"] >= 6 + 8  # the model evolved the rest, in both rounds
     ds = verify_dataset(result["dataset"])
     rows = read_split(ds.path, "train")
@@ -91,8 +96,11 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
     by_id = {r["id"]: r for r in evolved.iter_rows(named=True)}
     round_1 = evolved.filter(pl.col("round") == 1)
     assert replayed <= set(round_1["root_id"])  # the replayed evolutions survived round 1
-    assert rows.height >= 1
-    for r in rows.iter_rows(named=True):
+    # the preloaded round-2 evolution is there, child of the preloaded round-1 one, which is seed inst-018's
+    assert by_id[second["id"]]["round"] == 2 and by_id[second["id"]]["parent_id"] == first_round["inst-018"]["id"]
+    assert by_id[first_round["inst-018"]["id"]]["parent_id"] == "inst-018"
+    recipe_seed = load_recipe(recipe).seed
+    for r in evolved.iter_rows(named=True):  # every survivor of both rounds: both lineage branches always run
         assert r["root_id"] in seeds and r["operation"] in OPERATIONS and r["round"] in (1, 2)
         assert r["evolver_model"].startswith("llamacpp/SmolLM2-135M") and r["responder_model"] == r["evolver_model"]
         assert r["verification"] == "not_applicable" and r["answer"] is None and r["response"]
@@ -101,13 +109,24 @@ def test_rounds_keep_lineage_and_every_failure_has_a_reason(prefect_server: str,
         else:  # a round-2 record evolved from a round-1 survivor, or from a seed that failed in round 1
             parent = by_id.get(r["parent_id"])
             assert r["parent_id"] in seeds or (parent["round"] == 1 and parent["root_id"] == r["root_id"])
-        assert r["prompt"].endswith(("Rewritten prompt:", "Created prompt:")) and r["sampling"]["seed"] >= 0
+        assert r["prompt"].endswith(("Rewritten prompt:", "Created prompt:"))
+        # each evolution's own seed, derived from the recipe's seed, its round and its parent
+        assert r["sampling"]["seed"] == derive_seed(recipe_seed, "evolve", r["round"], r["parent_id"])
+    assert rows.height >= 1 and set(rows["id"]) <= set(by_id)
     report = (ds.path / "report.md").read_text()
     assert "## Evolution" in report and "Survival per operation" in report and "| round 2 |" in report
 
     again = evolve_flow(recipe_path=str(recipe))
     assert again["run_usage"]["model_calls"] == 0 and set(again["stages"].values()) == {"reused"}
 
+
+# inst-018's round-1 evolution evolved again in round 2, and the response: passes every elimination rule
+WRITTEN_ROUND_2 = (
+    "Suggest a simple plan for learning ten new words a week, with one short game for each day, and a way "
+    "to check on Sunday which words you still forget.",
+    "Monday to Friday, learn two words a day with a card game: flip the card, say the word, use it in a "
+    "sentence. On Saturday, play all ten cards as a memory game. On Sunday, ask someone to read each word "
+    "to you; put the ones you miss in a pile to practise first next week.")
 
 # seed id -> (its evolution in round 1, the response): instructions that pass every elimination rule
 WRITTEN = {
