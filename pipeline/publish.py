@@ -107,10 +107,11 @@ class Source:
 
 
 def write_shards(source: Source, plan: dict[str, tuple[np.ndarray, list[tuple[int, int]]]], out: Path,
-                 folder: str, cfg: PublishConfig, token_field: str) -> dict[str, list[dict[str, Any]]]:
+                 folders: dict[str, str], cfg: PublishConfig, token_field: str) -> dict[str, list[dict[str, Any]]]:
     """Each split's shards, ``plan[split] = (rows of the source in the split's order, shard bounds)``, written
-    in one pass over the source: every row goes to a bucket file per shard with its position, then each
-    bucket is put in order and written as the shard. Memory holds a batch and one shard, not the corpus."""
+    into ``out / folders[split]`` in one pass over the source: every row goes to a bucket file per shard with
+    its position, then each bucket is put in order and written as the shard. Memory holds a batch and one
+    shard, not the corpus."""
     n = source.num_rows
     buckets = out / ".buckets"
     buckets.mkdir()
@@ -143,8 +144,9 @@ def write_shards(source: Source, plan: dict[str, tuple[np.ndarray, list[tuple[in
     shards: dict[str, list[dict[str, Any]]] = {}
     for split, (_, bounds) in plan.items():
         shards[split] = []
+        (out / folders[split]).mkdir(exist_ok=True)
         for k in range(len(bounds)):
-            rel = f"{folder}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
+            rel = f"{folders[split]}/{split}-{k:05d}-of-{len(bounds):05d}.parquet"
             bucket = buckets / f"{split}-{k}.parquet"
             piece = pq.read_table(bucket) if bucket.is_file() else schema.empty_table()
             bucket.unlink(missing_ok=True)
@@ -221,14 +223,16 @@ def publish_dataset(
                 parts[name] = chosen
         row_bytes = source.row_bytes()
         plan = {name: (rows, shard_bounds(len(rows), row_bytes, cfg)) for name, rows in parts.items()}
-        written = write_shards(source, plan, tmp, "data", cfg, token_field)
+        # The records' splits in data/; a subset (the S2L selection) in a folder of its own, like any other
+        # configuration, so that a glob over data/ (DuckDB, `load_dataset`) reads each record once.
+        folders = {name: name if subsets and name in subsets else "data" for name in parts}
+        written = write_shards(source, plan, tmp, folders, cfg, token_field)
         tables = {name: (schema, written[name]) for name in parts}
         for name, (config_schema, config_rows) in (configs or {}).items():
             if config_rows:  # another table keeps its own folder, so a glob over data/ still finds only records
                 other = Source(config_schema.to_table(config_rows))
-                (tmp / name).mkdir()
                 plan = {name: (np.arange(other.num_rows), shard_bounds(other.num_rows, other.row_bytes(), cfg))}
-                tables[name] = (config_schema, write_shards(other, plan, tmp, name, cfg, token_field)[name])
+                tables[name] = (config_schema, write_shards(other, plan, tmp, {name: name}, cfg, token_field)[name])
         for split, (part_schema, shards) in tables.items():
             if part_schema is not schema:  # another table: its schema ships beside the records'
                 (tmp / f"{split}.schema.json").write_text(json.dumps(part_schema.document, indent=2) + "\n")

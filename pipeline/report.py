@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 import polars as pl
@@ -182,8 +183,9 @@ def render_card(manifest: dict[str, Any], *, title: str, description: str, field
     for split in manifest["splits"]:
         if split not in subsets:
             yaml += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
-    for subset in sorted(subsets):
-        folder = subset if manifest["splits"][subset].get("config") else "data"
+    for subset in sorted(subsets):  # each in a folder of its own: a glob over data/ finds only the records
+        folder = str(PurePosixPath(manifest["splits"][subset]["shards"][0]["path"]).parent) \
+            if manifest["splits"][subset]["shards"] else subset
         yaml += [f"- config_name: {subset}", "  data_files:", "  - split: train",
                  f"    path: {folder}/{subset}-*.parquet"]
     yaml.append("---")

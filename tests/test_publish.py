@@ -177,3 +177,28 @@ def test_input_ids_column_is_the_shipped_tokenizer_on_each_record(tmp_path: Path
         assert 30 < len(expected) < 80  # real BPE: ~36 words, not one id per character or per story
     # the tokenizer round-trips: the ids are the story's
     assert tok._llama.detokenize(ids[0][:-1]).decode() == records[0]["story"]
+
+
+def test_the_readmes_glob_and_load_dataset_read_the_default_configuration_once(tmp_path: Path) -> None:
+    """With an S2L subset published (every selected record a second time, as its own configuration), the
+    README's DuckDB glob over data/ and `load_dataset(path)` each give exactly the records, each once; the
+    subset is its own folder and configuration."""
+    from tests.test_loader import publish as publish_with_subset
+
+    out = publish_with_subset(tmp_path / "dataset", n=60)
+    manifest = verify_dataset(out).manifest
+    default = {s: manifest["splits"][s]["rows"] for s in ("train", "validation")}
+    selected = manifest["splits"]["s2l"]["rows"]
+    assert selected > 0 and all(s["path"].startswith("s2l/") for s in manifest["splits"]["s2l"]["shards"])
+
+    import duckdb
+
+    (rows, ids), = duckdb.sql(f"select count(*), count(distinct id) from '{out}/data/*.parquet'").fetchall()
+    assert rows == ids == sum(default.values())  # the README's example: each record once
+
+    from datasets import load_dataset
+
+    ds = load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert {s: ds[s].num_rows for s in ds} == default
+    s2l = load_dataset(str(out), "s2l", cache_dir=str(tmp_path / "hf-cache"))
+    assert s2l["train"].num_rows == selected and set(s2l["train"]["id"]) <= set(ds["train"]["id"])
