@@ -62,12 +62,15 @@ def test_faults_are_retried_and_nothing_is_lost_or_duplicated(server_url: str, t
     # every answer belongs to its own request, none missing, none twice
     assert [[c.prompt_tokens for c in cs] for cs in through] == [[c.prompt_tokens for c in cs] for cs in direct]
     assert all(len(cs) == 1 and cs[0].finish_reason in {"stop", "length"} for cs in through)
-    injected = sum(proxy.injected.values())
     assert {"429", "500", "hang", "cut", "malformed"} <= set(proxy.injected)
-    stats = backend.stats()
-    assert stats["retries"] == injected  # one retry per injected fault, no more
-    assert stats["retries_by_kind"]["rate_limited"] == proxy.injected["429"]
-    assert stats["retries_by_kind"]["timeout"] == proxy.injected["hang"]
+    stats = backend.stats()["retries_by_kind"]
+    # every injected fault was retried; a 429 is the server's word, so exactly those; a slow reply on a busy
+    # machine may time out besides the planned hangs, so those at least (the answers above are exact anyway)
+    assert stats["rate_limited"] == proxy.injected["429"] and stats["http_500"] == proxy.injected["500"]
+    assert stats["timeout"] >= proxy.injected["hang"]
+    # a cut connection shows as a dropped connection or a cut-off body, depending on when it falls
+    assert stats.get("malformed_response", 0) + stats.get("connection", 0) >= \
+        proxy.injected["malformed"] + proxy.injected["cut"]
 
 
 def test_cache_counts_retries_and_serves_the_rest(server_url: str, tmp_path) -> None:

@@ -164,7 +164,7 @@ def test_replies_out_of_step_cost_only_their_own_program(tmp_path: Path, monkeyp
     fake = tmp_path / "fake_worker.py"
     fake.write_text(FAKE_WORKER)
     monkeypatch.setattr(sandbox_module._Worker, "command", lambda self: [sys.executable, str(fake)])
-    monkeypatch.setattr(sandbox_module, "_GRACE_S", 1.0)
+    monkeypatch.setattr(sandbox_module, "_GRACE_S", 2.0)  # a hang is 2 s past the wall clock: generous, not slow
     bad = {"WRONG ID": "error", "STALE ID": "error", "BAD HEADER": "error", "BAD SHAPE": "error",
            "HUGE": "output_exceeded", "DIE": "killed", "HANG": "killed"}
     programs = []
