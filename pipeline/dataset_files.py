@@ -140,15 +140,13 @@ class DatasetFolder:
             raise IntegrityError(f"{url}: sha256 does not match the manifest")
         return sink.getvalue()
 
-    def digest(self, rel: object) -> tuple[int, str]:
-        """(size, sha256) of a listed file the manifest gives no size for, read in chunks."""
-        path = self.path(rel)
-        digest, size = hashlib.sha256(), 0
-        with self.fs.open(path, "rb") as f:
+    def sha256(self, rel: object) -> str:
+        """The sha256 of a listed file the manifest gives no size for, read in chunks."""
+        digest = hashlib.sha256()
+        with self.fs.open(self.path(rel), "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
-                size += len(chunk)
-        return size, digest.hexdigest()
+        return digest.hexdigest()
 
     def schema(self, rel: object) -> pa.Schema:
         """A Parquet file's schema, from its footer only."""
@@ -241,6 +239,15 @@ def _expanded(part: pa.Table, schema: pa.Schema, names: Sequence[str]) -> pa.Tab
         if part.schema.field(i).type != want.type:
             part = part.set_column(i, want, pc.cast(part[c], want.type))
     return part
+
+
+def concat_shards(tables: list[pa.Table], where: str) -> pa.Table:
+    """A split's shards (at least one) as one table; shards whose columns disagree are an IntegrityError
+    naming ``where``, not Arrow's error."""
+    try:
+        return pa.concat_tables(tables)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise IntegrityError(f"{where}: its shards have different columns ({str(exc).splitlines()[0]})") from None
 
 
 def listed_files(manifest: dict[str, Any], where: str) -> dict[str, tuple[int | None, str | None]]:

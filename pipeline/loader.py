@@ -41,7 +41,7 @@ from fsspec.core import url_to_fs
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.curriculum import Curriculum, assign_levels
-from pipeline.dataset_files import DatasetFolder, decode, relative_path
+from pipeline.dataset_files import DatasetFolder, concat_shards, decode, relative_path
 from pipeline.errors import IntegrityError, UserError
 from pipeline.fingerprint import digest
 from pipeline.shard_format import MANIFEST, read_manifest
@@ -384,11 +384,7 @@ class ShardDataset(IterableDataset):
         tables = [self._read(shard) for shard in self.shards]
         if not tables:
             return pa.table({c: pa.array([], pa.null()) for c in self.columns})
-        try:
-            return pa.concat_tables(tables)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise IntegrityError(f"{self.source}: split {self.split!r}: its shards have different columns "
-                                 f"({str(exc).splitlines()[0]})") from None
+        return concat_shards(tables, f"{self.source}: split {self.split!r}")
 
     def _url(self, rel: str) -> str:
         return self.folder.url(rel)

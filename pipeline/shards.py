@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.dataset_files import DatasetFolder, decode, listed_files
+from pipeline.dataset_files import DatasetFolder, concat_shards, decode, listed_files
 from pipeline.errors import IntegrityError
 from pipeline.shard_format import MANIFEST, read_manifest
 
@@ -32,6 +32,7 @@ UNLISTED = frozenset({MANIFEST, "README.md", "report.md"})
 class VerifiedDataset:
     path: Path
     manifest: dict[str, Any]
+    files: dict[str, tuple[int | None, str | None]]  # what the manifest lists: path -> (bytes, sha256)
 
     @property
     def splits(self) -> list[str]:
@@ -51,15 +52,7 @@ class VerifiedDataset:
         folder = _folder(self.path)
         tables = [decode(folder.read(s["path"], s["bytes"], s["sha256"]), folder.url(s["path"]), s["rows"])
                   for s in self.shards(split)]
-        return concat_shards(tables, f"{self.path}: split {split!r}")
-
-
-def concat_shards(tables: list[pa.Table], where: str) -> pa.Table:
-    """A split's shards as one table; shards whose columns disagree are an IntegrityError, not Arrow's."""
-    try:
-        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise IntegrityError(f"{where}: its shards have different columns ({str(exc).splitlines()[0]})") from None
+        return concat_shards(tables, f"{self.path}: split {split!r}") if tables else pa.table({})
 
 
 def _folder(root: Path) -> DatasetFolder:
@@ -103,7 +96,7 @@ def open_dataset(path: str | Path) -> VerifiedDataset:
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
         raise IntegrityError(f"{root / extra[0]}{more}: not listed in the manifest; readers that glob the folder "
                              "would read it unchecked")
-    return VerifiedDataset(root, manifest)
+    return VerifiedDataset(root, manifest, listed)
 
 
 def intact_manifest(path: str | Path) -> dict[str, Any] | None:
@@ -115,7 +108,7 @@ def intact_manifest(path: str | Path) -> dict[str, Any] | None:
     except (IntegrityError, OSError):
         return None
     folder = _folder(ds.path)
-    for rel, (size, _) in listed_files(ds.manifest, str(ds.path)).items():
+    for rel, (size, _) in ds.files.items():
         try:
             real = folder.path(rel)
             if size is not None and folder.size(real) != size:
@@ -142,11 +135,11 @@ def verify_dataset(path: str | Path) -> VerifiedDataset:
                 raise IntegrityError(f"{folder.url(shard['path'])}: its columns differ from those of the other "
                                      f"shards of split {name!r} (the shards have different columns)")
             schema = table.schema
-    for rel, (_, sha256) in listed_files(ds.manifest, str(ds.path)).items():
+    for rel, (_, sha256) in ds.files.items():
         if rel in shards:
             continue
         folder.path(rel)  # a plot has no checksum: inside the folder and a regular file, at least
-        if sha256 is not None and folder.digest(rel)[1] != sha256:
+        if sha256 is not None and folder.sha256(rel) != sha256:
             raise IntegrityError(f"{folder.url(rel)}: sha256 does not match the manifest")
     return ds
 
