@@ -5,7 +5,9 @@ Prefect's ephemeral mode starts a uvicorn child and stops it from an
 segfault in native code, the OOM killer) left that server behind, holding a
 port: five orphans after one afternoon on a machine where llama.cpp
 crashed. Here the server is started with ``PR_SET_PDEATHSIG``, so the
-kernel kills it the moment its parent dies, however it dies.
+kernel kills it the moment its parent dies, however it dies; and in a
+process group of its own, so Ctrl-C reaches the build alone, which stops
+the server once it has recorded how the run ended.
 
 It is registered as Prefect's default instance, so every Prefect client in
 the process (flows, events, logs) talks to this one instead of spawning a
@@ -58,6 +60,10 @@ class TemporaryServer(SubprocessASGIServer):
                   "--log-level", "error", "--lifespan", "on"],
             env={**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)},
             preexec_fn=die_with(os.getpid()),
+            # Its own process group: Ctrl-C in the terminal interrupts the build, which then stops its
+            # server; a server interrupted with the build died first and left the build's last log
+            # lines and state updates retrying against a closed port.
+            process_group=0,
         )
 
 

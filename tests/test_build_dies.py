@@ -102,3 +102,77 @@ def test_a_killed_build_leaves_no_process_behind(tmp_path: Path, how: signal.Sig
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         build.wait()
+
+
+def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path, prefect_server: str) -> None:
+    """Ctrl-C in a terminal: SIGINT to the build's whole process group, mid-generation. The command says
+    so on one line and exits 130, nothing it started is left running, its lock is released, and the same
+    command then asks the server only for what the interrupted run had not cached."""
+    import re
+
+    from pipeline.lock import is_locked
+    from tests.instant_server import instant_server
+    from tests.test_build_e2e import _cached
+
+    out = tmp_path / "out"
+    with instant_server(delay_ms=400) as url:  # each batch of 2 takes 0.4 s: the interrupt lands mid-way
+        recipe = write_recipe(tmp_path / "stop.toml", f"""
+            name = "stop"
+            kind = "tinystories"
+            output_root = "{out}"
+            [backend]
+            kind = "openai"
+            base_url = "{url}"
+            model = "instant"
+            api_key_env = "NONE"
+            [generate]
+            count = 60
+            batch_size = 2
+            exemplars = 0
+            summary_fraction = 0.0
+            [difficulty]
+            enabled = false
+            [fluency]
+            enabled = false
+            """)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        build = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        started: dict[int, str] = {}
+        try:
+            parts = out / "stop" / "stages" / "generate.parts"
+            deadline = time.monotonic() + 240
+            while len(list(parts.glob("*/*"))) < 2:
+                assert build.poll() is None, build.communicate()
+                assert time.monotonic() < deadline, "the build never started generating"
+                time.sleep(0.1)
+            started = descendants(build.pid)
+            assert any("uvicorn" in c for c in started.values()), started  # its temporary Prefect server
+            os.killpg(build.pid, signal.SIGINT)
+            stdout, stderr = build.communicate(timeout=60)
+            assert build.returncode == 130, stderr[-3000:]
+            assert "tinyforge: interrupted; run the same command again to resume" in stderr.splitlines()
+            assert "Traceback" not in stderr
+
+            deadline = time.monotonic() + 20
+            while (left := {p: c for p, c in started.items() if alive(p)}) and time.monotonic() < deadline:
+                time.sleep(0.25)
+            assert left == {}, f"still running after the interrupt: {left}"
+        finally:
+            for pid in [build.pid, *started, *descendants(build.pid)]:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            build.wait()
+        assert not is_locked(out / "stop") and not (out / "stop" / "dataset").exists()
+        cached = _cached(out / "cache" / "responses.sqlite")
+        assert 2 <= cached < 60, cached
+
+        done = subprocess.run([TINYFORGE, "build", str(recipe)], env={**os.environ, "PREFECT_API_URL": prefect_server},
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls, hits = map(int, re.search(r"(\d+) model calls, (\d+) cache hits this run", done.stdout).groups())
+    # nothing the interrupted run had was asked for again (its finished batches are reused whole, the
+    # rest of its completions come from the cache), and nothing was lost
+    assert calls == 60 - cached and hits <= cached
+    assert _cached(out / "cache" / "responses.sqlite") == 60

@@ -59,7 +59,14 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
     for r in rows.iter_rows(named=True):
         assert len(r["loss_trajectory"]) == 1 + 3 * 2 and 0.0 <= r["difficulty"] <= 1.0
         assert r["s2l_cluster"] is not None and r["ifd"] is not None and r["ic_ifd"] is not None
-    assert m["schema"]["id"] == "tinystories.v4" and m["difficulty"]["proxy"]["parameters"] > 0
+    assert m["schema"]["id"] == "tinystories.v4"
+    # the proxy is the default architecture (d=128, 4 layers, 256 positions) over the BPE vocabulary it
+    # trained on these stories: embeddings, per block 12d^2 + 9d (attention without biases, MLP, two
+    # norms), the final norm; the output layer is tied to the embeddings
+    proxy = m["difficulty"]["proxy"]
+    d, layers, positions = 128, 4, 256
+    assert 256 < proxy["vocab"] <= 2048
+    assert proxy["parameters"] == (proxy["vocab"] + positions) * d + layers * (12 * d * d + 9 * d) + 2 * d
     # the fluency score (the embedded model's mean token loss) on every record, and which exemplars it saw
     for r in rows.iter_rows(named=True):
         assert 0.0 < r["fluency_loss"] < 20.0 and len(r["exemplar_ids"]) == 2
