@@ -62,3 +62,53 @@ def test_fluency_separates_incoherent_and_ungrammatical_stories(capsys: pytest.C
     assert rows["incoherent"] >= 0.9 and rows["ungrammatical"] >= 0.9
     assert set(rows) == {"all bad", "incoherent", "meta_text", "missing_words", "off_topic", "unfinished",
                          "ungrammatical"}
+
+
+def test_judge_eval_with_a_recipes_judge_scores_every_text_through_its_backend(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tinyforge judge-eval --judge RECIPE`: the recipe's judge backend grades every labeled text, and its
+    AUROC is worked out from those verdicts. The judge here is a server on 127.0.0.1 that knows the labels
+    (9 for a good problem, 2 for a bad one) and cannot be read on one good problem: the AUROC the table
+    must print follows from that alone, (good - 1) / good, with one text without a score."""
+    from tests.conftest import write_recipe
+    from tests.servers import ScriptedServer, chat_reply
+
+    items = load_labeled(LABELED_DIR / SETS["math"])
+    unreadable = next(i for i in items if i.good)
+    asked: list[str] = []
+
+    def grade(body: dict, _: int):
+        prompt = body["messages"][0]["content"]  # a retry adds turns after the grading prompt
+        # the set has the same problem with a right and a wrong program: the text and the code name one
+        (item,) = [i for i in items if f"Problem: {i.text}\n" in prompt and f"\n{i.fields['code']}" in prompt]
+        asked.append(item.id)
+        score = 9 if item.good else 2
+        text = "I cannot grade this." if item is unreadable else json.dumps(
+            {"well_posed": score, "answers_question": score})
+        return 200, {}, chat_reply(text)
+
+    with ScriptedServer(grade) as server:
+        recipe = write_recipe(tmp_path / "judge.toml", f"""
+            name = "judged"
+            kind = "tinystories"  # any kind: the judge grades each set with its own kind's rubric
+            output_root = "{tmp_path / 'out'}"
+            [generate]
+            count = 1
+            [judge]
+            retries = 1
+            [judge.backend]
+            kind = "openai"
+            base_url = "{server.url}"
+            model = "grader"
+            api_key_env = "NONE"
+            """)
+        assert main(["judge-eval", "--set", "math", "--judge", str(recipe)]) == 0
+    # every text asked once, the unreadable one twice (the first try and its one retry)
+    assert sorted(asked) == sorted([i.id for i in items] + [unreadable.id])
+    rows = {(cells[1], cells[2]): cells for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| math") and (cells := [c.strip() for c in line.split("|")[1:-1]])}
+    good = sum(i.good for i in items)
+    mean = rows[("judge openai/grader: mean", "all bad")]
+    assert (int(mean[3]), int(mean[4]), int(mean[5])) == (good, len(items) - good, 1)
+    assert float(mean[6]) == round((good - 1) / good, 3)
+    assert ("fluency", "all bad") in {(k[0].split()[0], k[1]) for k in rows}  # the fluency signal beside it
