@@ -7,9 +7,8 @@
 - the vLLM backend where vLLM is not installed: one line saying what to do;
 - a build in which nothing survives: exit 1 and the message, through the command.
 
-(`judge-eval --judge` is tests/test_judge_eval.py's; Ctrl-C during a build is tests/test_build_dies.py's.)
-
-(A corrupted shard through `tinyforge verify` is tests/test_dataset_integrity.py's.)
+Elsewhere: a corrupted shard through `tinyforge verify` is tests/test_dataset_integrity.py's,
+`judge-eval --judge` tests/test_judge_eval.py's, Ctrl-C during a build tests/test_build_dies.py's.
 """
 
 from __future__ import annotations
