@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+TINYFORGE = str(Path(sys.executable).parent / "tinyforge")  # the installed command, as a user runs it
+
+# Filters that keep any finished story: for builds that test the plumbing, not the prose.
+LOOSE_FILTER = """
+[filter]
+min_words = 5
+min_required_words = 0
+max_oov_fraction = 1.0
+max_repeated_ngram_fraction = 1.0
+"""
 
 
 def recipe_seed(default: int) -> int:
@@ -48,6 +60,47 @@ def prefect_server():
     harness.SubprocessASGIServer = TemporaryServer
     with harness.prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def instant_url() -> Iterator[str]:
+    """One instant OpenAI-compatible server (tests/instant_server.py) for the session; yields its base URL."""
+    from tests.instant_server import instant_server
+
+    with instant_server() as url:
+        yield url
+
+
+def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, batch_size: int = 4,
+                   seed: int = 7, extra: str = "") -> Path:
+    """A TinyStories recipe for a build whose plumbing is what a test checks (runners, locks, resuming,
+    flags, storage): its stories come from the OpenAI-compatible server at ``url`` (the instant server
+    answers at once, the same story for the same prompt and seed on any CPU, so row counts are exact), no
+    exemplar turns or summaries, no model-based scoring, and :data:`LOOSE_FILTER`. ``extra`` adds sections
+    (TOML) at the end."""
+    body = textwrap.dedent(f"""
+        name = "{name}"
+        kind = "tinystories"
+        seed = {seed}
+        output_root = "{out}"
+        [backend]
+        kind = "openai"
+        base_url = "{url}"
+        model = "instant"
+        api_key_env = "NONE"
+        [generate]
+        count = {count}
+        batch_size = {batch_size}
+        exemplars = 0
+        summary_fraction = 0.0
+        [difficulty]
+        enabled = false
+        [fluency]
+        enabled = false
+        [publish]
+        validation_fraction = 0.0
+    """) + LOOSE_FILTER
+    return write_recipe(path, body + textwrap.dedent(extra))
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +163,7 @@ def tiny_recipe(tmp_path: Path) -> Path:
 
     recipe = write_recipe(
         tmp_path / "tiny.toml",
-        f"""
+        textwrap.dedent(f"""
         name = "tiny"
         kind = "tinystories"
         seed = {recipe_seed(7)}
@@ -125,16 +178,9 @@ def tiny_recipe(tmp_path: Path) -> Path:
         [sampling]
         max_tokens = 200
 
-        [filter]
-        # Loose on purpose: the test checks the plumbing, not the 135M model's prose.
-        min_words = 5
-        min_required_words = 0
-        max_oov_fraction = 1.0
-        max_repeated_ngram_fraction = 1.0
-
         [publish]
         validation_fraction = 0.25
-        """,
+        """) + LOOSE_FILTER,  # loose on purpose: the tests check the plumbing, not the 135M model's prose
     )
     preload_stories(recipe, TINY_PRELOADED)
     return recipe

@@ -17,11 +17,9 @@ import pytest
 
 from pipeline.recipe import load_recipe
 from pipeline.shards import read_split, verify_dataset
-from tests.conftest import TINY_PRELOADED, recipe_seed, write_recipe
-from tests.replay import preload_stories
+from tests.conftest import TINYFORGE, instant_recipe, recipe_seed
 
 pytestmark = pytest.mark.slow
-TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 
 
 def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_recipe: Path) -> None:
@@ -95,15 +93,15 @@ def test_flow_generates_filters_dedups_and_publishes(prefect_server: str, tiny_r
     assert [s["sha256"] for s in verify_dataset(again["dataset"]).manifest["splits"]["train"]["shards"]] == sha
 
 
-def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, tiny_recipe: Path) -> None:
+def test_changed_filter_reruns_only_downstream_stages(prefect_server: str, instant_url: str, tmp_path: Path) -> None:
     from flows.build import flow_for
 
     tinystories_flow = flow_for("tinystories")
-
-    tinystories_flow(recipe_path=str(tiny_recipe))
-    text = tiny_recipe.read_text().replace("min_words = 5", "min_words = 6")
-    tiny_recipe.write_text(text)
-    result = tinystories_flow(recipe_path=str(tiny_recipe))
+    recipe = instant_recipe(tmp_path / "r.toml", instant_url, name="refilter", out=tmp_path / "out", count=8)
+    first = tinystories_flow(recipe_path=str(recipe))
+    assert first["run_usage"]["model_calls"] == 8
+    recipe.write_text(recipe.read_text().replace("min_words = 5", "min_words = 6"))
+    result = tinystories_flow(recipe_path=str(recipe))
     assert result["run_usage"]["model_calls"] == 0
     assert result["stages"] == {"generate": "reused", "filter": "ran", "decontaminate": "ran",
                                 "fluency": "ran", "dedup": "ran", "judge": "ran", "score": "ran", "publish": "ran"}
@@ -120,97 +118,79 @@ def _cached(db: Path) -> int:
 
 
 def test_sigkill_during_generation_resumes_with_only_missing_calls(prefect_server: str, tmp_path: Path) -> None:
+    from tests.instant_server import instant_server
+
     out = tmp_path / "out"
-    recipe = write_recipe(tmp_path / "kill.toml", f"""
-        name = "killme"
-        kind = "tinystories"
-        seed = {recipe_seed(11)}
-        output_root = "{out}"
-        [generate]
-        count = 6
-        batch_size = 2
-        exemplars = 0       # resuming is the point here, not the prose: shorter prompts, a faster test
-        [sampling]
-        max_tokens = 120
-        [fluency]
-        enabled = false
-        [filter]
-        min_words = 1
-        min_required_words = 0
-        max_oov_fraction = 1.0
-        max_repeated_ngram_fraction = 1.0
-        [publish]
-        validation_fraction = 0.0
-    """)
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     db = out / "cache" / "responses.sqlite"
-    preload_stories(recipe, [5])  # in the last batch: something is published whatever the model writes
-    assert _cached(db) == 1
-    proc = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while _cached(db) < 3:
-            assert proc.poll() is None, "the build ended before it could be killed"
-            assert time.monotonic() < deadline, "no completions were cached within 5 minutes"
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # never leave a build running behind a failed test
-        proc.wait()
-    before = _cached(db)
-    assert 3 <= before < 6, "killed during generation"
-    assert not (out / "killme" / "dataset").exists()
+    with instant_server(delay_ms=300) as url:  # a batch of 2 takes 0.3 s: the kill lands mid-generation
+        recipe = instant_recipe(tmp_path / "kill.toml", url, name="killme", out=out, count=24, batch_size=2,
+                                seed=recipe_seed(11))
+        proc = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 300
+            while _cached(db) < 3:
+                assert proc.poll() is None, "the build ended before it could be killed"
+                assert time.monotonic() < deadline, "no completions were cached within 5 minutes"
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave a build running behind a failed test
+            proc.wait()
+        before = _cached(db)
+        assert 3 <= before < 24, "killed during generation"
+        assert not (out / "killme" / "dataset").exists()
 
-    done = subprocess.run([TINYFORGE, "build", str(recipe)], env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([TINYFORGE, "build", str(recipe)], env=env, capture_output=True, text=True,
+                              timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     calls, hits = map(int, re.search(r"(\d+) model calls, (\d+) cache hits this run", done.stdout).groups())
-    assert calls == 6 - before  # only the completions lost with the kill were generated again
-    assert _cached(db) == 6
+    assert calls == 24 - before  # only the completions lost with the kill were generated again
+    assert _cached(db) == 24
     ds = verify_dataset(out / "killme" / "dataset")
     assert "manifest:" in done.stdout and str(ds.path) in done.stdout
     generated = ds.manifest["stages"][0]
-    assert generated["name"] == "generate" and generated["stats"]["in"] == 6
+    assert generated["name"] == "generate" and generated["stats"]["in"] == 24
     assert json.loads((ds.path / "manifest.json").read_text())["build_id"] == load_recipe(recipe).build_id
+    # every story once, none lost to the kill: the instant server's 24 stories are all distinct and all pass
+    assert ds.manifest["splits"]["train"]["rows"] == 24
 
 
-def test_a_second_build_publishes_nothing_already_published(prefect_server: str, tiny_recipe: Path) -> None:
+def test_a_second_build_publishes_nothing_already_published(prefect_server: str, instant_url: str,
+                                                          tmp_path: Path) -> None:
     """A nightly-style second build of the same recipe, under its own name, asking for more stories."""
     from flows.build import flow_for
 
     tinystories_flow = flow_for("tinystories")
+    recipe = instant_recipe(tmp_path / "r.toml", instant_url, name="tiny", out=tmp_path / "out", count=4)
+    first = verify_dataset(tinystories_flow(recipe_path=str(recipe))["dataset"])
+    first_ids = set(read_split(first.path, "train")["id"])
+    assert len(first_ids) == 4
+    recipe.write_text(recipe.read_text().replace("count = 4", "count = 8"))
 
-    # what is published where is tested here, not the scores: no fluency or difficulty scoring
-    tiny_recipe.write_text(tiny_recipe.read_text().replace(
-        "[publish]", "[difficulty]\nenabled = false\n\n[fluency]\nenabled = false\n\n[publish]"))
-    first = verify_dataset(tinystories_flow(recipe_path=str(tiny_recipe))["dataset"])
-    first_ids = set(pl.concat([read_split(first.path, s) for s in first.splits])["id"])
-    tiny_recipe.write_text(tiny_recipe.read_text().replace("count = 4", "count = 8"))
-
-    result = tinystories_flow(recipe_path=str(tiny_recipe), name="tiny-nightly")
+    result = tinystories_flow(recipe_path=str(recipe), name="tiny-nightly")
     second = verify_dataset(result["dataset"])
-    second_ids = set(pl.concat([read_split(second.path, s) for s in second.splits])["id"])
-    assert 5 in TINY_PRELOADED  # a new story the second build publishes whatever the model writes
-    assert second.path != first.path and second_ids and not (first_ids & second_ids)
-    # stories 0-3 are the same prompts and seeds, so the same completions: all dropped as published
+    second_ids = set(read_split(second.path, "train")["id"])
+    # stories 0-3 are the same prompts and seeds, so the same completions: all dropped as published;
+    # stories 4-7 are new
+    assert second.path != first.path and len(second_ids) == 4 and not (first_ids & second_ids)
     dropped = second.manifest["dropped_already_published"]
-    assert dropped == {"total": len(first_ids), "by_build": {first.manifest["build_id"]: len(first_ids)}}
-    assert result["run_usage"]["cache_hits"] >= 4  # and they were not paid for twice
+    assert dropped == {"total": 4, "by_build": {first.manifest["build_id"]: 4}}
+    assert result["run_usage"]["cache_hits"] == 4 and result["run_usage"]["model_calls"] == 4  # not paid twice
     rejected = pl.read_parquet(second.path / "rejected.parquet").filter(pl.col("reason") == "already_published")
     assert set(rejected["id"]) == first_ids
     assert "already_published" in (second.path / "report.md").read_text()
 
 
-def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: str, tiny_recipe: Path,
+def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: str, instant_url: str, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
     from flows.build import flow_for
+    from flows.cli import main
 
     tinystories_flow = flow_for("tinystories")
-
-    # All train: the S2L subset is drawn from train, and with 4 stories a validation row could hold it all.
-    text = tiny_recipe.read_text().replace("validation_fraction = 0.25", "validation_fraction = 0.0")
-    tiny_recipe.write_text(text + "\n[difficulty]\nenabled = false\n")
-    plain = verify_dataset(tinystories_flow(recipe_path=str(tiny_recipe))["dataset"])
+    # all train (the recipe's default): the S2L subset is drawn from train
+    recipe = instant_recipe(tmp_path / "r.toml", instant_url, name="scored", out=tmp_path / "out", count=8)
+    plain = verify_dataset(tinystories_flow(recipe_path=str(recipe))["dataset"])
     rows = read_split(plain.path, "train")
     assert rows["difficulty"].is_null().all() and "s2l" not in plain.manifest["splits"]
 
@@ -221,4 +201,7 @@ def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: st
     rows = pl.concat([read_split(scored.path, s) for s in scored.splits])
     assert rows["difficulty"].is_not_null().all() and rows["loss_trajectory"].is_not_null().all()
     assert scored.manifest["splits"]["s2l"]["subset_of"] == "train"
-    assert set(read_split(scored.path, "s2l")["id"]) <= set(read_split(scored.path, "train")["id"])
+    train = read_split(scored.path, "train")
+    assert train.height == 8 and read_split(scored.path, "s2l")["id"].sort().to_list() == \
+        train.filter(pl.col("s2l_selected"))["id"].sort().to_list()
+    assert scored.manifest["splits"]["s2l"]["rows"] == 4  # the default budget: half the scored records
