@@ -1,4 +1,9 @@
-"""Operations on real parts: a served deployment, the Dask runner, two runs of one build."""
+"""Operations on real parts: a served deployment, the Dask runner, two runs of one build, shared storage.
+
+The Dask run builds with the embedded model, in the workers (that the model runs there is what it tests);
+the others take their stories from the instant server (tests/instant_server.py), so their row counts are
+exact on any CPU.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +19,13 @@ import pytest
 
 from pipeline.lock import is_locked
 from pipeline.shards import verify_dataset
-from tests.conftest import recipe_seed, write_recipe
+from tests.conftest import LOOSE_FILTER, TINYFORGE, instant_recipe, recipe_seed, write_recipe
 from tests.replay import preload_stories
 
 pytestmark = pytest.mark.slow
-TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 
-# Runners, serving, locks and shared storage are what these builds test, not the prose: no exemplar turns
-# (shorter prompts), short stories, and no fluency or difficulty scoring keep them quick on 2 cores.
+# The Dask run tests the runner, not the prose: no exemplar turns (shorter prompts), short stories, and no
+# fluency or difficulty scoring keep it quick on 2 cores.
 SMALL = """
     name = "{name}"
     kind = "tinystories"
@@ -34,11 +38,6 @@ SMALL = """
     exemplars = 0
     [sampling]
     max_tokens = 80
-    [filter]
-    min_words = 5
-    min_required_words = 0
-    max_oov_fraction = 1.0
-    max_repeated_ngram_fraction = 1.0
     [difficulty]
     enabled = false
     [fluency]
@@ -49,13 +48,13 @@ SMALL = """
 """
 
 
-# Story 1 of every build below is preloaded into its response cache (tests/replay.py) with a story that
-# passes the filters, so each build publishes something whatever the model samples for the others.
+# Story 1 is preloaded into each Dask-test build's response cache (tests/replay.py) with a story that
+# passes the filters, so each publishes something whatever the model samples for the others.
 PRELOADED = [1]
 
 
-def small_recipe(path: Path, name: str, out: Path, count: int = 6, extra: str = "") -> Path:
-    return write_recipe(path, SMALL.format(name=name, out=out, count=count, seed=recipe_seed(7)) + extra)
+def small_recipe(path: Path, name: str, out: Path, count: int = 6) -> Path:
+    return write_recipe(path, SMALL.format(name=name, out=out, count=count, seed=recipe_seed(7)) + LOOSE_FILTER)
 
 
 def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str, tmp_path: Path) -> None:
@@ -92,21 +91,15 @@ def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str,
     assert shas == {k: [s["sha256"] for s in v["shards"]] for k, v in b["splits"].items()}  # byte-identical
 
 
-def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_server: str, tmp_path: Path) -> None:
+def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_server: str, instant_url: str,
+                                                                       tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     out = tmp_path / "out"
-    manual = small_recipe(tmp_path / "manual.toml", "served", out)
-    nightly = small_recipe(tmp_path / "nightly.toml", "nightly", out,
-                           extra='\n[schedule]\ncron = "0 3 * * *"\ntimezone = "Europe/Berlin"\n')
-    # the manual run's seed, and the seeds a dated run started by hand uses today (or tomorrow, past midnight)
-    from datetime import datetime, timedelta, timezone
-
-    today = datetime.now(timezone.utc).date()
-    preload_stories(manual, PRELOADED)
-    for day in (today, today + timedelta(days=1)):
-        preload_stories(manual, PRELOADED, seed=recipe_seed(7) + int(day.strftime("%Y%m%d")))
+    manual = instant_recipe(tmp_path / "manual.toml", instant_url, name="served", out=out, count=6)
+    nightly = instant_recipe(tmp_path / "nightly.toml", instant_url, name="nightly", out=out, count=6,
+                             extra='\n[schedule]\ncron = "0 3 * * *"\ntimezone = "Europe/Berlin"\n')
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     proc = subprocess.Popen([TINYFORGE, "serve", str(manual), str(nightly)], env=env, start_new_session=True,
@@ -132,13 +125,15 @@ def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_s
         assert run.state.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
         ds = verify_dataset(out / "served" / "dataset")
         assert ds.manifest["build_id"].startswith("served-") and ds.manifest["stages"][0]["stats"]["in"] == 6
+        assert ds.manifest["splits"]["train"]["rows"] == 6
 
         # a maintainer's parameters from the UI: the same recipe under another name, dated
         run = run_deployment("tinystories/served", parameters={"name": "served-copy", "dated": True},
                              timeout=600, poll_interval=2, as_subflow=False)
         assert run.state.is_completed()
         (dated,) = [p for p in out.iterdir() if p.name.startswith("served-copy-")]
-        assert verify_dataset(dated / "dataset").manifest["seed"] != ds.manifest["seed"]
+        copy = verify_dataset(dated / "dataset").manifest
+        assert copy["seed"] != ds.manifest["seed"] and copy["splits"]["train"]["rows"] == 6
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
@@ -146,10 +141,17 @@ def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_s
 
 
 def test_a_second_run_of_the_same_build_fails_clearly(prefect_server: str, tmp_path: Path) -> None:
-    recipe = small_recipe(tmp_path / "r.toml", "busy", tmp_path / "out", count=8)
+    from tests.instant_server import instant_server
+
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    first = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with instant_server(delay_ms=600_000) as url:  # no answer: the first build holds its lock until killed
+        recipe = instant_recipe(tmp_path / "r.toml", url, name="busy", out=tmp_path / "out", count=8)
+        first = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _second_run_fails(first, recipe, env, tmp_path)
+
+
+def _second_run_fails(first: subprocess.Popen, recipe: Path, env: dict[str, str], tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         while not is_locked(tmp_path / "out" / "busy"):
@@ -165,22 +167,21 @@ def test_a_second_run_of_the_same_build_fails_clearly(prefect_server: str, tmp_p
         first.wait()
 
 
-def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_server: str, tmp_path: Path) -> None:
+def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_server: str, instant_url: str,
+                                                                   tmp_path: Path) -> None:
     from flows.build import flow_for
 
     tinystories_flow = flow_for("tinystories")
 
     shared = tmp_path / "bucket"
     storage = f'\n[storage]\npublish_to = "{(shared / "datasets").as_uri()}"\ncache_url = "{(shared / "cache").as_uri()}"\n'
-    recipe = small_recipe(tmp_path / "r.toml", "shared", tmp_path / "unused", extra=storage)
-    for machine in ("machine-a", "machine-b"):  # both local caches hold the preloaded story already
-        preload_stories(recipe, PRELOADED, output_root=tmp_path / machine)
+    recipe = instant_recipe(tmp_path / "r.toml", instant_url, name="shared", out=tmp_path / "unused", count=6,
+                            publish='tokenizer = "smollm2-135m-instruct"', extra=storage)
     first = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "machine-a"))
-    assert first["run_usage"]["model_calls"] >= 6 - len(PRELOADED)
+    assert first["run_usage"]["model_calls"] == 6
     # another machine: its own build folder and local cache, the same bucket
     second = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "machine-b"))
-    assert second["run_usage"]["model_calls"] == 0
-    assert second["run_usage"]["cache_hits"] == first["run_usage"]["model_calls"] + len(PRELOADED)
+    assert second["run_usage"]["model_calls"] == 0 and second["run_usage"]["cache_hits"] == 6
 
     copy = verify_dataset(shared / "datasets" / "shared")  # checksums of the uploaded copy
     assert copy.manifest["fingerprint"] == verify_dataset(second["dataset"]).manifest["fingerprint"]
@@ -197,6 +198,6 @@ def test_two_machines_share_the_cache_and_publish_to_a_shared_store(prefect_serv
         for k, story in enumerate(batch["story"]):
             n = int(batch["attention_mask"][k].sum())
             stories[story] = batch["input_ids"][k, :n].tolist()
-    assert len(stories) == copy.manifest["splits"]["train"]["rows"] > 0
+    assert len(stories) == copy.manifest["splits"]["train"]["rows"] == 6
     tok = load_tokenizer("smollm2-135m-instruct")
     assert all(ids == tok.encode([story])[0] for story, ids in stories.items())

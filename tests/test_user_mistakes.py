@@ -9,7 +9,6 @@ child process, where the console must show the one line and name the log that ho
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
