@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_recipe
+from tests.conftest import TINYFORGE, instant_recipe
 
 pytestmark = pytest.mark.slow
-TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -60,17 +58,15 @@ def command(pid: int) -> str:
 @pytest.mark.parametrize(("how", "runner"), [(signal.SIGKILL, "local"), (signal.SIGSEGV, "dask:1")],
                          ids=["sigkill-local", "segfault-dask"])
 def test_a_killed_build_leaves_no_process_behind(tmp_path: Path, how: signal.Signals, runner: str) -> None:
-    recipe = write_recipe(tmp_path / "dies.toml", f"""
-        name = "dies"
-        kind = "tinystories"
-        seed = 3
-        output_root = "{tmp_path / 'out'}"
-        [generate]
-        count = 64
-        batch_size = 2
-        [sampling]
-        max_tokens = 48
-        """)  # small batches of short stories: the first part, when everything is up, comes in seconds
+    from tests.instant_server import instant_server
+
+    with instant_server(delay_ms=300) as url:  # a batch of 2 takes 0.3 s: the build is mid-generation for long
+        recipe = instant_recipe(tmp_path / "dies.toml", url, name="dies", out=tmp_path / "out", count=64,
+                                batch_size=2, seed=3)
+        _kill_mid_generation(tmp_path, recipe, how, runner)
+
+
+def _kill_mid_generation(tmp_path: Path, recipe: Path, how: signal.Signals, runner: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     build = subprocess.Popen([TINYFORGE, "build", str(recipe), "--runner", runner], env=env,
@@ -116,25 +112,7 @@ def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path,
 
     out = tmp_path / "out"
     with instant_server(delay_ms=400) as url:  # each batch of 2 takes 0.4 s: the interrupt lands mid-way
-        recipe = write_recipe(tmp_path / "stop.toml", f"""
-            name = "stop"
-            kind = "tinystories"
-            output_root = "{out}"
-            [backend]
-            kind = "openai"
-            base_url = "{url}"
-            model = "instant"
-            api_key_env = "NONE"
-            [generate]
-            count = 60
-            batch_size = 2
-            exemplars = 0
-            summary_fraction = 0.0
-            [difficulty]
-            enabled = false
-            [fluency]
-            enabled = false
-            """)
+        recipe = instant_recipe(tmp_path / "stop.toml", url, name="stop", out=out, count=20, batch_size=2)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
         env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         build = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, stdout=subprocess.PIPE,
@@ -166,7 +144,7 @@ def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path,
             build.wait()
         assert not is_locked(out / "stop") and not (out / "stop" / "dataset").exists()
         cached = _cached(out / "cache" / "responses.sqlite")
-        assert 2 <= cached < 60, cached
+        assert 2 <= cached < 20, cached
 
         done = subprocess.run([TINYFORGE, "build", str(recipe)], env={**os.environ, "PREFECT_API_URL": prefect_server},
                               capture_output=True, text=True, timeout=300)
@@ -174,5 +152,5 @@ def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path,
     calls, hits = map(int, re.search(r"(\d+) model calls, (\d+) cache hits this run", done.stdout).groups())
     # nothing the interrupted run had was asked for again (its finished batches are reused whole, the
     # rest of its completions come from the cache), and nothing was lost
-    assert calls == 60 - cached and hits <= cached
-    assert _cached(out / "cache" / "responses.sqlite") == 60
+    assert calls == 20 - cached and hits <= cached
+    assert _cached(out / "cache" / "responses.sqlite") == 20

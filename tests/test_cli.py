@@ -1,14 +1,13 @@
 """The documented flags of `tinyforge build` and `tinyforge check`, through the installed command.
 
-Builds here have every story preloaded into their response cache (tests/replay.py): these tests are
-about the command, and what the model would sample has no part in them.
+Builds here take their stories from the instant server (tests/instant_server.py): these tests are about
+the command, and what a model would sample has no part in them.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,32 +16,12 @@ import pytest
 from pipeline.lock import BuildLock
 from pipeline.recipe import load_recipe
 from pipeline.shards import verify_dataset
-from tests.conftest import recipe_seed, write_recipe
-from tests.replay import preload_stories
+from tests.conftest import TINYFORGE, instant_recipe, recipe_seed, write_recipe
 
-TINYFORGE = str(Path(sys.executable).parent / "tinyforge")
-
-RECIPE = """
-    name = "flags"
-    kind = "tinystories"
-    seed = {seed}
-    output_root = "{out}"
-    [generate]
-    count = 2
-    batch_size = 2
-    [filter]
-    min_words = 5
-    min_required_words = 0
-    max_oov_fraction = 1.0
-    [difficulty]
-    enabled = false
-    [publish]
-    validation_fraction = 0.0
-"""
-
-
-def recipe(tmp_path: Path, extra: str = "") -> Path:
-    return write_recipe(tmp_path / "flags.toml", RECIPE.format(seed=recipe_seed(3), out=tmp_path / "out") + extra)
+def recipe(tmp_path: Path, extra: str = "", url: str = "http://127.0.0.1:9/v1") -> Path:
+    """Two stories from the OpenAI-compatible server at ``url`` (for a check, none need be there)."""
+    return instant_recipe(tmp_path / "flags.toml", url, name="flags", out=tmp_path / "out", count=2, batch_size=2,
+                          seed=recipe_seed(3), extra=extra)
 
 
 def tinyforge(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -87,20 +66,36 @@ def test_check_reports_a_bad_key_in_one_line(tmp_path: Path) -> None:
 # --- tinyforge build: flags that fail before anything runs ----------------------------------------
 
 
+# (In process: the command's own entry point, main(), with what it prints; test_check_reports_a_bad_key
+# above runs the installed command for the same one-line contract.)
+
+
+def one_line_error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from flows.cli import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("tinyforge: error: ") and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return captured.err.strip()
+
+
 @pytest.mark.parametrize(("runner", "expected"), [
     ("ray", "unknown runner 'ray': local (default), dask, dask:N"),
     ("dask:0", "--runner dask:0: the worker count must be a positive integer"),
     ("dask:two", "--runner dask:two: the worker count must be a positive integer"),
 ])
-def test_a_bad_runner_is_one_line_and_builds_nothing(tmp_path: Path, runner: str, expected: str) -> None:
+def test_a_bad_runner_is_one_line_and_builds_nothing(tmp_path: Path, runner: str, expected: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = recipe(tmp_path)
-    assert expected in one_line_error(tinyforge("build", str(path), "--runner", runner))
+    assert expected in one_line_error_of(["build", str(path), "--runner", runner], capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_bad_name_is_one_line_and_builds_nothing(tmp_path: Path) -> None:
+def test_a_bad_name_is_one_line_and_builds_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = recipe(tmp_path)
-    assert "'Has Spaces' is not a build name" in one_line_error(tinyforge("build", str(path), "--name", "Has Spaces"))
+    assert "'Has Spaces' is not a build name" in one_line_error_of(["build", str(path), "--name", "Has Spaces"],
+                                                                    capsys)
     assert not (tmp_path / "out").exists()
 
 
@@ -108,17 +103,17 @@ def test_a_bad_name_is_one_line_and_builds_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_runner_local_name_and_output_root_build_where_they_say(prefect_server: str, tmp_path: Path) -> None:
-    path = recipe(tmp_path)
+def test_runner_local_name_and_output_root_build_where_they_say(prefect_server: str, instant_url: str,
+                                                                tmp_path: Path) -> None:
+    path = recipe(tmp_path, url=instant_url)
     root = tmp_path / "elsewhere"
-    preload_stories(path, [0, 1], output_root=root)  # the cache lives under the output root
     proc = tinyforge("build", str(path), "--runner", "local", "--name", "flags-copy", "--output-root", str(root),
                      env={"PREFECT_API_URL": prefect_server})
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = load_recipe(path, output_root=root, name="flags-copy")
     assert expected.build_id.startswith("flags-copy-") and expected.build_id != load_recipe(path).build_id
     assert f"tinyforge: building {expected.build_id} into {root / 'flags-copy'}" in proc.stdout
-    assert "0 model calls, 2 cache hits this run" in proc.stdout
+    assert "2 model calls, 0 cache hits this run" in proc.stdout
     ds = verify_dataset(root / "flags-copy" / "dataset")
     assert ds.manifest["build_id"] == expected.build_id
     assert f"manifest: {ds.path}/manifest.json" in proc.stdout
@@ -138,9 +133,9 @@ def _holds_open(pid: int, path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_wait_waits_for_the_run_that_holds_the_build_then_builds(prefect_server: str, tmp_path: Path) -> None:
-    path = recipe(tmp_path)
-    preload_stories(path, [0, 1])
+def test_wait_waits_for_the_run_that_holds_the_build_then_builds(prefect_server: str, instant_url: str,
+                                                                 tmp_path: Path) -> None:
+    path = recipe(tmp_path, url=instant_url)
     build_dir = tmp_path / "out" / "flags"
     env = {"PREFECT_API_URL": prefect_server}
     holder = BuildLock(build_dir, run="the-first-run")
