@@ -148,24 +148,25 @@ def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: st
     recipe = demo_recipe(tmp_path, **{
         'path = "' + str(REPO / "data" / "seeds" / "instructions.jsonl") + '"':
             'path = "' + str(REPO / "data" / "seeds" / "gsm_seeds.jsonl") + '"',
-        "limit = 24": "limit = 8", "rounds = 4": "rounds = 1", "batch_size = 24": "batch_size = 8",
+        "limit = 24": "limit = 4", "rounds = 4": "rounds = 1", "batch_size = 24": "batch_size = 4",
         # Loose problem checks, so that more of the model's evolutions reach the sandbox; the agreement
-        # threshold is the default (two of four samples). The gate is calibrated on 8 shipped problems.
+        # threshold is the default (two of four samples). The gate is calibrated on 8 shipped problems (the
+        # fewest that get the learning-percentage quarters).
         "[publish]": "[math.filter]\nmin_words = 6\nmin_numbers = 1\nrequire_question = false\n\n"
                      "[calibrate]\nlimit = 8\n\n[publish]"})
     # The first seed's evolution and its four solutions are preloaded into the response cache (three of
-    # the four agree): something passes the gate whatever the model samples for the other seven seeds.
+    # the four agree): something passes the gate whatever the model samples for the other three seeds.
     seed = json.loads((REPO / "data" / "seeds" / "gsm_seeds.jsonl").read_text().splitlines()[0])
     preload_evolution(recipe, {"id": seed["id"], "instruction": seed["question"]}, 1, MATH_EVOLUTION,
                       solutions=MATH_SOLUTIONS)
     result = evolve_flow(recipe_path=str(recipe))
-    assert result["run_usage"]["cache_hits"] == 1 + 4 and result["run_usage"]["model_calls"] >= 7 + 8
+    assert result["run_usage"]["cache_hits"] == 1 + 4 and result["run_usage"]["model_calls"] >= 3 + 4
     ds = verify_dataset(result["dataset"])
     assert ds.manifest["stages"][0]["stats"]["math"] is True
     assert [s["name"] for s in ds.manifest["stages"]][:3] == ["seeds", "calibrate", "round-1"]
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
-    assert rows.height + rejected.height == 8
+    assert rows.height + rejected.height == 4
     mine = rows.filter(pl.col("instruction") == MATH_EVOLUTION)
     assert mine.height == 1 and mine["answer"][0] == 3.5 and mine["answer_agreement"][0] == 0.75
     assert mine["root_id"][0] == seed["id"]
