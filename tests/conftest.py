@@ -72,12 +72,12 @@ def instant_url() -> Iterator[str]:
 
 
 def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, batch_size: int = 4,
-                   seed: int = 7, publish: str = "", extra: str = "") -> Path:
+                   seed: int = 7, publish: str = "", filters: str = LOOSE_FILTER, extra: str = "") -> Path:
     """A TinyStories recipe for a build whose plumbing is what a test checks (runners, locks, resuming,
     flags, storage): its stories come from the OpenAI-compatible server at ``url`` (the instant server
     answers at once, the same story for the same prompt and seed on any CPU, so row counts are exact), no
-    exemplar turns or summaries, no model-based scoring, and :data:`LOOSE_FILTER`. ``publish`` adds keys to
-    ``[publish]``, ``extra`` sections (TOML) at the end."""
+    exemplar turns or summaries, no model-based scoring, and ``filters`` (the ``[filter]`` section, by default
+    :data:`LOOSE_FILTER`). ``publish`` adds keys to ``[publish]``, ``extra`` sections (TOML) at the end."""
     body = textwrap.dedent(f"""
         name = "{name}"
         kind = "tinystories"
@@ -100,7 +100,7 @@ def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, ba
         [publish]
         validation_fraction = 0.0
         {{publish}}
-    """).replace("{publish}", publish) + LOOSE_FILTER
+    """).replace("{publish}", publish) + filters
     return write_recipe(path, body + textwrap.dedent(extra))
 
 

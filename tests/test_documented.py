@@ -22,7 +22,7 @@ import pytest
 
 from flows.cli import main
 from pipeline.errors import UserError
-from tests.conftest import REPO, write_recipe
+from tests.conftest import REPO, TINYFORGE, instant_recipe
 
 
 def test_verify_execute_on_a_dataset_without_solution_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,31 +85,13 @@ def test_the_vllm_backend_without_vllm_is_one_line() -> None:
     assert "\n" not in str(info.value)
 
 
-def test_a_build_where_nothing_survives_exits_1_with_the_reason(tmp_path: Path) -> None:
-    from tests.instant_server import instant_server
-
-    with instant_server() as url:
-        recipe = write_recipe(tmp_path / "none.toml", f'''
-            name = "none"
-            kind = "tinystories"
-            output_root = "{tmp_path / 'out'}"
-            [backend]
-            kind = "openai"
-            base_url = "{url}"
-            model = "instant"
-            [generate]
-            count = 4
-            batch_size = 4
-            exemplars = 0
-            [filter]
-            min_words = 500
-            [difficulty]
-            enabled = false
-            [fluency]
-            enabled = false
-            ''')
-        done = subprocess.run([sys.executable, "-m", "flows.cli", "build", str(recipe)], capture_output=True,
-                              text=True, timeout=300, cwd=REPO)
+@pytest.mark.slow
+def test_a_build_where_nothing_survives_exits_1_with_the_reason(prefect_server: str, instant_url: str,
+                                                                tmp_path: Path) -> None:
+    recipe = instant_recipe(tmp_path / "none.toml", instant_url, name="none", out=tmp_path / "out", count=4,
+                            filters="[filter]\nmin_words = 500\n")
+    done = subprocess.run([TINYFORGE, "build", str(recipe)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PREFECT_API_URL": prefect_server})
     assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-2:]
     failed = [line for line in last if line.startswith("tinyforge: build failed: ")]
