@@ -185,3 +185,23 @@ def tiny_recipe(tmp_path: Path) -> Path:
     )
     preload_stories(recipe, TINY_PRELOADED)
     return recipe
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_stay_fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test-fast` leaves out the tests marked slow: every one that starts a Prefect server or loads
+    the embedded model. An unmarked test that does either fails here, saying so, instead of quietly making
+    the fast run slow."""
+    if request.node.get_closest_marker("slow"):
+        return
+    for fixture in ("prefect_server", "embedded_backend"):
+        assert fixture not in request.fixturenames, f"{request.node.nodeid} uses {fixture}: mark it slow"
+    import llama_cpp
+    import llama_cpp.llama_cpp as low_level
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} loads the embedded model: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(llama_cpp.Llama, "__init__", refuse)  # the stream and the IFD/fluency scorer
+    for module in (llama_cpp, low_level):  # the engine's low-level load
+        monkeypatch.setattr(module, "llama_model_load_from_file", refuse)

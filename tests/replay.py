@@ -211,3 +211,33 @@ def cached_completions(output_root: str | Path) -> int:
         return len(cache)
     finally:
         cache.close()
+
+
+class _Models:
+    """Stands in for a build's models while a stage's requests are learned: every backend is ``backend``."""
+
+    def __init__(self, backend: ScriptedBackend):
+        self.backend = backend
+
+    def open(self, config: Any) -> ScriptedBackend:
+        return self.backend
+
+
+def preload_calibration(recipe_path: str | Path, calibration_of: Callable[[Any], Any],
+                        solutions: Callable[[Any, int], list[str]]) -> list[Any]:
+    """Store the k sampled solutions of every gold problem the recipe's calibrate stage solves:
+    ``solutions(problem, k)`` writes them. ``calibration_of(recipe)`` is the kind's calibration (e.g.
+    ``pipeline.evol.build.calibration``). The stage's own work runs once to learn the requests, with the
+    real sandbox. Returns the gold problems, in the stage's order."""
+    recipe = _recipe(recipe_path)
+    cal = calibration_of(recipe)
+    problems = cal.problems()
+
+    def answer(call: int, request: ChatRequest) -> list[str]:
+        (problem,) = [p for p in problems if p.question in request.messages[-1].content]
+        return solutions(problem, request.n)
+
+    backend = ScriptedBackend(embedded_model_id(cal.setup.backend.model), answer)
+    cal.work(problems, 0, len(problems), _Models(backend))
+    assert store(recipe, backend) == len(problems) * cal.setup.samples
+    return problems
