@@ -72,12 +72,14 @@ def instant_url() -> Iterator[str]:
 
 
 def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, batch_size: int = 4,
-                   seed: int = 7, publish: str = "", filters: str = LOOSE_FILTER, extra: str = "") -> Path:
+                   seed: int = 7, summaries: float = 0.0, backend: str = "", publish: str = "",
+                   filters: str = LOOSE_FILTER, extra: str = "") -> Path:
     """A TinyStories recipe for a build whose plumbing is what a test checks (runners, locks, resuming,
     flags, storage): its stories come from the OpenAI-compatible server at ``url`` (the instant server
     answers at once, the same story for the same prompt and seed on any CPU, so row counts are exact), no
-    exemplar turns or summaries, no model-based scoring, and ``filters`` (the ``[filter]`` section, by default
-    :data:`LOOSE_FILTER`). ``publish`` adds keys to ``[publish]``, ``extra`` sections (TOML) at the end."""
+    exemplar turns, ``summaries`` (the share of stories summarized; none by default), no model-based scoring,
+    and ``filters`` (the ``[filter]`` section, by default :data:`LOOSE_FILTER`). ``backend`` and ``publish``
+    add keys (TOML lines) to their sections, ``extra`` adds sections at the end."""
     body = textwrap.dedent(f"""
         name = "{name}"
         kind = "tinystories"
@@ -88,11 +90,12 @@ def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, ba
         base_url = "{url}"
         model = "instant"
         api_key_env = "NONE"
+        {{backend}}
         [generate]
         count = {count}
         batch_size = {batch_size}
         exemplars = 0
-        summary_fraction = 0.0
+        summary_fraction = {summaries}
         [difficulty]
         enabled = false
         [fluency]
@@ -100,7 +103,7 @@ def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, ba
         [publish]
         validation_fraction = 0.0
         {{publish}}
-    """).replace("{publish}", publish) + filters
+    """).replace("{backend}", backend).replace("{publish}", publish) + filters
     return write_recipe(path, body + textwrap.dedent(extra))
 
 
@@ -133,11 +136,6 @@ def part_recipe(path: Path, name: str, seed: int, count: int, generate: str = ""
         max_features = 1
         exemplars = 0
         {{generate}}
-        [filter]
-        min_words = 5
-        min_required_words = 0
-        max_oov_fraction = 1.0
-        max_repeated_ngram_fraction = 1.0
         [difficulty]
         enabled = false
         [fluency]
@@ -145,7 +143,7 @@ def part_recipe(path: Path, name: str, seed: int, count: int, generate: str = ""
         [publish]
         validation_fraction = 0.0
     """)
-    return write_recipe(path, body.replace("{generate}", generate) + textwrap.dedent(extra))
+    return write_recipe(path, body.replace("{generate}", generate) + LOOSE_FILTER + textwrap.dedent(extra))
 
 
 # Story indices of `tiny_recipe` whose completions are in its response cache before a test builds it
@@ -202,6 +200,12 @@ def _fast_tests_stay_fast(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"{request.node.nodeid} loads the embedded model: mark it @pytest.mark.slow")
 
-    monkeypatch.setattr(llama_cpp.Llama, "__init__", refuse)  # the stream and the IFD/fluency scorer
-    for module in (llama_cpp, low_level):  # the engine's low-level load
-        monkeypatch.setattr(module, "llama_model_load_from_file", refuse)
+    load_weights = low_level.llama_model_load_from_file
+
+    def only_the_vocabulary_file(path: bytes, params: object) -> object:
+        if not params.vocab_only:  # type: ignore[attr-defined]  # (the tokenizer reads only the vocabulary)
+            refuse()
+        return load_weights(path, params)
+
+    for module in (llama_cpp, low_level):  # the engine's load, and llama_cpp.Llama's (the IFD/fluency scorer)
+        monkeypatch.setattr(module, "llama_model_load_from_file", only_the_vocabulary_file)

@@ -163,6 +163,7 @@ def _recipe(tmp_path: Path) -> Path:
 # --- the tests -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_kind_defined_here_builds_end_to_end(poems: Kind[PoemRecipe], tmp_path: Path) -> None:
     assert get_kind("poems") is poems
     recipe = load_recipe(_recipe(tmp_path))  # the recipe loader found the model through the registry
@@ -186,6 +187,7 @@ def test_a_kind_defined_here_builds_end_to_end(poems: Kind[PoemRecipe], tmp_path
     assert again.reused and again.usage["model_calls"] == 0
 
 
+@pytest.mark.slow
 def test_the_flow_and_the_cli_know_the_kind(poems: Kind[PoemRecipe], prefect_server: str, tmp_path: Path) -> None:
     from flows.build import flow_for
 

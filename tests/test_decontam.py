@@ -120,6 +120,7 @@ def test_every_kind_decontaminates_its_own_text_field() -> None:
         assert "decontaminate" in [s.name for s in kind.stages] and kind.text_field == field
 
 
+@pytest.mark.slow
 def test_a_story_build_drops_a_story_found_in_an_eval_set_and_the_card_says_what_was_checked(tmp_path: Path) -> None:
     from pipeline.kinds import InProcess, run_build
     from pipeline.recipe import load_recipe

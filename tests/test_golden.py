@@ -30,6 +30,8 @@ import pytest
 
 from tests.golden import FIXTURES, SMALL, canonical, load_completions, published_rows, read_jsonl, small_recipe
 
+pytestmark = pytest.mark.slow  # the demo recipes score fluency and IFD with the embedded model
+
 TEXT_FIELD = {"tinystories": "story", "tinygsm": "question", "evol_instruct": "instruction"}
 
 

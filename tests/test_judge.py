@@ -90,6 +90,7 @@ def _build(path: Path):
     return run_build(load_recipe(path), InProcess(echo=lambda _: None))
 
 
+@pytest.mark.slow
 def test_the_embedded_judge_grades_every_story_and_thresholds_reject_with_the_scores(tmp_path: Path) -> None:
     ds = verify_dataset(_build(judged_recipe(tmp_path, "")).published.path)
     judge = next(s for s in ds.manifest["stages"] if s["name"] == "judge")["stats"]
@@ -145,22 +146,26 @@ def give_verdicts(output_root: Path, rows: pl.DataFrame) -> dict[str, int]:
     return want
 
 
-@pytest.mark.slow
-def test_through_a_real_server_a_verdict_that_cannot_be_read_is_retried_then_recorded(tmp_path: Path) -> None:
-    from tests.servers import llama_server
+@pytest.mark.slow  # the generate stage opens the embedded model, though every story is in the cache
+def test_through_a_server_a_verdict_that_cannot_be_read_is_retried_then_recorded(tmp_path: Path) -> None:
+    from tests.servers import ScriptedServer, chat_reply
 
-    with llama_server() as url:
-        # Three tokens cannot hold a whole verdict: every try is cut off, so every story is asked three
-        # times (the first try and two retries), then kept with its reason and no scores.
-        backend = f'[judge.backend]\nkind = "openai"\nbase_url = "{url}"\nmodel = "smollm2"\napi_key_env = "NONE"\n'
+    # A judge on 127.0.0.1 whose every reply is cut off at its token budget, as a model's is when
+    # max_tokens cannot hold a whole verdict: every story is asked three times (the first try and two
+    # retries), then kept with its reason and no scores.
+    cut_off = chat_reply('{"grammar": 7, "creat', finish="length", completion_tokens=3)
+    with ScriptedServer(lambda body, seen: (200, {}, cut_off)) as server:
+        backend = (f'[judge.backend]\nkind = "openai"\nbase_url = "{server.url}"\nmodel = "judge"\n'
+                   f'api_key_env = "NONE"\n')
         cut = judged_recipe(tmp_path, f"retries = 2\n[judge.sampling]\nmax_tokens = 3\ntemperature = 0.0\n{backend}")
         ds = verify_dataset(_build(cut).published.path)
         judge = next(s for s in ds.manifest["stages"] if s["name"] == "judge")["stats"]
         assert judge["judged"] == 4 and judge["unread"] == 4 and judge["usage"]["model_calls"] == 4 * 3
+        assert sum(server.requests.values()) == 4 * 3
         rows = read_split(ds.path, "train")
         assert rows.height == 4 and rows[column("grammar")].is_null().all()
         assert rows["judge_error"].str.starts_with("no verdict after 3 tries: ").all()
-        assert rows["judge_model"].str.starts_with("openai/").all()
+        assert rows["judge_model"].str.starts_with("openai/judge@").all()
 
         # the same verdicts with a threshold: no score is guessed, so every story is rejected as unread and
         # the build has nothing to publish

@@ -46,6 +46,7 @@ def test_the_threshold_rejects_above_it_and_what_cannot_be_scored() -> None:
     assert too_disfluent(None, 4.0)
 
 
+@pytest.mark.slow
 def test_fluency_separates_incoherent_and_ungrammatical_stories(capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.difficulty.ifd import LlamaScorer
 
@@ -64,6 +65,7 @@ def test_fluency_separates_incoherent_and_ungrammatical_stories(capsys: pytest.C
                          "ungrammatical"}
 
 
+@pytest.mark.slow
 def test_judge_eval_with_a_recipes_judge_scores_every_text_through_its_backend(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`tinyforge judge-eval --judge RECIPE`: the recipe's judge backend grades every labeled text, and its

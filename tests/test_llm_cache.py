@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from pipeline.llm import CachedBackend, ChatRequest, Message, ResponseCache, SamplingParams
@@ -28,6 +30,7 @@ def req(text: str, seed: int = 1, n: int = 1) -> ChatRequest:
     return ChatRequest((Message("user", text),), PARAMS, seed=seed, n=n)
 
 
+@pytest.mark.slow
 def test_real_model_returns_completions_with_usage(embedded_backend) -> None:
     (out,) = embedded_backend.generate([req("Say hello to a cat.", n=2)])
     assert len(out) == 2
@@ -39,6 +42,7 @@ def test_real_model_returns_completions_with_usage(embedded_backend) -> None:
     assert embedded_backend.model_id.startswith("llamacpp/SmolLM2-135M-Instruct.Q4_1@")
 
 
+@pytest.mark.slow
 def test_sample_seed_makes_samples_reproducible(embedded_backend) -> None:
     (a,) = embedded_backend.generate([ChatRequest((Message("user", "Name a fruit."),), PARAMS, seed=5, n=2)])
     (b,) = embedded_backend.generate([ChatRequest((Message("user", "Name a fruit."),), PARAMS, seed=5, n=1,
@@ -46,6 +50,7 @@ def test_sample_seed_makes_samples_reproducible(embedded_backend) -> None:
     assert a[1].text == b[0].text  # sample 1 is sample 1, asked for alone or in a batch
 
 
+@pytest.mark.slow
 def test_cache_never_pays_twice_and_fills_only_missing_samples(embedded_backend, tmp_path: Path) -> None:
     counting = CountingBackend(embedded_backend)
     cache = ResponseCache(tmp_path / "c.sqlite")
@@ -68,6 +73,7 @@ def test_cache_never_pays_twice_and_fills_only_missing_samples(embedded_backend,
     assert counting.samples == 5
 
 
+@pytest.mark.slow
 def test_on_done_fires_per_request_so_work_is_saved_early(embedded_backend, tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "c.sqlite")
     seen: list[tuple[int, int]] = []

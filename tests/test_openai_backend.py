@@ -157,45 +157,18 @@ def test_a_build_through_the_faulty_proxy_completes(prefect_server: str, instant
 
     tinystories_flow = flow_for("tinystories")
     from pipeline.shards import read_split, verify_dataset
-    from tests.conftest import recipe_seed, write_recipe
+    from tests.conftest import instant_recipe, recipe_seed
     from tests.replay import preload_stories
 
     with FaultProxy(instant_url) as proxy:
-        recipe = write_recipe(tmp_path / "remote.toml", f"""
-            name = "remote"
-            kind = "tinystories"
-            seed = {recipe_seed(5)}
-            output_root = "{tmp_path / 'out'}"
-            [generate]
-            count = 10
-            batch_size = 5
-            summary_fraction = 0.3
-            exemplars = 0
-            [backend]
-            kind = "openai"
-            base_url = "{proxy.url}"
-            model = "smollm2"
-            max_concurrency = 2
-            timeout_s = 4.0         # the instant server answers at once: only the injected hangs time out
-            backoff_s = 0.05
-            repeat_penalty_param = "repeat_penalty"
-            [sampling]
-            max_tokens = 120
-            [filter]
-            min_words = 3
-            min_required_words = 0
-            max_oov_fraction = 1.0
-            max_repeated_ngram_fraction = 1.0
-            [difficulty]
-            enabled = false
-            [fluency]
-            enabled = false
-            [publish]
-            validation_fraction = 0.0
-        """)
+        recipe = instant_recipe(tmp_path / "remote.toml", proxy.url, name="remote", out=tmp_path / "out", count=10,
+                                batch_size=5, seed=recipe_seed(5), summaries=0.3, backend=(
+                                    "max_concurrency = 2\n"
+                                    "timeout_s = 4.0  # the instant server answers at once: only injected hangs time out\n"
+                                    "backoff_s = 0.05"))
         # Stories 0 and 7 come from the cache (keyed by this server's model id); the other eight go through
         # the proxy and its faults.
-        model_id = f"openai/smollm2@127.0.0.1:{proxy.port}"
+        model_id = f"openai/instant@127.0.0.1:{proxy.port}"
         preload_stories(recipe, [0, 7], model_id=model_id)
         result = tinystories_flow(recipe_path=str(recipe))
     ds = verify_dataset(result["dataset"])
@@ -233,7 +206,7 @@ def test_a_backend_out_of_retries_fails_the_build_and_keeps_what_was_generated(
     from pathlib import Path
 
     from pipeline.shards import verify_dataset
-    from tests.conftest import recipe_seed, write_recipe
+    from tests.conftest import instant_recipe, recipe_seed
     from tests.replay import cached_completions, preload_stories
 
     tinyforge = str(Path(sys.executable).parent / "tinyforge")
@@ -241,39 +214,10 @@ def test_a_backend_out_of_retries_fails_the_build_and_keeps_what_was_generated(
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     # the first two chat requests (batch 0: stories 0 and 1) go through; every later one gets the fault
     with FaultProxy(instant_url, plan={k: fault for k in range(3, 10_000)}, every=10**9) as proxy:
-        recipe = write_recipe(tmp_path / "flaky.toml", f"""
-            name = "flaky"
-            kind = "tinystories"
-            seed = {recipe_seed(5)}
-            output_root = "{out}"
-            [generate]
-            count = 4
-            batch_size = 2
-            [backend]
-            kind = "openai"
-            base_url = "{proxy.url}"
-            model = "smollm2"
-            max_concurrency = 1
-            max_retries = 2
-            timeout_s = 60.0
-            backoff_s = 0.05
-            max_backoff_s = 0.1
-            repeat_penalty_param = "repeat_penalty"
-            [sampling]
-            max_tokens = 120
-            [filter]
-            min_words = 3
-            min_required_words = 0
-            max_oov_fraction = 1.0
-            max_repeated_ngram_fraction = 1.0
-            [difficulty]
-            enabled = false
-            [fluency]
-            enabled = false
-            [publish]
-            validation_fraction = 0.0
-        """)
-        model_id = f"openai/smollm2@127.0.0.1:{proxy.port}"
+        recipe = instant_recipe(tmp_path / "flaky.toml", proxy.url, name="flaky", out=out, count=4, batch_size=2,
+                                seed=recipe_seed(5), backend=("max_concurrency = 1\nmax_retries = 2\ntimeout_s = 60.0\n"
+                                                              "backoff_s = 0.05\nmax_backoff_s = 0.1"))
+        model_id = f"openai/instant@127.0.0.1:{proxy.port}"
         preload_stories(recipe, [2], model_id=model_id)  # so that the resumed build publishes whatever is sampled
         failed = subprocess.run([tinyforge, "build", str(recipe)], env=env, capture_output=True, text=True,
                                 timeout=300)

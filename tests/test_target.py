@@ -58,6 +58,7 @@ def _recipe(tmp_path: Path, target: int, max_candidates: int) -> Path:
     return recipe
 
 
+@pytest.mark.slow
 def test_a_target_publishes_exactly_n_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.kinds import run_build
     from pipeline.recipe import load_recipe
@@ -78,6 +79,7 @@ def test_a_target_publishes_exactly_n_records(tmp_path: Path, capsys: pytest.Cap
     assert "Target met" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_spent_budget_publishes_what_it_got_and_says_so(tmp_path: Path) -> None:
     from pipeline.kinds import run_build
     from pipeline.recipe import load_recipe

@@ -3,6 +3,8 @@ the instruction-formatted text published beside the story."""
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import polars as pl
@@ -58,6 +60,7 @@ def test_the_instruction_text_lists_what_was_asked_then_the_story() -> None:
                              "summary": None}) == "Words: run, hat, big\nStory:\nTom ran."
 
 
+@pytest.mark.slow
 def test_a_build_asked_for_sentences_publishes_them_checked_with_the_instruction_text(tmp_path: Path) -> None:
     from pipeline.kinds import InProcess, run_build
     from pipeline.llm import sampling_params

@@ -26,8 +26,7 @@ from pipeline.llm.cache import CacheError, ResponseCache
 from pipeline.lock import wait_until_free
 from pipeline.recipe import load_recipe
 from pipeline.shards import verify_dataset
-from tests.conftest import REPO, write_recipe
-from tests.instant_server import instant_server
+from tests.conftest import REPO, instant_recipe, write_recipe
 
 GOOD = 'name = "c"\nkind = "tinystories"\noutput_root = "{out}"\n[generate]\ncount = 2\n'
 
@@ -108,54 +107,31 @@ def test_flags_that_cannot_work_are_refused_at_once(tmp_path: Path, capsys: pyte
 # --- build folders ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> str:
-    with instant_server() as url:
-        yield url
-
-
-def instant_recipe(where: Path, url: str, name: str = "b", count: int = 12) -> Path:
-    return write_recipe(where / f"{name}.toml", f'''
-        name = "{name}"
-        kind = "tinystories"
-        seed = 3
-        output_root = "{where / 'out'}"
-        [backend]
-        kind = "openai"
-        base_url = "{url}"
-        model = "instant"
-        [generate]
-        count = {count}
-        batch_size = 6
-        exemplars = 0
-        [difficulty]
-        enabled = false
-        [fluency]
-        enabled = false
-        [publish]
-        validation_fraction = 0.0
-        ''')
+def recipe_in(where: Path, url: str, name: str = "b", count: int = 12) -> Path:
+    """A build of ``count`` instant-server stories (tests/conftest.py) into ``where / 'out'``."""
+    return instant_recipe(where / f"{name}.toml", url, name=name, out=where / "out", count=count, batch_size=6,
+                          seed=3)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, server: str) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory, instant_url: str) -> Path:
     """A finished build's output root (copy it before damaging it)."""
     where = tmp_path_factory.mktemp("built")
-    run_build(load_recipe(instant_recipe(where, server)))
+    run_build(load_recipe(recipe_in(where, instant_url)))
     return where
 
 
-def copy_of(built: Path, tmp_path: Path, server: str) -> tuple[Path, Path]:
+def copy_of(built: Path, tmp_path: Path, instant_url: str) -> tuple[Path, Path]:
     shutil.copytree(built / "out", tmp_path / "out")
-    return tmp_path / "out" / "b", instant_recipe(tmp_path, server)
+    return tmp_path / "out" / "b", recipe_in(tmp_path, instant_url)
 
 
 def rows_of(build: Path) -> int:
     return verify_dataset(build / "dataset").manifest["splits"]["train"]["rows"]
 
 
-def test_a_damaged_stage_table_is_made_again(built: Path, tmp_path: Path, server: str) -> None:
-    build, recipe = copy_of(built, tmp_path, server)
+def test_a_damaged_stage_table_is_made_again(built: Path, tmp_path: Path, instant_url: str) -> None:
+    build, recipe = copy_of(built, tmp_path, instant_url)
     rows = rows_of(build)
     table = build / "stages" / "filter" / "records.parquet"
     table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
@@ -165,10 +141,10 @@ def test_a_damaged_stage_table_is_made_again(built: Path, tmp_path: Path, server
     assert rows_of(build) == rows
 
 
-def test_a_damaged_published_folder_is_published_again(built: Path, tmp_path: Path, server: str) -> None:
+def test_a_damaged_published_folder_is_published_again(built: Path, tmp_path: Path, instant_url: str) -> None:
     for damage in ("manifest", "shard"):
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
-        build, recipe = copy_of(built, tmp_path, server)
+        build, recipe = copy_of(built, tmp_path, instant_url)
         rows = rows_of(build)
         if damage == "manifest":
             (build / "dataset" / "manifest.json").write_text("{ not json")
@@ -179,8 +155,8 @@ def test_a_damaged_published_folder_is_published_again(built: Path, tmp_path: Pa
         assert rows_of(build) == rows, damage  # verified, whole again
 
 
-def test_build_folder_parts_that_are_not_what_they_should_be(built: Path, tmp_path: Path, server: str) -> None:
-    build, recipe = copy_of(built, tmp_path, server)
+def test_build_folder_parts_that_are_not_what_they_should_be(built: Path, tmp_path: Path, instant_url: str) -> None:
+    build, recipe = copy_of(built, tmp_path, instant_url)
     (build / ".lock").unlink(missing_ok=True)
     (build / ".lock").mkdir()
     with pytest.raises(UserError, match=r"\.lock: not a file"):
@@ -192,16 +168,16 @@ def test_build_folder_parts_that_are_not_what_they_should_be(built: Path, tmp_pa
         run_build(load_recipe(recipe))
 
 
-def test_a_damaged_cross_build_index_entry_is_named(built: Path, tmp_path: Path, server: str) -> None:
-    _, _ = copy_of(built, tmp_path, server)
+def test_a_damaged_cross_build_index_entry_is_named(built: Path, tmp_path: Path, instant_url: str) -> None:
+    _, _ = copy_of(built, tmp_path, instant_url)
     (entry,) = (tmp_path / "out" / "index").rglob("b.parquet")
     entry.write_bytes(b"PAR1 damaged")
-    other = instant_recipe(tmp_path, server, name="other")
+    other = recipe_in(tmp_path, instant_url, name="other")
     with pytest.raises(UserError, match="b.parquet: a damaged entry of the cross-build index") as info:
         run_build(load_recipe(other))
     assert "\n" not in str(info.value)
     # the build that owns it writes it again when it publishes
-    run_build(load_recipe(instant_recipe(tmp_path, server)))
+    run_build(load_recipe(recipe_in(tmp_path, instant_url)))
     assert pq.read_metadata(entry).num_rows > 0
 
 
@@ -210,19 +186,19 @@ def test_a_damaged_cross_build_index_entry_is_named(built: Path, tmp_path: Path,
     ("eval.parquet", b"PAR1 not parquet", "not a readable Parquet file"),
     ("eval.jsonl", b'{"question": "ok"}\n[1, 2]\n', "eval.jsonl:2: not a JSON object line"),
 ])
-def test_an_evaluation_file_that_cannot_be_read_is_one_line(tmp_path: Path, server: str, name: str, content: bytes,
+def test_an_evaluation_file_that_cannot_be_read_is_one_line(tmp_path: Path, instant_url: str, name: str, content: bytes,
                                                              says: str) -> None:
     (tmp_path / name).write_bytes(content)
-    recipe = instant_recipe(tmp_path, server)
+    recipe = recipe_in(tmp_path, instant_url)
     recipe.write_text(recipe.read_text() + f'[[decontaminate.eval_sets]]\npath = "{tmp_path / name}"\n')
     with pytest.raises(UserError, match=says) as info:
         run_build(load_recipe(recipe))
     assert "\n" not in str(info.value)
 
 
-def test_builds_and_inspect_show_a_damaged_build_beside_the_others(built: Path, tmp_path: Path, server: str,
+def test_builds_and_inspect_show_a_damaged_build_beside_the_others(built: Path, tmp_path: Path, instant_url: str,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    copy_of(built, tmp_path, server)
+    copy_of(built, tmp_path, instant_url)
     out = tmp_path / "out"
     for name, content in (("garbled", "{ not json"), ("listed", "[1, 2]")):
         (out / name).mkdir()
@@ -301,10 +277,11 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           cwd=REPO, env={**os.environ, **(env or {})})
 
 
-def test_a_user_error_inside_a_flow_is_one_line_naming_its_log(tmp_path: Path, server: str) -> None:
+@pytest.mark.slow  # the command starts its temporary Prefect server
+def test_a_user_error_inside_a_flow_is_one_line_naming_its_log(tmp_path: Path, instant_url: str) -> None:
     """A damaged response cache is found inside the flow (by the first batch): Prefect's ~120 lines of
     tracebacks go to a log file; the console says the one line, and where that file is."""
-    recipe = instant_recipe(tmp_path, server)
+    recipe = recipe_in(tmp_path, instant_url)
     (tmp_path / "out" / "cache").mkdir(parents=True)
     (tmp_path / "out" / "cache" / "responses.sqlite").write_text("garbage " * 200)
     done = cli("build", str(recipe))
@@ -317,11 +294,12 @@ def test_a_user_error_inside_a_flow_is_one_line_naming_its_log(tmp_path: Path, s
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs mount namespaces (root)")
 @pytest.mark.parametrize("size", ["96k", "256k"])
-def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path, server: str, size: str) -> None:
+@pytest.mark.slow  # the command starts its temporary Prefect server
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path, instant_url: str, size: str) -> None:
     """The output root on a small tmpfs: the build of 40 stories runs out of space partway (the cache
     first, or a stage); it says so in one line, what it finished is kept and nothing half-written
     (``stages/.*.tmp-*``, ``.*.tmp``) is left."""
-    recipe = instant_recipe(tmp_path, server, count=40)
+    recipe = recipe_in(tmp_path, instant_url, count=40)
     out = tmp_path / "out"
     out.mkdir()
     done = run_in_mount_namespace(f"mount -t tmpfs -o size={size} tmpfs {out} && {sys.executable} -m flows.cli "
