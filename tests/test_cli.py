@@ -157,7 +157,7 @@ def test_wait_waits_for_the_run_that_holds_the_build_then_builds(prefect_server:
                 assert second.poll() is None, (tmp_path / "second.log").read_text()
                 assert time.monotonic() < deadline, "the second build never reached the lock"
                 time.sleep(0.2)
-            time.sleep(3)
+            time.sleep(1)
             # waiting: still running, nothing built, not even started
             assert second.poll() is None, (tmp_path / "second.log").read_text()
             assert "building" not in (tmp_path / "second.log").read_text()

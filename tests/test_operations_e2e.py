@@ -65,7 +65,7 @@ def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str,
 
     tinystories_flow = flow_for("tinystories")
 
-    recipe = small_recipe(tmp_path / "r.toml", "same", tmp_path / "unused", count=8)
+    recipe = small_recipe(tmp_path / "r.toml", "same", tmp_path / "unused", count=6)
     for root in ("local", "dask"):
         preload_stories(recipe, PRELOADED, output_root=tmp_path / root)
     local = tinystories_flow(recipe_path=str(recipe), output_root=str(tmp_path / "local"))
@@ -77,7 +77,7 @@ def test_dask_runner_builds_the_same_records_as_the_default(prefect_server: str,
         # the batches ran in the workers: each loaded the engine and generated
         loaded = client.run(lambda: "pipeline.llm.llamacpp_engine" in sys.modules)
     assert len(loaded) == 2 and all(loaded.values())
-    assert local["run_usage"]["model_calls"] == dask["run_usage"]["model_calls"] >= 8 - len(PRELOADED)
+    assert local["run_usage"]["model_calls"] == dask["run_usage"]["model_calls"] >= 6 - len(PRELOADED)
     # generated afresh (but for the preloaded story), not read back from the local run
     assert dask["run_usage"]["cache_hits"] == local["run_usage"]["cache_hits"] == len(PRELOADED)
 
@@ -101,7 +101,8 @@ def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_s
     nightly = instant_recipe(tmp_path / "nightly.toml", instant_url, name="nightly", out=out, count=6,
                              extra='\n[schedule]\ncron = "0 3 * * *"\ntimezone = "Europe/Berlin"\n')
     log = (tmp_path / "serve.log").open("w")
-    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    # the served process asks for scheduled runs every second, not Prefect's default 10
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     proc = subprocess.Popen([TINYFORGE, "serve", str(manual), str(nightly)], env=env, start_new_session=True,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -121,7 +122,7 @@ def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_s
         assert schedule.schedule.cron == "0 3 * * *" and schedule.schedule.timezone == "Europe/Berlin"
         assert schedule.parameters == {"dated": True}
 
-        run = run_deployment("tinystories/served", timeout=600, poll_interval=2, as_subflow=False)
+        run = run_deployment("tinystories/served", timeout=600, poll_interval=0.5, as_subflow=False)
         assert run.state.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
         ds = verify_dataset(out / "served" / "dataset")
         assert ds.manifest["build_id"].startswith("served-") and ds.manifest["stages"][0]["stats"]["in"] == 6
@@ -129,7 +130,7 @@ def test_served_deployment_completes_a_build_triggered_through_the_api(prefect_s
 
         # a maintainer's parameters from the UI: the same recipe under another name, dated
         run = run_deployment("tinystories/served", parameters={"name": "served-copy", "dated": True},
-                             timeout=600, poll_interval=2, as_subflow=False)
+                             timeout=600, poll_interval=0.5, as_subflow=False)
         assert run.state.is_completed()
         (dated,) = [p for p in out.iterdir() if p.name.startswith("served-copy-")]
         copy = verify_dataset(dated / "dataset").manifest
