@@ -16,6 +16,11 @@ the filter's verdicts, the subset's definition).
 
     .venv/bin/python -m tests.golden capture    # rewrite the fixtures with the code as it is
     .venv/bin/python -m tests.golden rows       # rewrite only the rows, from the stored completions
+    .venv/bin/python -m tests.golden identities # rewrite the build ids and stage fingerprints
+
+`identities.json` pins the build id of every shipped recipe and the stage
+fingerprints of each golden build: a change meant to keep behaviour (the
+stage contract of issue 31) keeps every one of them.
 """
 
 from __future__ import annotations
@@ -132,6 +137,44 @@ def capture(kinds: list[str]) -> None:
             print(f"{kind}: {len(completions)} completions, {len(published_rows(dataset))} published rows")
 
 
+IDENTITIES = FIXTURES / "identities.json"
+
+
+def build_ids() -> dict[str, str]:
+    """The build id of every shipped recipe (``flows/recipes/*.toml``): the hash of what the recipe asks.
+    Not the mix's: its id covers what its sources published, so it exists only after they are built."""
+    import tomllib
+
+    from pipeline.recipe import load_recipe
+
+    return {path.name: load_recipe(path).build_id for path in sorted(RECIPES.glob("*.toml"))
+            if tomllib.loads(path.read_text(encoding="utf-8")).get("kind") != "mix"}
+
+
+def stage_fingerprints(outcome: object) -> dict[str, str]:
+    """Each stage of a golden build and its fingerprint (what it was computed from)."""
+    return {s.name: s.fingerprint for s in outcome.stages}  # type: ignore[attr-defined]
+
+
+def record_identities(kinds: list[str]) -> None:
+    """Write the shipped recipes' build ids and the golden builds' stage fingerprints: a refactor that
+    must change no behaviour must change none of them (tests/test_golden.py compares)."""
+    import tempfile
+
+    from pipeline.kinds import run_build
+    from pipeline.recipe import load_recipe
+
+    stages = {}
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = load_recipe(small_recipe(kind, Path(tmp)))
+            load_completions(kind, Path(tmp) / "out")
+            stages[kind] = stage_fingerprints(run_build(recipe))
+    IDENTITIES.write_text(json.dumps({"build_ids": build_ids(), "stage_fingerprints": stages}, indent=1,
+                                     sort_keys=True) + "\n", encoding="utf-8")
+    print(f"{IDENTITIES}: {len(build_ids())} build ids, the stage fingerprints of {len(stages)} golden builds")
+
+
 def rewrite_rows(kinds: list[str]) -> None:
     """Build each kind's small recipe from its stored completions (no model call) and rewrite only its
     published rows: for a change that adds columns, whose diff then shows that nothing else moved."""
@@ -154,7 +197,7 @@ def rewrite_rows(kinds: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    commands = {"capture": capture, "rows": rewrite_rows}
+    commands = {"capture": capture, "rows": rewrite_rows, "identities": record_identities}
     if sys.argv[1:2] not in ([c] for c in commands):
-        raise SystemExit("usage: python -m tests.golden capture|rows [KIND ...]")
+        raise SystemExit("usage: python -m tests.golden capture|rows|identities [KIND ...]")
     commands[sys.argv[1]](sys.argv[2:] or list(SMALL))

@@ -223,19 +223,40 @@ class _Models:
         return self.backend
 
 
+def voted_samples(place: int, problem: Any, k: int) -> list[str]:
+    """Four distinct programs for a gold problem, by its place in the stage's order, mod 4: three return
+    the gold answer and one another (0 and 2: kept, right), three another and one the gold (1: kept,
+    wrong), or four different answers (3: not kept). Every problem has a right sample."""
+    gold, wrong = problem.answer, problem.answer + 1
+    values = {0: [gold, gold, gold, wrong], 1: [wrong, wrong, wrong, gold], 2: [gold, gold, gold, wrong],
+              3: [gold, wrong, gold + 2, gold + 3]}[place % 4]
+    # four shapes, so that each is its own program (a renamed variable is the same program to the vote)
+    bodies = ("return {v!r}", "x = {v!r}\n    return x", "x = {v!r} * 2\n    return x / 2",
+              "x = {v!r} + 1\n    return x - 1")
+    assert k == len(values), f"voted_samples writes 4 samples, the recipe asks for {k}"
+    return ["def simple_math_problem():\n    " + body.format(v=v) + "\n" for body, v in zip(bodies, values)]
+
+
+def voted_figures(problems: int) -> tuple[int, int]:
+    """(kept, right) of ``problems`` gold problems whose samples are :func:`voted_samples`."""
+    places = [i % 4 for i in range(problems)]
+    return sum(p != 3 for p in places), sum(p in (0, 2) for p in places)
+
+
 def preload_calibration(recipe_path: str | Path, calibration_of: Callable[[Any], Any],
-                        solutions: Callable[[Any, int], list[str]]) -> list[Any]:
+                        solutions: Callable[[int, Any, int], list[str]] = voted_samples) -> list[Any]:
     """Store the k sampled solutions of every gold problem the recipe's calibrate stage solves:
-    ``solutions(problem, k)`` writes them. ``calibration_of(recipe)`` is the kind's calibration (e.g.
-    ``pipeline.evol.build.calibration``). The stage's own work runs once to learn the requests, with the
-    real sandbox. Returns the gold problems, in the stage's order."""
+    ``solutions(place, problem, k)`` writes them (by default :func:`voted_samples`). ``calibration_of(recipe)``
+    is the kind's calibration (``pipeline.tinygsm.build.calibration``, ``pipeline.evol.build.calibration``).
+    The stage's own work runs once to learn the requests, with the real sandbox. Returns the gold problems,
+    in the stage's order."""
     recipe = _recipe(recipe_path)
     cal = calibration_of(recipe)
     problems = cal.problems()
 
     def answer(call: int, request: ChatRequest) -> list[str]:
-        (problem,) = [p for p in problems if p.question in request.messages[-1].content]
-        return solutions(problem, request.n)
+        (place,) = [i for i, p in enumerate(problems) if p.question in request.messages[-1].content]
+        return solutions(place, problems[place], request.n)
 
     backend = ScriptedBackend(embedded_model_id(cal.setup.backend.model), answer)
     cal.work(problems, 0, len(problems), _Models(backend))

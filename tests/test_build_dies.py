@@ -100,13 +100,14 @@ def _kill_mid_generation(tmp_path: Path, recipe: Path, how: signal.Signals, runn
         build.wait()
 
 
-def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path, prefect_server: str) -> None:
+def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     """Ctrl-C in a terminal: SIGINT to the build's whole process group, mid-generation. The command says
     so on one line and exits 130, nothing it started is left running, its lock is released, and the same
     command then asks the server only for what the interrupted run had not cached."""
-    import re
-
+    from pipeline.kinds import InProcess, run_build
     from pipeline.lock import is_locked
+    from pipeline.recipe import load_recipe
+    from pipeline.shards import verify_dataset
     from tests.instant_server import instant_server
     from tests.test_build_e2e import _cached
 
@@ -146,11 +147,10 @@ def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path,
         cached = _cached(out / "cache" / "responses.sqlite")
         assert 2 <= cached < 20, cached
 
-        done = subprocess.run([TINYFORGE, "build", str(recipe)], env={**os.environ, "PREFECT_API_URL": prefect_server},
-                              capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    calls, hits = map(int, re.search(r"(\d+) model calls, (\d+) cache hits this run", done.stdout).groups())
+        # the next run (the library's entry point: the command's own path is what was interrupted above)
+        outcome = run_build(load_recipe(recipe), InProcess(echo=lambda _: None))
     # nothing the interrupted run had was asked for again (its finished batches are reused whole, the
     # rest of its completions come from the cache), and nothing was lost
-    assert calls == 20 - cached and hits <= cached
+    calls, hits = outcome.usage["model_calls"], outcome.usage["cache_hits"]
+    assert calls == 20 - cached and hits <= cached and verify_dataset(outcome.published.path)
     assert _cached(out / "cache" / "responses.sqlite") == 20

@@ -15,7 +15,7 @@ from pipeline.llm.types import derive_seed
 from pipeline.recipe import load_recipe
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import REPO
-from tests.replay import preload_calibration, preload_evolution
+from tests.replay import preload_calibration, preload_evolution, voted_figures
 
 
 pytestmark = pytest.mark.slow
@@ -165,9 +165,9 @@ def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: st
     seed = json.loads((REPO / "data" / "seeds" / "gsm_seeds.jsonl").read_text().splitlines()[0])
     preload_evolution(recipe, {"id": seed["id"], "instruction": seed["question"]}, 1, MATH_EVOLUTION,
                       solutions=MATH_SOLUTIONS)
-    # The calibration's samples are written too (calibration_samples): the gate's figures are then known
-    # exactly, and the model's time goes to the evolutions, which are what this test is about.
-    preload_calibration(recipe, calibration, calibration_samples)
+    # The calibration's samples are written too (tests/replay.voted_samples): the gate's figures are then
+    # known exactly, and the model's time goes to the evolutions, which are what this test is about.
+    preload_calibration(recipe, calibration)
     result = evolve_flow(recipe_path=str(recipe))
     # the model evolved the other three seeds (and solved those evolutions that pass the problem checks)
     assert result["run_usage"]["cache_hits"] == 1 + 4 + 8 * 4 and result["run_usage"]["model_calls"] >= 3
@@ -190,29 +190,14 @@ def test_math_pool_evolutions_must_be_solvable_in_the_sandbox(prefect_server: st
     check_gate_calibration(ds, rows, unsolvable.height)
 
 
-def calibration_samples(problem, k: int) -> list[str]:
-    """Four distinct programs for each gold problem (seed-NNN), by NNN mod 4: three return the gold answer
-    and one another (0 and 2: kept, right), three another and one the gold (1: kept, wrong), or four
-    different answers (3: not kept). For the 8 problems seed-002..009: 6 kept, 4 right, all with a right
-    sample."""
-    gold, wrong = problem.answer, problem.answer + 1
-    values = {0: [gold, gold, gold, wrong], 1: [wrong, wrong, wrong, gold], 2: [gold, gold, gold, wrong],
-              3: [gold, wrong, gold + 2, gold + 3]}[int(problem.id.removeprefix("seed-")) % 4]
-    # four shapes, so that each is its own program (a renamed variable is the same program to the vote)
-    bodies = ("return {v!r}", "x = {v!r}\n    return x", "x = {v!r} * 2\n    return x / 2",
-              "x = {v!r} + 1\n    return x - 1")
-    assert k == len(values)
-    return ["def simple_math_problem():\n    " + body.format(v=v) + "\n" for body, v in zip(bodies, values)]
-
-
 def check_gate_calibration(ds, rows: pl.DataFrame, unsolvable: int) -> None:
     """The gate's calibration figures are what its published verifier rows say, and every sample the
     gate executed is a verifier row."""
     from pipeline.solving.calibrate import summarize
 
     c = ds.manifest["calibration"]
-    # what calibration_samples wrote: 6 of the 8 problems agree (two of them on a wrong answer)
-    assert (c["problems"], c["kept"], c["correct"], c["pass_at_k"]) == (8, 6, 4, 1.0)
+    # what tests/replay.voted_samples wrote: 6 of the 8 problems agree, 2 of them on a wrong answer
+    assert (c["problems"], c["kept"], c["correct"], c["pass_at_k"]) == (8, *voted_figures(8), 1.0) == (8, 6, 4, 1.0)
     verifier = read_split(ds.path, "verifier")
     cal = verifier.filter(pl.col("source") == "calibration")
     assert c["problems"] == cal["problem_id"].n_unique() == 8 and cal.height == 8 * 4

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.golden import FIXTURES, SMALL, canonical, load_completions, published_rows, read_jsonl, small_recipe
-
-pytestmark = pytest.mark.slow  # the demo recipes score fluency and IFD with the embedded model
+from tests.golden import (FIXTURES, IDENTITIES, SMALL, build_ids, canonical, load_completions, published_rows,
+                          read_jsonl, small_recipe, stage_fingerprints)
 
 TEXT_FIELD = {"tinystories": "story", "tinygsm": "question", "evol_instruct": "instruction"}
 
@@ -39,6 +38,7 @@ def _golden(kind: str) -> list[str]:
     return canonical(read_jsonl(FIXTURES / f"{kind}.rows.jsonl"))
 
 
+@pytest.mark.slow  # the demo recipes score fluency and IFD with the embedded model
 @pytest.mark.parametrize("kind", list(SMALL))
 def test_the_library_entry_point_publishes_the_golden_rows(kind: str, tmp_path: Path) -> None:
     from pipeline.kinds import run_build
@@ -49,6 +49,7 @@ def test_the_library_entry_point_publishes_the_golden_rows(kind: str, tmp_path: 
     outcome = run_build(recipe)
     assert outcome.usage["model_calls"] == 0  # everything came from the captured completions
     assert canonical(published_rows(outcome.published.path)) == _golden(kind)
+    assert stage_fingerprints(outcome) == json.loads(IDENTITIES.read_text())["stage_fingerprints"][kind]
     check_by_oracles(kind, outcome.published.path)
     assert not outcome.reused and all(not s.skipped for s in outcome.stages)
 
@@ -56,6 +57,13 @@ def test_the_library_entry_point_publishes_the_golden_rows(kind: str, tmp_path: 
     assert again.reused and all(s.skipped for s in again.stages)
 
 
+def test_every_shipped_recipe_keeps_its_build_id() -> None:
+    """The build id is the hash of what a recipe asks for: a refactor of how recipes are read or composed
+    (issue 31) must leave every one as it was (`python -m tests.golden identities` records them)."""
+    assert build_ids() == json.loads(IDENTITIES.read_text())["build_ids"]
+
+
+@pytest.mark.slow
 def test_the_prefect_flow_publishes_the_same_rows(prefect_server: str, tmp_path: Path) -> None:
     from flows.build import flow_for
 

@@ -27,8 +27,9 @@ from pipeline.code_metrics import COLUMNS as CODE_COLUMNS
 from pipeline.code_metrics import code_metrics
 from pipeline.fingerprint import file_sha256
 from pipeline.shards import read_split, verify_dataset
+from pipeline.tinygsm.build import calibration
 from tests.conftest import REPO, recipe_seed, write_recipe
-from tests.replay import preload_problems
+from tests.replay import preload_calibration, preload_problems, voted_figures
 
 pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).parent / "fixtures" / "eval_sample.jsonl"
@@ -75,10 +76,13 @@ def test_every_published_solution_was_verified_and_reexecutes(prefect_server: st
     tinygsm_flow = flow_for("tinygsm")
 
     recipe = small_recipe(tmp_path)
-    # Problem 5 is preloaded (three of its four solutions agree); the model writes the other seven.
+    # Problem 5 is preloaded (three of its four solutions agree); the model writes the other seven. The
+    # calibration's samples are written (tests/replay.voted_samples), so its figures are known exactly;
+    # the solver that samples them is the one the model runs for the build's own problems.
     preload_problems(recipe, {5: (KEPT_Q, KEPT)})
+    preload_calibration(recipe, calibration)
     result = tinygsm_flow(recipe_path=str(recipe))
-    assert result["run_usage"]["cache_hits"] == 1 + 4 and result["run_usage"]["model_calls"] >= 7
+    assert result["run_usage"]["cache_hits"] == 1 + 4 + CALIBRATION * 4 and result["run_usage"]["model_calls"] >= 7
     ds = verify_dataset(result["dataset"])
     rows = read_split(ds.path, "train")
     rejected = pl.read_parquet(ds.path / "rejected.parquet")
@@ -121,6 +125,7 @@ def check_calibration(ds, tmp_path: Path) -> None:
     """The calibration figures in the manifest, recomputed here from the published verifier rows, and shown
     in the report, the card and `tinyforge inspect`."""
     c = ds.manifest["calibration"]
+    assert (c["problems"], c["kept"], c["correct"], c["pass_at_k"]) == (CALIBRATION, *voted_figures(CALIBRATION), 1.0)
     verifier = read_split(ds.path, "verifier")
     assert "verifier" not in ds.splits  # its own configuration, not a split of the records
     cal = verifier.filter(pl.col("source") == "calibration")
