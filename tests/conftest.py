@@ -71,6 +71,34 @@ def instant_url() -> Iterator[str]:
         yield url
 
 
+def story_recipe(path: Path, *, name: str, out: Path, count: int, seed: int, batch_size: int | None = None,
+                 backend: str = "", generate: str = "", publish: str = "", filters: str = LOOSE_FILTER,
+                 extra: str = "") -> Path:
+    """A small TinyStories recipe with no exemplar turns and no model-based scoring (fluency, difficulty),
+    all train: what :func:`instant_recipe` and :func:`part_recipe` share. ``backend`` is a whole
+    ``[backend]`` section (none: the embedded model), ``generate`` and ``publish`` add keys (TOML lines) to
+    their sections, ``filters`` is the ``[filter]`` section and ``extra`` adds sections at the end."""
+    body = textwrap.dedent(f"""
+        name = "{name}"
+        kind = "tinystories"
+        seed = {seed}
+        output_root = "{out}"
+        [generate]
+        count = {count}
+        batch_size = {batch_size or count}
+        exemplars = 0
+        {{generate}}
+        [difficulty]
+        enabled = false
+        [fluency]
+        enabled = false
+        [publish]
+        validation_fraction = 0.0
+        {{publish}}
+    """).replace("{generate}", generate).replace("{publish}", publish)
+    return write_recipe(path, body + filters + textwrap.dedent(backend) + textwrap.dedent(extra))
+
+
 def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, batch_size: int = 4,
                    seed: int = 7, summaries: float = 0.0, backend: str = "", publish: str = "",
                    filters: str = LOOSE_FILTER, extra: str = "") -> Path:
@@ -80,31 +108,9 @@ def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, ba
     exemplar turns, ``summaries`` (the share of stories summarized; none by default), no model-based scoring,
     and ``filters`` (the ``[filter]`` section, by default :data:`LOOSE_FILTER`). ``backend`` and ``publish``
     add keys (TOML lines) to their sections, ``extra`` adds sections at the end."""
-    body = textwrap.dedent(f"""
-        name = "{name}"
-        kind = "tinystories"
-        seed = {seed}
-        output_root = "{out}"
-        [backend]
-        kind = "openai"
-        base_url = "{url}"
-        model = "instant"
-        api_key_env = "NONE"
-        {{backend}}
-        [generate]
-        count = {count}
-        batch_size = {batch_size}
-        exemplars = 0
-        summary_fraction = {summaries}
-        [difficulty]
-        enabled = false
-        [fluency]
-        enabled = false
-        [publish]
-        validation_fraction = 0.0
-        {{publish}}
-    """).replace("{backend}", backend).replace("{publish}", publish) + filters
-    return write_recipe(path, body + textwrap.dedent(extra))
+    section = f'[backend]\nkind = "openai"\nbase_url = "{url}"\nmodel = "instant"\napi_key_env = "NONE"\n{backend}\n'
+    return story_recipe(path, name=name, out=out, count=count, seed=seed, batch_size=batch_size, backend=section,
+                        generate=f"summary_fraction = {summaries}", publish=publish, filters=filters, extra=extra)
 
 
 @pytest.fixture(scope="session")
@@ -121,29 +127,12 @@ def write_recipe(path: Path, body: str) -> Path:
 
 
 def part_recipe(path: Path, name: str, seed: int, count: int, generate: str = "", extra: str = "") -> Path:
-    """A TinyStories recipe for a test of one part (the judge, decontamination, a sentence): ``count``
-    stories in one batch, under ``<path's folder>/out``, with no exemplar turns, no fluency or difficulty
-    scoring and filters that keep any finished story; ``generate`` adds keys to [generate], ``extra``
-    sections after the rest."""
-    body = textwrap.dedent(f"""
-        name = "{name}"
-        kind = "tinystories"
-        seed = {seed}
-        output_root = "{path.parent / 'out'}"
-        [generate]
-        count = {count}
-        batch_size = {count}
-        max_features = 1
-        exemplars = 0
-        {{generate}}
-        [difficulty]
-        enabled = false
-        [fluency]
-        enabled = false
-        [publish]
-        validation_fraction = 0.0
-    """)
-    return write_recipe(path, body.replace("{generate}", generate) + LOOSE_FILTER + textwrap.dedent(extra))
+    """A TinyStories recipe for a test of one part (the judge, decontamination, a sentence) on the embedded
+    model: ``count`` stories in one batch, under ``<path's folder>/out``, with no exemplar turns, no fluency
+    or difficulty scoring and filters that keep any finished story; ``generate`` adds keys to [generate],
+    ``extra`` sections after the rest."""
+    return story_recipe(path, name=name, out=path.parent / "out", count=count, seed=seed,
+                        generate="max_features = 1\n" + generate, extra=extra)
 
 
 # Story indices of `tiny_recipe` whose completions are in its response cache before a test builds it
