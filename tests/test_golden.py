@@ -25,6 +25,7 @@ import subprocess
 import sys
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_the_library_entry_point_publishes_the_golden_rows(kind: str, tmp_path: 
     assert outcome.usage["model_calls"] == 0  # everything came from the captured completions
     assert canonical(published_rows(outcome.published.path)) == _golden(kind)
     assert stage_fingerprints(outcome) == json.loads(IDENTITIES.read_text())["stage_fingerprints"][kind]
-    check_by_oracles(kind, outcome.published.path)
+    check_by_oracles(kind, outcome.published.path, recipe)
     assert not outcome.reused and all(not s.skipped for s in outcome.stages)
 
     again = run_build(recipe)  # a second run reuses every stage and the published dataset
@@ -66,13 +67,15 @@ def test_every_shipped_recipe_keeps_its_build_id() -> None:
 @pytest.mark.slow
 def test_the_prefect_flow_publishes_the_same_rows(prefect_server: str, tmp_path: Path) -> None:
     from flows.build import flow_for
+    from pipeline.recipe import load_recipe
 
     kind = "tinygsm"  # batches, the sandbox and decontamination: the most steps of the three
     load_completions(kind, tmp_path / "out")
-    result = flow_for(kind)(recipe_path=str(small_recipe(kind, tmp_path)))
+    path = small_recipe(kind, tmp_path)
+    result = flow_for(kind)(recipe_path=str(path))
     assert result["run_usage"]["model_calls"] == 0
     assert canonical(published_rows(Path(result["dataset"]))) == _golden(kind)
-    check_by_oracles(kind, Path(result["dataset"]))
+    check_by_oracles(kind, Path(result["dataset"]), load_recipe(path))
     assert list(result["stages"]) == ["generate", "verify", "decontaminate", "fluency", "dedup", "judge", "score", "prospect", "publish"]
 
 
@@ -95,7 +98,7 @@ def _run_solution(code: str) -> object:
     return json.loads(done.stdout)
 
 
-def check_by_oracles(kind: str, dataset: Path) -> None:
+def check_by_oracles(kind: str, dataset: Path, recipe: Any) -> None:
     import polars as pl
 
     from pipeline.shards import read_split, verify_dataset
@@ -113,11 +116,9 @@ def check_by_oracles(kind: str, dataset: Path) -> None:
             value = _run_solution(r["code"])
             assert isinstance(value, (int, float)) and math.isclose(value, r["answer"], rel_tol=1e-9, abs_tol=1e-9)
     if kind == "tinystories":  # every published story passes the filter; every filtered-out one fails it again
-        from pipeline.recipe import load_recipe
         from pipeline.tinystories.filters import check_story
         from pipeline.tinystories.vocab import load_vocabulary
 
-        recipe = load_recipe(small_recipe(kind, dataset.parents[2]))
         vocab = load_vocabulary(recipe.generate.vocab_dir)
         assert all(check_story(r, vocab, recipe.filter) is None for r in records.iter_rows(named=True))
         rejected = pl.read_parquet(dataset / "rejected.parquet").filter(pl.col("stage") == "filter")
