@@ -17,16 +17,19 @@ second, unbound server.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prefect
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import get_current_settings
+
+if TYPE_CHECKING:
+    from prefect.server.api.server import SubprocessASGIServer
 
 _PR_SET_PDEATHSIG = 1
 
@@ -44,27 +47,37 @@ def die_with(parent: int) -> Callable[[], None]:
     return arm
 
 
-class TemporaryServer(SubprocessASGIServer):
-    """Prefect's ``SubprocessASGIServer`` whose uvicorn process cannot outlive the process that started it.
+@functools.cache
+def server_class() -> type[SubprocessASGIServer]:
+    """:class:`TemporaryServer`, defined on first use: ``prefect.server.api.server`` imports the whole server
+    application (1.5 s on 2 cores), which a build that reports to a configured server never needs."""
+    from prefect.server.api.server import SubprocessASGIServer
 
-    The death signal follows the *thread* that forked the child, so start it
-    from a thread that lives as long as the build: the main thread.
-    """
+    class TemporaryServer(SubprocessASGIServer):
+        """Prefect's ``SubprocessASGIServer`` whose uvicorn process cannot outlive the process that started it.
 
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        # The command and environment of Prefect 3.8's SubprocessASGIServer; only preexec_fn is ours.
-        server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        return subprocess.Popen(
-            args=[sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                  "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                  "--log-level", "error", "--lifespan", "on"],
-            env={**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)},
-            preexec_fn=die_with(os.getpid()),
-            # Its own process group: Ctrl-C in the terminal interrupts the build, which then stops its
-            # server; a server interrupted with the build died first and left the build's last log
-            # lines and state updates retrying against a closed port.
-            process_group=0,
-        )
+        The death signal follows the *thread* that forked the child, so start it
+        from a thread that lives as long as the build: the main thread.
+        """
+
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # The command and environment of Prefect 3.8's SubprocessASGIServer; only preexec_fn is ours.
+            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                          "PREFECT__SERVER_FINAL": "1"}
+            settings = get_current_settings().to_environment_variables(exclude_unset=True)
+            return subprocess.Popen(
+                args=[sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                      "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                      "--log-level", "error", "--lifespan", "on"],
+                env={**os.environ, **server_env, **settings},
+                preexec_fn=die_with(os.getpid()),
+                # Its own process group: Ctrl-C in the terminal interrupts the build, which then stops its
+                # server; a server interrupted with the build died first and left the build's last log
+                # lines and state updates retrying against a closed port.
+                process_group=0,
+            )
+
+    return TemporaryServer
 
 
 def start_temporary_server() -> str | None:
@@ -74,7 +87,7 @@ def start_temporary_server() -> str | None:
     """
     if get_current_settings().api.url:
         return None
-    server = TemporaryServer()  # Prefect's default (port None) instance from now on
+    server = server_class()()  # Prefect's default (port None) instance from now on
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
     return server.api_url

@@ -55,11 +55,21 @@ def prefect_server():
     import prefect.testing.utilities as harness
     from prefect.settings import PREFECT_API_URL
 
-    from flows.temporary_server import TemporaryServer
+    from flows.temporary_server import server_class
 
-    harness.SubprocessASGIServer = TemporaryServer
+    harness.SubprocessASGIServer = server_class()
     with harness.prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a command that starts its own temporary Prefect server: one ``PREFECT_HOME`` for
+    the session, not the user's. The first such command creates its database (about 7 s of migrations on
+    2 cores); the others reuse it, as a user's every build after the first does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return env | {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 @pytest.fixture(scope="session")
@@ -72,12 +82,12 @@ def instant_url() -> Iterator[str]:
 
 
 def story_recipe(path: Path, *, name: str, out: Path, count: int, seed: int, batch_size: int | None = None,
-                 backend: str = "", generate: str = "", publish: str = "", filters: str = LOOSE_FILTER,
-                 extra: str = "") -> Path:
+                 backend: str = "", generate: str = "", difficulty: str = "", publish: str = "",
+                 filters: str = LOOSE_FILTER, extra: str = "") -> Path:
     """A small TinyStories recipe with no exemplar turns and no model-based scoring (fluency, difficulty),
     all train: what :func:`instant_recipe` and :func:`part_recipe` share. ``backend`` is a whole
-    ``[backend]`` section (none: the embedded model), ``generate`` and ``publish`` add keys (TOML lines) to
-    their sections, ``filters`` is the ``[filter]`` section and ``extra`` adds sections at the end."""
+    ``[backend]`` section (none: the embedded model), ``generate``, ``difficulty`` and ``publish`` add keys
+    (TOML lines) to their sections, ``filters`` is the ``[filter]`` section and ``extra`` adds sections at the end."""
     body = textwrap.dedent(f"""
         name = "{name}"
         kind = "tinystories"
@@ -90,27 +100,29 @@ def story_recipe(path: Path, *, name: str, out: Path, count: int, seed: int, bat
         {{generate}}
         [difficulty]
         enabled = false
+        {{difficulty}}
         [fluency]
         enabled = false
         [publish]
         validation_fraction = 0.0
         {{publish}}
-    """).replace("{generate}", generate).replace("{publish}", publish)
+    """).replace("{generate}", generate).replace("{difficulty}", difficulty).replace("{publish}", publish)
     return write_recipe(path, body + filters + textwrap.dedent(backend) + textwrap.dedent(extra))
 
 
 def instant_recipe(path: Path, url: str, *, name: str, out: Path, count: int, batch_size: int = 4,
-                   seed: int = 7, summaries: float = 0.0, backend: str = "", publish: str = "",
-                   filters: str = LOOSE_FILTER, extra: str = "") -> Path:
+                   seed: int = 7, summaries: float = 0.0, backend: str = "", difficulty: str = "",
+                   publish: str = "", filters: str = LOOSE_FILTER, extra: str = "") -> Path:
     """A TinyStories recipe for a build whose plumbing is what a test checks (runners, locks, resuming,
     flags, storage): its stories come from the OpenAI-compatible server at ``url`` (the instant server
     answers at once, the same story for the same prompt and seed on any CPU, so row counts are exact), no
     exemplar turns, ``summaries`` (the share of stories summarized; none by default), no model-based scoring,
-    and ``filters`` (the ``[filter]`` section, by default :data:`LOOSE_FILTER`). ``backend`` and ``publish``
-    add keys (TOML lines) to their sections, ``extra`` adds sections at the end."""
+    and ``filters`` (the ``[filter]`` section, by default :data:`LOOSE_FILTER`). ``backend``, ``difficulty``
+    and ``publish`` add keys (TOML lines) to their sections, ``extra`` adds sections at the end."""
     section = f'[backend]\nkind = "openai"\nbase_url = "{url}"\nmodel = "instant"\napi_key_env = "NONE"\n{backend}\n'
     return story_recipe(path, name=name, out=out, count=count, seed=seed, batch_size=batch_size, backend=section,
-                        generate=f"summary_fraction = {summaries}", publish=publish, filters=filters, extra=extra)
+                        generate=f"summary_fraction = {summaries}", difficulty=difficulty, publish=publish,
+                        filters=filters, extra=extra)
 
 
 @pytest.fixture(scope="session")

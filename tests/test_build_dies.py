@@ -57,18 +57,17 @@ def command(pid: int) -> str:
 
 @pytest.mark.parametrize(("how", "runner"), [(signal.SIGKILL, "local"), (signal.SIGSEGV, "dask:1")],
                          ids=["sigkill-local", "segfault-dask"])
-def test_a_killed_build_leaves_no_process_behind(tmp_path: Path, how: signal.Signals, runner: str) -> None:
+def test_a_killed_build_leaves_no_process_behind(tmp_path: Path, prefect_home: dict[str, str], how: signal.Signals,
+                                                runner: str) -> None:
     from tests.instant_server import instant_server
 
     with instant_server(delay_ms=300) as url:  # a batch of 2 takes 0.3 s: the build is mid-generation for long
         recipe = instant_recipe(tmp_path / "dies.toml", url, name="dies", out=tmp_path / "out", count=64,
                                 batch_size=2, seed=3)
-        _kill_mid_generation(tmp_path, recipe, how, runner)
+        _kill_mid_generation(tmp_path, recipe, how, runner, prefect_home)
 
 
-def _kill_mid_generation(tmp_path: Path, recipe: Path, how: signal.Signals, runner: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+def _kill_mid_generation(tmp_path: Path, recipe: Path, how: signal.Signals, runner: str, env: dict[str, str]) -> None:
     build = subprocess.Popen([TINYFORGE, "build", str(recipe), "--runner", runner], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     started: dict[int, str] = {}
@@ -100,7 +99,7 @@ def _kill_mid_generation(tmp_path: Path, recipe: Path, how: signal.Signals, runn
         build.wait()
 
 
-def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path, prefect_home: dict[str, str]) -> None:
     """Ctrl-C in a terminal: SIGINT to the build's whole process group, mid-generation. The command says
     so on one line and exits 130, nothing it started is left running, its lock is released, and the same
     command then asks the server only for what the interrupted run had not cached."""
@@ -114,9 +113,7 @@ def test_ctrl_c_stops_the_build_cleanly_and_the_next_run_resumes(tmp_path: Path)
     out = tmp_path / "out"
     with instant_server(delay_ms=400) as url:  # each batch of 2 takes 0.4 s: the interrupt lands mid-way
         recipe = instant_recipe(tmp_path / "stop.toml", url, name="stop", out=out, count=20, batch_size=2)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-        env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-        build = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=env, stdout=subprocess.PIPE,
+        build = subprocess.Popen([TINYFORGE, "build", str(recipe)], env=prefect_home, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
         started: dict[int, str] = {}
         try:

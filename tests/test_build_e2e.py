@@ -187,8 +187,10 @@ def test_tinyforge_score_adds_difficulty_to_an_existing_build(prefect_server: st
     from flows.cli import main
 
     tinystories_flow = flow_for("tinystories")
-    # all train (the recipe's default): the S2L subset is drawn from train
-    recipe = instant_recipe(tmp_path / "r.toml", instant_url, name="scored", out=tmp_path / "out", count=8)
+    # all train (the recipe's default): the S2L subset is drawn from train. The proxy model's scores are what
+    # is added here; IFD (the embedded model's, tested with the golden builds) is left out.
+    recipe = instant_recipe(tmp_path / "r.toml", instant_url, name="scored", out=tmp_path / "out", count=8,
+                            difficulty="ifd = false")
     plain = verify_dataset(tinystories_flow(recipe_path=str(recipe))["dataset"])
     rows = read_split(plain.path, "train")
     assert rows["difficulty"].is_null().all() and "s2l" not in plain.manifest["splits"]
