@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.llm import CachedBackend, ResponseCache, load_backend, sampling_params  # noqa: E402
 from pipeline.llm.types import derive_seed  # noqa: E402
 from pipeline.paths import SEEDS_FILE  # noqa: E402
-from pipeline.recipe import LlamaCppBackendConfig, SamplingConfig  # noqa: E402
+from pipeline.llm.config import LlamaCppBackendConfig, SamplingConfig  # noqa: E402
 from pipeline.sandbox import Sandbox  # noqa: E402
 from pipeline.solving import Ask, Rule, Solver, shipped_example  # noqa: E402
 from pipeline.solving.calibrate import load_gold, summarize, verifier_rows  # noqa: E402

@@ -36,12 +36,12 @@ from pipeline.difficulty.learning_percentage import auroc, learning_percentage  
 from pipeline.difficulty.planted import planted_corpus  # noqa: E402
 from pipeline.difficulty.proxy import TinyLM, _encode, _record_losses, loss_trajectories, train_tokenizer  # noqa: E402
 from pipeline.difficulty.s2l import kmeans, purity  # noqa: E402
-from pipeline.recipe import DifficultyConfig  # noqa: E402
+from pipeline.difficulty.config import DifficultyConfig  # noqa: E402
 
 
 def story_pairs(n: int) -> list[tuple[str, str]]:
     from pipeline.paths import VOCAB_DIR
-    from pipeline.recipe import TinyStoriesGenerateConfig
+    from pipeline.tinystories.recipe import TinyStoriesGenerateConfig
     from pipeline.tinystories.prompts import plan_stories, story_prompt
     from pipeline.tinystories.vocab import load_vocabulary
     from tests.instant_server import Storyteller

@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.llm import load_backend, sampling_params  # noqa: E402
 from pipeline.llm.types import Backend  # noqa: E402
 from pipeline.paths import RECIPES_DIR, STORY_EXEMPLARS_FILE, VOCAB_DIR  # noqa: E402
-from pipeline.recipe import LlamaCppBackendConfig, load_recipe  # noqa: E402
+from pipeline.llm.config import LlamaCppBackendConfig
+from pipeline.recipe import load_recipe  # noqa: E402
 from pipeline.text import words  # noqa: E402
 
 META = re.compile(r"\b(?:the story|this story|a story|words?\s*:|prompt|title|written|write|3-year-old)\b"
@@ -107,7 +108,7 @@ def evolutions(backend: Backend, n: int, k: int) -> tuple[Callable[[int], tuple[
 def rewrites(backend: Backend, n: int, k: int) -> tuple[Callable[[int | str], tuple[Row, list[Row]]], str]:
     from pipeline.llm import ChatRequest
     from pipeline.paths import REWRITE_EXEMPLARS_FILE
-    from pipeline.recipe import wants_structured_output
+    from pipeline.llm.config import wants_structured_output
     from pipeline.solving import check_question
     from pipeline.tinygsm.extract import extract_question
     from pipeline.tinygsm.prompts import QUESTION_SCHEMA, plan_problem, question_messages, rewrite_exemplars

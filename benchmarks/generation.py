@@ -41,7 +41,8 @@ from pipeline.llm.llamacpp_engine import LlamaCppEngine  # noqa: E402
 from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams  # noqa: E402
 from pipeline.llm.weights import f16_copy  # noqa: E402
 from pipeline.paths import SEEDS_FILE, VOCAB_DIR  # noqa: E402
-from pipeline.recipe import SeedsConfig, TinyStoriesGenerateConfig  # noqa: E402
+from pipeline.tinygsm.recipe import SeedsConfig
+from pipeline.tinystories.recipe import TinyStoriesGenerateConfig  # noqa: E402
 from pipeline.solving import shipped_example, solution_prompt  # noqa: E402
 from pipeline.tinygsm.prompts import question_messages  # noqa: E402
 from pipeline.tinygsm.seeds import load_seeds  # noqa: E402
@@ -133,7 +134,7 @@ def main() -> None:
 
     if args.openai:
         from pipeline.llm.openai_backend import OpenAIBackend
-        from pipeline.recipe import OpenAIBackendConfig
+        from pipeline.llm.config import OpenAIBackendConfig
         from tests.servers import llama_server  # the same server the tests start
 
         with llama_server() as url:

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pipeline.loader import ShardDataset, ShardLoader  # noqa: E402
 from pipeline.publish import publish_dataset  # noqa: E402
-from pipeline.recipe import PublishConfig  # noqa: E402
+from pipeline.publish import PublishConfig  # noqa: E402
 from pipeline.records import make_id, rejected_frame  # noqa: E402
 from pipeline.schema import load_schema  # noqa: E402
 

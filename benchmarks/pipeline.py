@@ -158,7 +158,7 @@ def story_bodies(n: int) -> list[bytes]:
     import orjson
 
     from pipeline.paths import VOCAB_DIR
-    from pipeline.recipe import TinyStoriesGenerateConfig
+    from pipeline.tinystories.recipe import TinyStoriesGenerateConfig
     from pipeline.tinystories.prompts import plan_stories, story_exemplars, story_messages
     from pipeline.paths import STORY_EXEMPLARS_FILE
     from pipeline.tinystories.vocab import load_vocabulary

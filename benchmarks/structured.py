@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from pipeline.llm.llamacpp_engine import LlamaCppEngine  # noqa: E402
 from pipeline.llm.types import ChatRequest, SamplingParams  # noqa: E402
 from pipeline.paths import SEEDS_FILE  # noqa: E402
-from pipeline.recipe import QuestionFilterConfig, SeedsConfig  # noqa: E402
+from pipeline.solving.config import QuestionFilterConfig
+from pipeline.tinygsm.recipe import SeedsConfig  # noqa: E402
 from pipeline.tinygsm.extract import extract_question  # noqa: E402
 from pipeline.solving import check_question  # noqa: E402
 from pipeline.tinygsm.prompts import QUESTION_SCHEMA, plan_problem, question_messages  # noqa: E402

@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.llm import CachedBackend, ResponseCache, cache_path, load_backend
-from pipeline.recipe import BackendConfig
+from pipeline.llm.config import BackendConfig
 from pipeline.records import rejected_frame
 from pipeline.stages import BuildDir, StageResult
 

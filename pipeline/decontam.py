@@ -13,12 +13,30 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from pipeline.config import InputPath, Section
 from pipeline.dedup import matches_against
 from pipeline.errors import UserError
 from pipeline.minhash import MinHasher
 from pipeline.records import rejection
+
+
+class EvalSetConfig(Section):
+    path: Annotated[Path, InputPath(digest_key="file")]  # (its key in build ids since 2026)
+    field: str = Field("question", description="the text field of a JSONL or Parquet file (a .txt file: its lines)")
+
+
+class DecontaminateConfig(Section):
+    """Records sharing a long n-gram with, or near-duplicating, a text of the evaluation files named here
+    are dropped (every kind; see docs/decontamination.md)."""
+
+    ngram: int = Field(13, ge=3, le=64, description="words per n-gram (after removing punctuation and numbers)")
+    near_duplicates: bool = Field(True, description="also drop MinHash near-duplicates of eval texts")
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    eval_sets: tuple[EvalSetConfig, ...] = ()
 
 _LETTERS = re.compile(r"[a-z]+")
 

@@ -20,18 +20,30 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from datasketch.lsh import _optimal_param
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from pydantic import Field
 
+from pipeline.config import Section
 from pipeline.minhash import MinHasher, estimate_jaccard
 from pipeline.records import rejection
+
+
+class DedupConfig(Section):
+    enabled: bool = True
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of word n-gram sets")
+    num_perm: int = Field(128, ge=16, le=1024)
+    ngram: int = Field(5, ge=1, le=32, description="words per shingle")
+    keep: Literal["first", "longest", "score"] = Field(
+        "first", description="which record of a cluster is kept: first seen, longest, or highest score "
+        "(tinygsm: answer agreement)")
+    cross_build: bool = Field(True, description="drop records that other builds under output_root published")
 
 KeepPolicy = Literal["first", "longest", "score"]
 
 
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band), exactly as datasketch.MinHashLSH chooses them (equal FP/FN weights)."""
+    from datasketch.lsh import _optimal_param  # datasketch imports scipy (0.5 s): only dedup needs it
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
@@ -108,6 +120,9 @@ def find_duplicate_report(
         sim = estimate_jaccard(sig_u[pairs[:, 0]], sig_u[pairs[:, 1]])
         pairs = pairs[sim >= threshold]
     m = len(uniq)
+    from scipy.sparse import coo_matrix  # (what a recipe check, which imports this module, never needs)
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
     _, labels_u = connected_components(graph, directed=False)
 

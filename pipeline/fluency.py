@@ -15,6 +15,20 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from pydantic import Field
+
+from pipeline.config import Section
+
+
+class FluencyConfig(Section):
+    """The fluency score: a small pretrained model's mean token loss on each record's text (see docs/judge.md)."""
+
+    enabled: bool = True
+    model: str = Field("smollm2-135m-instruct", description="a shipped model name or a .gguf path")
+    max_loss: float | None = Field(
+        None, gt=0.0, description="reject records whose mean token loss is above this, as `disfluent` "
+        "(default: score only)")
+
 
 class TokenLosses(Protocol):
     def tokens(self, text: str, bos: bool) -> list[int]: ...

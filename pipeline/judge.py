@@ -22,9 +22,38 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field, field_validator
+
+from pipeline.config import Section
 from pipeline.fingerprint import digest
+from pipeline.llm.config import BackendConfig, SamplingConfig, default_backend_kind
 from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams
 from pipeline.structured import object_schema, objects
+
+
+class JudgeConfig(Section):
+    """An LLM judge grades every record on its kind's rubric (``pipeline.rubrics``; see docs/judge.md).
+
+    Off by default: the embedded 135M model is no judge. Point ``[judge.backend]`` at a bigger model than
+    the generator; without it the judge is the recipe's own backend."""
+
+    enabled: bool = False
+    backend: BackendConfig | None = Field(None, description="the judge's model (default: the recipe's backend)")
+    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=96, repeat_penalty=1.0)
+    min: dict[str, int] = Field(default_factory=dict, description="criterion -> lowest score kept, e.g. "
+                                "{consistency = 6}; below it a record is rejected as judge:<criterion>")
+    retries: int = Field(2, ge=0, le=5, description="times an unreadable verdict is asked for again, with what "
+                         "was wrong; after that the record keeps no scores and the reason, never a guess")
+    max_chars: int = Field(4000, ge=200, le=200_000, description="a longer text is cut before the judge reads it")
+
+    _default_kind = field_validator("backend", mode="before")(staticmethod(default_backend_kind))
+
+    @field_validator("min")
+    @classmethod
+    def _scores(cls, v: dict[str, int]) -> dict[str, int]:
+        if bad := [k for k, x in v.items() if not 1 <= x <= 10]:
+            raise ValueError(f"a threshold is a score from 1 to 10 ({bad[0]} = {v[bad[0]]})")
+        return v
 
 Score = int | str  # an integer grade, or a label (age group)
 

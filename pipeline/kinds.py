@@ -29,7 +29,7 @@ import polars as pl
 
 from pipeline.batches import BatchedStage, BatchStats, Models, Summarize, Work, batch_ranges
 from pipeline.publish import Published
-from pipeline.recipe import RECIPE_KINDS, BaseRecipe
+from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame
 from pipeline.stages import StageResult
 
@@ -167,7 +167,6 @@ _KINDS: dict[str, Kind] = {}
 def register(kind: Kind) -> Kind:
     """Make ``kind`` known to recipes, builds, flows and the CLI."""
     _KINDS[kind.name] = kind
-    RECIPE_KINDS[kind.name] = kind.recipe
     return kind
 
 
@@ -176,7 +175,6 @@ def unregister(name: str) -> None:
     if name in _BUILTIN:
         raise ValueError(f"{name!r} is a built-in kind")
     _KINDS.pop(name, None)
-    RECIPE_KINDS.pop(name, None)
 
 
 def get_kind(name: str) -> Kind:

@@ -28,14 +28,35 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field, field_validator
 
+from pipeline.config import Section
 from pipeline.errors import BuildFailed
 from pipeline.fingerprint import file_sha256
-from pipeline.recipe import PublishConfig
 from pipeline.revision import code_revision
 from pipeline.schema import RecordSchema
 from pipeline.shard_format import FORMAT, FORMAT_VERSION, MANIFEST, PLOTS
 from pipeline.stages import replace_dir, write_json_atomic
+
+
+class PublishConfig(Section):
+    shard_max_rows: int = Field(100_000, gt=0)
+    shard_max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="uncompressed bytes per shard")
+    row_group_rows: int = Field(1024, gt=0)
+    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    compression_level: int = Field(3, ge=1, le=22)
+    tokenizer: str | None = Field(None, description="also write an input_ids column, tokenized with this "
+                                  "model's tokenizer: 'smollm2-135m-instruct' (shipped) or a .gguf path")
+    append_eos: bool = Field(True, description="end every input_ids with the tokenizer's EOS token")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer(cls, v: str | None) -> str | None:
+        from pipeline.llm.llamacpp import SHIPPED_MODELS
+
+        if v is not None and v not in SHIPPED_MODELS and not v.endswith(".gguf"):
+            raise ValueError(f"{v!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a .gguf file")
+        return v
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def stage_table(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def usage_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Model calls, tokens and cost per stage that called a model, with a total row."""
-    from pipeline.recipe import CostConfig
+    from pipeline.operations import CostConfig
 
     cost = CostConfig.model_validate(manifest.get("cost") or {})
     keys = ("model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "retries")

@@ -60,3 +60,10 @@ def sentence(published: int, target: int, candidates: int, rounds: int, max_cand
     return (f"Target not met: the budget of {max_candidates} candidates ran out with {published} of the "
             f"{target} records asked for ({rounds} round{'s' if rounds > 1 else ''}); raise "
             f"{budget_key} to continue from here.")
+
+
+def check_budget(count: int, target: int | None, max_candidates: int | None) -> None:
+    if max_candidates is not None and target is None:
+        raise ValueError("max_candidates is the budget of a target: set target too")
+    if max_candidates is not None and max_candidates < count:
+        raise ValueError(f"max_candidates ({max_candidates}) is smaller than count ({count}), the first round")

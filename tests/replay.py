@@ -133,7 +133,7 @@ def preload_problems(recipe_path: str | Path, problems: dict[int, tuple[str, lis
     ``problems``: {index: (question, [k solution texts])}; returns {index: seed problem it rewrites}.
     The question is stored as the model's reply would be (JSON where the backend enforces a schema).
     """
-    from pipeline.recipe import wants_structured_output
+    from pipeline.llm.config import wants_structured_output
     from pipeline.tinygsm.generate import generate_problems
     from pipeline.tinygsm.prompts import plan_problem, rewrite_exemplars
     from pipeline.solving import shipped_example

@@ -69,7 +69,7 @@ def test_breakdown_by_topic() -> None:
 
 def test_learning_percentage_bands_cover_the_problems_with_a_solution() -> None:
     from pipeline.paths import SEEDS_FILE
-    from pipeline.recipe import DifficultyConfig
+    from pipeline.difficulty.config import DifficultyConfig
 
     problems = load_gold(SEEDS_FILE, 12)
     assert all(p.solution for p in problems)

@@ -30,7 +30,8 @@ from pipeline.errors import RecipeError
 from pipeline.kinds import BatchedGeneration, Kind, Stage, get_kind, register, run_build, unregister
 from pipeline.llm import sampling_params
 from pipeline.llm.types import ChatRequest, Message, derive_seed
-from pipeline.recipe import BaseRecipe, Section, load_recipe, parse_recipe
+from pipeline.config import Section
+from pipeline.recipe import BaseRecipe, load_recipe, parse_recipe
 from pipeline.records import make_id, rejection
 from pipeline.shards import read_split, verify_dataset
 from pipeline.stages import BuildDir, StageResult

@@ -8,7 +8,7 @@ import pytest
 from pipeline.difficulty.learning_percentage import auroc, difficulty_percentile, learning_percentage
 from pipeline.difficulty.planted import planted_corpus
 from pipeline.difficulty.s2l import balanced_select, kmeans, purity
-from pipeline.recipe import DifficultyConfig
+from pipeline.difficulty.config import DifficultyConfig
 
 SMALL = DifficultyConfig(ifd=False, d_model=64, n_layers=2, n_heads=4, seq_len=96, vocab_size=512, epochs=3,
                          checkpoints_per_epoch=2, batch_size=16, s2l_clusters=8)

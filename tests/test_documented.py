@@ -77,7 +77,7 @@ def test_the_vllm_backend_without_vllm_is_one_line() -> None:
     else:
         pytest.skip("vLLM is installed here")
     from pipeline.llm import load_backend
-    from pipeline.recipe import VLLMBackendConfig
+    from pipeline.llm.config import VLLMBackendConfig
 
     with pytest.raises(UserError, match=r"backend.kind = 'vllm' needs vLLM and a GPU: pip install -e '.\[gpu\]'") \
             as info:

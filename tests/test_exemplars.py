@@ -14,7 +14,8 @@ from pipeline.evol.evolve import draw_exemplars, evolve_messages
 from pipeline.evol.operations import operation
 from pipeline.exemplars import load_pool
 from pipeline.paths import EVOLUTION_EXEMPLARS_FILE, RECIPES_DIR, STORY_EXEMPLARS_FILE, VOCAB_DIR
-from pipeline.recipe import STORY_FEATURES, StoryFilterConfig, load_recipe
+from pipeline.recipe import load_recipe
+from pipeline.tinystories.recipe import STORY_FEATURES, StoryFilterConfig
 from pipeline.tinystories.filters import check_story
 from pipeline.tinystories.prompts import StorySpec, story_exemplars, story_messages, story_prompt
 from pipeline.tinystories.vocab import load_vocabulary
@@ -91,7 +92,7 @@ def test_a_bad_pool_is_one_line(tmp_path: Path) -> None:
 
 def test_every_example_rewrite_is_a_checked_problem_whose_solution_returns_its_answer() -> None:
     from pipeline.paths import REWRITE_EXEMPLARS_FILE
-    from pipeline.recipe import QuestionFilterConfig
+    from pipeline.solving.config import QuestionFilterConfig
     from pipeline.sandbox import Sandbox
     from pipeline.solving import check_question
     from pipeline.tinygsm.prompts import rewrite_exemplars

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.paths import VOCAB_DIR
-from pipeline.recipe import StoryFilterConfig
+from pipeline.tinystories.recipe import StoryFilterConfig
 from pipeline.tinystories.filters import check_story, filter_stories, out_of_vocabulary
 from pipeline.tinystories.vocab import load_vocabulary
 

@@ -25,7 +25,7 @@ RECIPES = sorted(RECIPES_DIR.glob("*.toml"))
 def _demo_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The mix demo reads the other demos' datasets: stand-ins (a manifest each) where it looks for them, so
     that its recipe loads before `make demo` has built them."""
-    import pipeline.recipe as recipe_module
+    import pipeline.mix.recipe as recipe_module
 
     real = recipe_module._manifest_of
 

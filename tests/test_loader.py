@@ -19,7 +19,7 @@ from pipeline.errors import IntegrityError, UserError
 from pipeline.fingerprint import file_sha256
 from pipeline.loader import ShardDataset, ShardLoader, collate
 from pipeline.publish import publish_dataset
-from pipeline.recipe import PublishConfig
+from pipeline.publish import PublishConfig
 from pipeline.records import make_id, rejected_frame
 from pipeline.report import render_card
 from pipeline.schema import load_schema

@@ -16,7 +16,8 @@ from flows.cli import main
 from pipeline.errors import RecipeError
 from pipeline.kinds import run_build
 from pipeline.mix.allocate import allocate, within_budget
-from pipeline.recipe import FluencyConfig, load_recipe
+from pipeline.fluency import FluencyConfig
+from pipeline.recipe import load_recipe
 from pipeline.shards import read_split, verify_dataset
 from tests.conftest import write_recipe
 from tests.golden import SMALL, load_completions, small_recipe

@@ -15,7 +15,7 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.llm import CachedBackend, ChatRequest, Message, ResponseCache, SamplingParams
 from pipeline.llm.openai_backend import AdaptiveLimit, BackendFailed, OpenAIBackend
-from pipeline.recipe import OpenAIBackendConfig
+from pipeline.llm.config import OpenAIBackendConfig
 from pipeline.structured import object_schema
 from tests.servers import FaultProxy, llama_server
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.llm import ChatRequest, Message, SamplingParams, sample_seed
 from pipeline.llm.openai_backend import AdaptiveLimit, OpenAIBackend
-from pipeline.recipe import OpenAIBackendConfig
+from pipeline.llm.config import OpenAIBackendConfig
 from tests.instant_server import Storyteller, instant_server, server_stats
 
 N, LIMIT = 20_000, 32

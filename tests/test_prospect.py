@@ -51,7 +51,9 @@ def test_a_bad_task_file_is_one_line(tmp_path: Path) -> None:
 
 def test_a_build_scores_its_sample_and_says_what_it_cost(tmp_path: Path) -> None:
     from pipeline.kinds import run_build
-    from pipeline.recipe import FluencyConfig, ProspectConfig, load_recipe
+    from pipeline.difficulty.config import ProspectConfig
+    from pipeline.fluency import FluencyConfig
+    from pipeline.recipe import load_recipe
     from pipeline.shards import read_split, verify_dataset
     from tests.golden import load_completions, small_recipe
 

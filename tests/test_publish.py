@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.errors import BuildFailed, IntegrityError, SchemaError
 from pipeline.publish import publish_dataset
-from pipeline.recipe import PublishConfig
+from pipeline.publish import PublishConfig
 from pipeline.records import make_id, rejected_frame
 from pipeline.report import render_card
 from pipeline.schema import load_schema

@@ -74,7 +74,7 @@ def test_schedule_and_cost_are_not_part_of_the_build_id(tmp_path: Path) -> None:
 
 
 def test_structured_output_true_means_the_standard_dialect(tmp_path: Path) -> None:
-    from pipeline.recipe import wants_structured_output
+    from pipeline.llm.config import wants_structured_output
 
     body = GOOD + '[backend]\nkind = "openai"\nbase_url = "http://x/v1"\nmodel = "m"\nstructured_output = true\n'
     recipe = load_recipe(write_recipe(tmp_path / "s.toml", body))

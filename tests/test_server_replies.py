@@ -22,7 +22,7 @@ import pytest
 from pipeline.errors import IntegrityError
 from pipeline.llm import CachedBackend, ChatRequest, Message, ResponseCache, SamplingParams
 from pipeline.llm.openai_backend import BackendFailed, OpenAIBackend, retry_after_seconds
-from pipeline.recipe import OpenAIBackendConfig
+from pipeline.llm.config import OpenAIBackendConfig
 from pipeline.remote import pull_cache, push_cache
 from tests.conftest import REPO
 from tests.servers import ScriptedServer, chat_reply

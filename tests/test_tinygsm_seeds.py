@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.evol.seeds import load_seed_pool
-from pipeline.recipe import SeedsConfig, load_recipe
+from pipeline.recipe import load_recipe
+from pipeline.tinygsm.recipe import SeedsConfig
 from pipeline.solving import parse_answer, shipped_example
 from pipeline.tinygsm.seeds import load_seeds
 from tests.conftest import write_recipe
@@ -79,7 +80,7 @@ def test_seed_fields_are_mapped_by_the_recipe(tmp_path: Path) -> None:
 def test_a_gsm8k_seed_is_what_the_model_is_asked_to_rewrite(tmp_path: Path) -> None:
     """The generation requests a build makes from GSM8K seeds: the seed's question, the shipped example."""
     from pipeline.llm.types import SamplingParams
-    from pipeline.recipe import QuestionFilterConfig
+    from pipeline.solving.config import QuestionFilterConfig
     from pipeline.tinygsm.generate import generate_problems
     from pipeline.tinygsm.prompts import plan_problem
     from tests.replay import ScriptedBackend

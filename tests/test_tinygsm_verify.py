@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pipeline.recipe import QuestionFilterConfig
+from pipeline.solving.config import QuestionFilterConfig
 from pipeline.sandbox import RunResult, Sandbox
 from pipeline.solving import check_question
 from pipeline.solving.verify import Rule, judge

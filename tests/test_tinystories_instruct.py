@@ -9,7 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.recipe import StoryFilterConfig, TinyStoriesGenerateConfig, load_recipe
+from pipeline.recipe import load_recipe
+from pipeline.tinystories.recipe import StoryFilterConfig, TinyStoriesGenerateConfig
 from pipeline.shards import read_split, verify_dataset
 from pipeline.tinystories.filters import check_story, contains_sentence
 from pipeline.tinystories.prompts import instruction_text, load_sentences, plan_story, story_prompt

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not MODEL, reason="set TINYFORGE_VLLM_MODEL to a
 def test_vllm_generates_seeded_samples_and_structured_json() -> None:
     from pipeline.llm import ChatRequest, Message, SamplingParams
     from pipeline.llm.vllm_backend import VLLMBackend
-    from pipeline.recipe import VLLMBackendConfig
+    from pipeline.llm.config import VLLMBackendConfig
 
     backend = VLLMBackend(VLLMBackendConfig(model=MODEL, gpu_memory_utilization=0.5, max_model_len=2048))
     params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=32)

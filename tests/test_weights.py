@@ -8,7 +8,7 @@ from pipeline.difficulty.ifd import LlamaScorer
 from pipeline.llm.llamacpp import resolve_model_path
 from pipeline.llm.weights import _file_info, engine_weights
 from pipeline.paths import SEEDS_FILE
-from pipeline.recipe import SeedsConfig
+from pipeline.tinygsm.recipe import SeedsConfig
 from pipeline.tinygsm.seeds import load_seeds
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.recipe import DifficultyConfig
+from pipeline.difficulty.config import DifficultyConfig
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int):

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.difficulty.learning_percentage import difficulty_percentile, learning_percentage
 from pipeline.difficulty.proxy import loss_trajectories
 from pipeline.difficulty.s2l import balanced_select, kmeans
-from pipeline.recipe import DifficultyConfig
+from pipeline.difficulty.config import DifficultyConfig
 
 from pipeline.difficulty import COLUMNS
 

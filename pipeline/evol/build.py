@@ -42,7 +42,7 @@ from pipeline.kinds import USAGE, Growth, Kind, Produced, Runner, register, run_
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
-from pipeline.recipe import EvolInstructRecipe
+from pipeline.evol.recipe import EvolInstructRecipe
 from pipeline.rubrics import INSTRUCTIONS
 from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, Rule, shipped_example
 from pipeline.solving.calibrate import SAMPLES_SCHEMA, VERIFIER_SCHEMA_ID, said_on_failure, samples_frame

@@ -23,7 +23,7 @@ from pipeline.evol.operations import (
     operation,
 )
 from pipeline.llm.types import Backend, ChatRequest, Message, SamplingParams, derive_seed
-from pipeline.recipe import QuestionFilterConfig
+from pipeline.solving.config import QuestionFilterConfig
 from pipeline.records import make_id, rejection
 from pipeline.sandbox import Sandbox
 from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, Rule, Solver, WorkedExample, check_question

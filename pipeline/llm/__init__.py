@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.llm.cache import CachedBackend, ResponseCache
 from pipeline.llm.types import Backend, ChatRequest, Completion, Message, SamplingParams, sample_seed
-from pipeline.recipe import BackendConfig, SamplingConfig
+from pipeline.llm.config import BackendConfig, SamplingConfig
 
 __all__ = [
     "Backend", "CachedBackend", "ChatRequest", "Completion", "Message", "ResponseCache", "SamplingParams",

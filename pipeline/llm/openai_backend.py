@@ -40,7 +40,7 @@ import orjson
 
 from pipeline.errors import UserError
 from pipeline.llm.types import ChatRequest, Completion, OnDone, sample_seed
-from pipeline.recipe import OpenAIBackendConfig
+from pipeline.llm.config import OpenAIBackendConfig
 
 
 class BackendFailed(RuntimeError):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pipeline.errors import UserError
 from pipeline.llm.types import ChatRequest, Completion, OnDone, sample_seed
-from pipeline.recipe import VLLMBackendConfig
+from pipeline.llm.config import VLLMBackendConfig
 
 
 class VLLMBackend:

@@ -28,7 +28,7 @@ from pipeline.kinds import Kind, Produced, Runner, Stage, register
 from pipeline.mix.allocate import allocate, within_budget
 from pipeline.mix.sources import Source, open_source, seeded_order
 from pipeline.publish import Published
-from pipeline.recipe import MixRecipe
+from pipeline.mix.recipe import MixRecipe
 from pipeline.records import make_id, rejected_frame
 from pipeline.report import md_table
 from pipeline.stages import BuildDir, StageResult

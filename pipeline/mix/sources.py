@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import IntegrityError, UserError
-from pipeline.recipe import MixSource
+from pipeline.mix.recipe import MixSource
 
 
 @dataclass(frozen=True)

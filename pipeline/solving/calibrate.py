@@ -32,7 +32,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.errors import BuildFailed, UserError
-from pipeline.recipe import DifficultyConfig
+from pipeline.difficulty.config import DifficultyConfig
 from pipeline.records import iter_jsonl
 from pipeline.solving.answers import parse_answer, same_answer
 from pipeline.solving.verify import Verified, vote

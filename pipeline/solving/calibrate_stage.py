@@ -23,7 +23,10 @@ from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import Runner, run_batched
 from pipeline.llm import sampling_params
 from pipeline.llm.types import derive_seed
-from pipeline.recipe import BackendConfig, BaseRecipe, CalibrateConfig, DifficultyConfig, SamplingConfig, VerifyConfig
+from pipeline.difficulty.config import DifficultyConfig
+from pipeline.llm.config import BackendConfig, SamplingConfig
+from pipeline.recipe import BaseRecipe
+from pipeline.solving.config import CalibrateConfig, VerifyConfig
 from pipeline.records import rejected_frame
 from pipeline.sandbox import Sandbox
 from pipeline.solving.answers import same_answer

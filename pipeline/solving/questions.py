@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.recipe import QuestionFilterConfig
+from pipeline.solving.config import QuestionFilterConfig
 from pipeline.text import markup_kind, non_ascii_fraction, normalize, words
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")

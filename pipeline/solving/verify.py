@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipeline.recipe import VerifyConfig
+from pipeline.solving.config import VerifyConfig
 from pipeline.sandbox import RunResult, Sandbox
 from pipeline.solving.answers import answer_key
 from pipeline.solving.canonical import program_key

@@ -34,7 +34,8 @@ from pipeline.kinds import (
 )
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
-from pipeline.recipe import TinyGSMRecipe, wants_structured_output
+from pipeline.llm.config import wants_structured_output
+from pipeline.tinygsm.recipe import TinyGSMRecipe
 from pipeline.rubrics import MATH
 from pipeline.sandbox import Sandbox
 from pipeline.solving import Rule, shipped_example

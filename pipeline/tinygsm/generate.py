@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.exemplars import ExemplarPool
 from pipeline.llm.types import Backend, ChatRequest, SamplingParams
-from pipeline.recipe import QuestionFilterConfig
+from pipeline.solving.config import QuestionFilterConfig
 from pipeline.records import make_id, rejection
 from pipeline.solving import SOLUTION_TEMPLATE_ID, Ask, WorkedExample, check_question, sample_solutions
 from pipeline.tinygsm.extract import extract_question

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
-from pipeline.recipe import SeedsConfig
+from pipeline.tinygsm.recipe import SeedsConfig
 from pipeline.records import iter_jsonl
 from pipeline.solving.answers import parse_answer
 

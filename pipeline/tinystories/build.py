@@ -23,7 +23,7 @@ from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, Records, Stage, register
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
-from pipeline.recipe import TinyStoriesRecipe
+from pipeline.tinystories.recipe import TinyStoriesRecipe
 from pipeline.rubrics import STORIES
 from pipeline.stages import StageResult
 from pipeline.text import words

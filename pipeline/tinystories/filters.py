@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.recipe import StoryFilterConfig
+from pipeline.tinystories.recipe import StoryFilterConfig
 from pipeline.records import rejection
 from pipeline.text import ends_with_sentence, markup_kind, non_ascii_fraction, repeated_ngram_fraction, words
 from pipeline.tinystories.vocab import Vocabulary

@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.exemplars import Exemplar, ExemplarPool, as_turns, load_pool
 from pipeline.fingerprint import digest
 from pipeline.llm.types import Message, sample_seed
-from pipeline.recipe import STORY_FEATURES, TinyStoriesGenerateConfig
+from pipeline.tinystories.recipe import STORY_FEATURES, TinyStoriesGenerateConfig
 from pipeline.tinystories.vocab import Vocabulary
 
 FEATURE_TEXT = {
