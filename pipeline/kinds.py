@@ -12,16 +12,19 @@ passes a runner that makes each stage a task and each batch a task run. The
 steps themselves are the same functions either way: fingerprinted, atomic,
 resumable after a kill.
 
-A new kind registers itself (``register(Kind(...))``); the built-in kinds are
-imported on first use, so importing this module stays cheap.
+Kinds are found by name through the ``tinyforge.kinds`` entry point group:
+tinyforge's own four and any installed distribution's, each imported on first
+use, so a fresh process (the command, a Dask worker) knows every installed kind
+without being told. ``register(kind)`` adds one for this process alone (a test,
+a notebook).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -159,34 +162,47 @@ class BuildOutcome:
 
 # --- the registry ---------------------------------------------------------------------------
 
-_BUILTIN = {"tinystories": "pipeline.tinystories.build", "tinygsm": "pipeline.tinygsm.build",
-            "evol_instruct": "pipeline.evol.build", "mix": "pipeline.mix.build"}
+ENTRY_POINTS = "tinyforge.kinds"  # name = "package.module:KIND" in a distribution's entry points
 _KINDS: dict[str, Kind] = {}
 
 
+@cache
+def installed() -> dict[str, EntryPoint]:
+    """The kinds installed distributions declare, by name (read once per process)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+
+
 def register(kind: Kind) -> Kind:
-    """Make ``kind`` known to recipes, builds, flows and the CLI."""
+    """Make ``kind`` known to recipes, builds, flows and the CLI in this process."""
     _KINDS[kind.name] = kind
     return kind
 
 
 def unregister(name: str) -> None:
-    """Forget a kind ``register`` added (a test's, say); the built-in kinds cannot be removed."""
-    if name in _BUILTIN:
-        raise ValueError(f"{name!r} is a built-in kind")
+    """Forget a kind ``register`` added (a test's, say); an installed kind cannot be removed."""
+    if name in installed():
+        raise ValueError(f"{name!r} is an installed kind")
     _KINDS.pop(name, None)
 
 
 def get_kind(name: str) -> Kind:
-    if name not in _KINDS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])  # registers it
+    if name not in _KINDS and name in installed():
+        _KINDS[name] = _load(installed()[name])
     if name not in _KINDS:
         raise KeyError(f"unknown corpus kind {name!r} (one of {', '.join(kind_names())})")
     return _KINDS[name]
 
 
+def _load(entry: EntryPoint) -> Kind:
+    kind = entry.load()
+    if not isinstance(kind, Kind) or kind.name != entry.name:
+        raise TypeError(f"the {ENTRY_POINTS} entry point {entry.name!r} = {entry.value!r} is not the Kind "
+                        f"named {entry.name!r} (got {type(kind).__name__})")
+    return kind
+
+
 def kind_names() -> list[str]:
-    return list(dict.fromkeys([*_BUILTIN, *_KINDS]))
+    return list(dict.fromkeys([*installed(), *_KINDS]))
 
 
 # --- running a build --------------------------------------------------------------------------

@@ -1,127 +1,45 @@
-"""A corpus kind defined entirely in this module, registered, and built end to end.
+"""A corpus kind from outside tinyforge, built end to end.
 
-Nothing outside this file knows about it: the recipe model, the schema, the
-generation, a filter, the shared dedup and publish, the library entry point,
-the Prefect flow and `tinyforge check` all find it through the registry. The
-real embedded model writes the poems; what the test checks holds for any
-text it samples (every poem published or rejected with a reason, and each
-published one exactly the completion the model returned).
+The kind (short poems) lives in a distribution of its own,
+``tests/fixtures/poems_kind`` (one module, a schema file and a
+``tinyforge.kinds`` entry point). Nothing in tinyforge knows about it: the
+recipe model, the schema, the generation, a filter, the shared dedup and
+publish, the library entry point, the Prefect flow and `tinyforge check` all
+find it through the registry: here by ``register``, and in a fresh process
+after ``pip install`` through the entry point alone. The real embedded model
+writes the poems; what the tests check holds for any text it samples (every
+poem published or rejected with a reason, and each published one exactly the
+completion the model returned).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
 
 import polars as pl
 import pytest
-from pydantic import Field
 
-from pipeline.batches import Models
-from pipeline.common_stages import dedup, publish_stage, record_stage
-from pipeline.fingerprint import declared_fingerprint
 from pipeline.errors import RecipeError
-from pipeline.kinds import BatchedGeneration, Kind, Stage, get_kind, register, run_build, unregister
-from pipeline.llm import sampling_params
-from pipeline.llm.types import ChatRequest, Message, derive_seed
-from pipeline.config import Section
-from pipeline.recipe import BaseRecipe, load_recipe, parse_recipe
-from pipeline.records import make_id, rejection
+from pipeline.kinds import Kind, get_kind, register, run_build, unregister
+from pipeline.recipe import load_recipe, parse_recipe
 from pipeline.shards import read_split, verify_dataset
-from pipeline.stages import BuildDir, StageResult
-from pipeline.text import words
-from tests.conftest import REPO, write_recipe
+from pipeline.stages import BuildDir
+from tests.conftest import REPO, TINYFORGE, write_recipe
 
-TOPICS = ("the sea", "a cat", "rain", "the moon", "bread", "a kite")
-PROMPT = "Write a short poem about {topic}."
+DISTRIBUTION = Path(__file__).parent / "fixtures" / "poems_kind"
+sys.path.insert(0, str(DISTRIBUTION))  # its source, for the tests in this process (not installed here)
+from tinyforge_poems import KIND, TOPICS, PoemRecipe  # noqa: E402
 
-# --- the kind ------------------------------------------------------------------------------------
-
-
-class PoemGenerate(Section):
-    count: int = Field(4, ge=1)
-    batch_size: int = Field(2, ge=1)
-
-
-class PoemFilter(Section):
-    min_words: int = 1
-
-
-class PoemRecipe(BaseRecipe):
-    kind: Literal["poems"] = "poems"
-    generate: PoemGenerate = PoemGenerate()
-    filter: PoemFilter = PoemFilter()
-
-
-READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("filter",)}
-
-
-def _fingerprint(recipe: PoemRecipe) -> str:
-    return declared_fingerprint(recipe, "generate", 1, READS["generate"])
-
-
-def _work(recipe: PoemRecipe, start: int, stop: int, models: Models) -> tuple[list[dict[str, Any]], list]:
-    backend = models.open(recipe.backend)
-    params = sampling_params(recipe.sampling)
-    requests = [ChatRequest((Message("user", PROMPT.format(topic=TOPICS[i % len(TOPICS)])),), params,
-                            seed=derive_seed(recipe.seed, i)) for i in range(start, stop)]
-    records = []
-    for i, (completion,) in zip(range(start, stop), backend.generate(requests), strict=True):
-        poem = completion.text.strip()
-        records.append({"id": make_id(poem or str(i)), "poem": poem, "topic": TOPICS[i % len(TOPICS)],
-                        "generator_model": backend.model_id, "num_tokens": completion.completion_tokens})
-    return records, []
-
-
-def _filter(recipe: PoemRecipe, upstream: StageResult) -> StageResult:
-    def run(records: list[dict[str, Any]]) -> tuple[list, list, dict]:
-        short = [r for r in records if len(words(r["poem"])) < recipe.filter.min_words]
-        return ([r for r in records if r not in short],
-                [rejection(r, "filter", "too_short", f"{len(words(r['poem']))} words", "poem") for r in short], {})
-
-    return record_stage(recipe, "filter", upstream, version=1, reads=READS["filter"], run=run)
-
-
-SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema", "x-schema-name": "poems", "x-schema-version": 1,
-    "type": "object", "additionalProperties": False,
-    "required": ["id", "build_id", "poem", "topic", "generator_model", "dedup_cluster", "num_words"],
-    "properties": {"id": {"type": "string"}, "build_id": {"type": "string"}, "poem": {"type": "string"},
-                   "topic": {"type": "string"}, "generator_model": {"type": "string"},
-                   "dedup_cluster": {"type": "string"}, "num_words": {"type": "integer"}},
-}
-
-
-def _publish(recipe: PoemRecipe, stages: list[StageResult]):
-    def to_record(r: dict[str, Any]) -> dict[str, Any]:
-        return {"id": r["id"], "build_id": recipe.build_id, "poem": r["poem"], "topic": r["topic"],
-                "generator_model": r["generator_model"], "dedup_cluster": r["dedup_cluster"],
-                "num_words": len(words(r["poem"]))}
-
-    return publish_stage(recipe, stages, to_record=to_record,
-                         templates={"poems.prompt@1": PROMPT},
-                         format_example=lambda r: f"> {r['poem']}", length=lambda r: r["num_words"],
-                         default_description="Short poems.", training_text=lambda r: r["poem"])
-
-
-def _schema_file() -> Path:
-    # a kind's schema is a file; this one is written from the dict above, so the kind stays in this module
-    path = Path(tempfile.gettempdir()) / f"tinyforge-test-poems-{os.getpid()}.v1.json"
-    path.write_text(json.dumps(SCHEMA))
-    return path
+sys.path.remove(str(DISTRIBUTION))
 
 
 def _register() -> Kind[PoemRecipe]:
-    return register(Kind(
-        name="poems", recipe=PoemRecipe, flow_name="poems", schema_id=_schema_file(), text_field="poem",
-        produce=BatchedGeneration(_fingerprint, _work), stages=(Stage("filter", _filter, READS["filter"]), dedup()),
-        produce_reads={"generate": READS["generate"]}, publish=_publish, description="short poems"))
+    return register(KIND)
 
 
 @pytest.fixture(scope="module")
@@ -196,12 +114,38 @@ def test_the_flow_and_the_cli_know_the_kind(poems: Kind[PoemRecipe], prefect_ser
     result = flow_for("poems")(recipe_path=str(path))
     assert list(result["stages"]) == ["generate", "filter", "dedup", "publish"]
 
-    # A separate process knows only the built-in kinds: the kind lives in this module.
+    # A separate process finds only installed kinds: registered there, the kind is known there.
     check = subprocess.run([sys.executable, "-c", "import tests.test_custom_kind as t, sys\nt._register()\n"
                             "from flows.cli import main\nsys.exit(main(['check', sys.argv[1]]))", str(path)],
                            capture_output=True, text=True, cwd=REPO, timeout=120)
     assert check.returncode == 0, check.stderr
     assert "ok (poems" in check.stdout
+
+
+@pytest.mark.slow
+def test_an_installed_distribution_adds_its_kind_to_a_fresh_process(prefect_server: str, tmp_path: Path) -> None:
+    """`pip install` the poems distribution (into a folder of its own, on PYTHONPATH, so this venv is
+    untouched); then `tinyforge build` in a fresh process finds the kind through its entry point alone, and
+    builds it through the Prefect flow. Without the distribution the same recipe is an unknown kind."""
+    path = _recipe(tmp_path)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    unknown = subprocess.run([TINYFORGE, "check", str(path)], env=env, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "unknown recipe kind 'poems'" in unknown.stderr, unknown.stderr
+
+    source, site = shutil.copytree(DISTRIBUTION, tmp_path / "src"), tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                          "--no-build-isolation", "--target", str(site), str(source)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    assert (site / "tinyforge_poems" / "poems.v1.json").is_file()  # its schema travels with it
+
+    env["PYTHONPATH"] = str(site)
+    build = subprocess.run([TINYFORGE, "build", str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    ds = verify_dataset(tmp_path / "out" / "poems" / "dataset")
+    assert ds.manifest["kind"] == "poems" and ds.manifest["schema"]["id"] == "poems.v1"
+    rows, rejected = read_split(ds.path, "train"), pl.read_parquet(ds.path / "rejected.parquet")
+    assert rows.height + rejected.height == 4 and set(rows["topic"]) <= set(TOPICS)
 
 
 def test_a_judge_for_a_kind_without_a_rubric_is_a_recipe_error(poems: Kind[PoemRecipe], tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.exemplars import ExemplarPool, load_pool
 from pipeline.fingerprint import declared_fingerprint, digest
-from pipeline.kinds import USAGE, Growth, Kind, Produced, Runner, register, run_batched
+from pipeline.kinds import USAGE, Growth, Kind, Produced, Runner, run_batched
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
@@ -280,7 +280,7 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
         )
 
 
-KIND = register(Kind(
+KIND = Kind(
     name="evol_instruct", recipe=EvolInstructRecipe, flow_name="evol-instruct", schema_id=SCHEMA_ID,
     text_field="instruction",
     # proxy-model difficulty over (instruction, response): IFD says how much the instruction helps
@@ -293,4 +293,4 @@ KIND = register(Kind(
     description="instructions evolved in depth and in breadth, with responses and lineage",
     produce_reads={"seeds": READS["seeds"], "calibrate": READS["calibrate"], "round": READS["round"]},
     unfingerprinted=UNFINGERPRINTED,
-))
+)

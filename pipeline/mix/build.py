@@ -24,7 +24,7 @@ import pyarrow as pa
 from pipeline.common_stages import dedup
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import Kind, Produced, Runner, Stage, register
+from pipeline.kinds import Kind, Produced, Runner, Stage
 from pipeline.mix.allocate import allocate, within_budget
 from pipeline.mix.sources import Source, open_source, seeded_order
 from pipeline.publish import Published
@@ -162,9 +162,9 @@ def publish_stage(recipe: MixRecipe, stages: list[StageResult]) -> tuple[Publish
         extra_sections=[("Sources", section)], notes=shortfalls(given), extra_info={"sources": sources})
 
 
-KIND = register(Kind(
+KIND = Kind(
     name="mix", recipe=MixRecipe, flow_name="mix", schema_id=SCHEMA_ID, text_field="text",
     produce=produce, stages=(dedup(), Stage("sample", sample_stage, READS["sample"])), publish=publish_stage,
     description="a mixture of published datasets, by ratio or token budget, with lineage",
     produce_reads={"sources": READS["sources"]},
-))
+)

@@ -30,7 +30,6 @@ from pipeline.kinds import (
     Records,
     Runner,
     Stage,
-    register,
 )
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
@@ -176,7 +175,7 @@ def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], verifier: list[di
 
 GENERATION = BatchedGeneration(generate_fingerprint, generate_work)
 
-KIND = register(Kind(
+KIND = Kind(
     name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID,
     text_field="question",
     produce=produce,
@@ -187,4 +186,4 @@ KIND = register(Kind(
     publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH, growth=GENERATE,
     description="grade-school math word problems with Python solutions verified by execution",
     produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
-))
+)

@@ -20,7 +20,7 @@ from pipeline.common_stages import table_stage
 from pipeline.common_stages import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, Records, Stage, register
+from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, Records, Stage
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.tinystories.recipe import TinyStoriesRecipe
@@ -127,7 +127,7 @@ def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple
     )
 
 
-KIND = register(Kind(
+KIND = Kind(
     name="tinystories", recipe=TinyStoriesRecipe, flow_name="tinystories", schema_id=SCHEMA_ID,
     text_field="story",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
@@ -138,4 +138,4 @@ KIND = register(Kind(
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
     produce_reads={"generate": READS["generate"]},
-))
+)
