@@ -93,6 +93,8 @@ class InputPath:
 
 
 InputFile = Annotated[Path, InputPath()]  # a file the build reads, always needed
+ExemplarsFile = Annotated[Path, InputPath(when="exemplars")]  # needed when its section shows exemplars
+FileWhenEnabled = Annotated[Path, InputPath(when="enabled")]  # needed when its section is enabled
 
 
 def _has_lines(path: Path, where: str, what: str, absent: str) -> None:

@@ -12,7 +12,7 @@ the reason, never a default score.
 Every request goes through the caller's backend, in tinyforge the response
 cache, so a killed build asks nothing twice. The rubrics themselves are in
 :mod:`pipeline.rubrics`; the stage that applies thresholds is
-``pipeline.common_stages.judge_stage``.
+``pipeline.stages.judge``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache, partial
-from importlib.metadata import EntryPoint, entry_points
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -34,7 +33,11 @@ from pipeline.batches import BatchedStage, BatchStats, Models, Summarize, Work, 
 from pipeline.publish import Published
 from pipeline.recipe import BaseRecipe
 from pipeline.records import rejected_frame
+from pipeline.registry import ENTRY_POINTS, get_kind, installed, kind_names, register, unregister  # noqa: F401
 from pipeline.stages import StageResult
+from pipeline.stages.base import KindContext, Stage
+from pipeline.stages.publish import READS as PUBLISH_READS
+from pipeline.target import GENERATE, Growth  # noqa: F401  (the kinds import them from here)
 
 if TYPE_CHECKING:
     from pipeline.judge import Rubric
@@ -59,46 +62,9 @@ class Runner(Protocol):
     def log(self, message: str) -> None: ...
 
 
-# The publish step's part of the recipe (the build id, in its fingerprint too, covers the rest).
-PUBLISH_READS = ("seed", "publish", "name", "description")
 # a target decides how many candidates the rounds write (their `count` is fingerprinted), and the target
 # stage reads it: the generate stage leaves these out of its fingerprint
 TARGET_KEYS = ("generate.target", "generate.max_candidates")
-
-
-@dataclass(frozen=True)
-class Growth:
-    """How a kind's build grows toward a target row count (``pipeline.target``), as dotted recipe keys:
-    the target, its budget, the candidate count each round sets, and the step a round grows by at least.
-    The production stages must leave ``target`` and ``budget`` out of their fingerprints (they cannot
-    change a candidate); ``count`` they read."""
-
-    target: str = "generate.target"
-    budget: str = "generate.max_candidates"
-    count: str = "generate.count"
-    step: str = "generate.batch_size"
-
-    def get(self, recipe: BaseRecipe, key: str) -> Any:
-        section, name = key.split(".")
-        return getattr(getattr(recipe, section), name)
-
-    def with_count(self, recipe: R, count: int) -> R:
-        section, name = self.count.split(".")
-        return recipe.model_copy(update={section: getattr(recipe, section).model_copy(update={name: count})})
-
-
-GENERATE = Growth()  # the kinds that generate: tinystories, tinygsm
-
-
-@dataclass(frozen=True)
-class Stage(Generic[R]):
-    """A record stage: reads the upstream stage's output and writes its own (``run(recipe, upstream)``).
-
-    ``reads``: the parts of the recipe its fingerprint covers (see ``pipeline.fingerprint``)."""
-
-    name: str
-    run: Callable[[R, StageResult], StageResult]
-    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,7 +84,7 @@ class Kind(Generic[R]):
     text_field: str  # what dedup compares and rejections quote
     produce: Callable[[R, Runner], Produced]
     stages: tuple[Stage[R], ...]
-    publish: Callable[[R, list[StageResult]], tuple[Published, bool]]
+    publish: Callable[[R, list[StageResult], KindContext], tuple[Published, bool]]
     # `tinyforge verify --execute`: the code a published record's answer came from (None: that record has
     # none), or None for a kind whose records carry no code
     solution_code: Callable[[dict[str, Any]], str | None] | None = None
@@ -131,6 +97,10 @@ class Kind(Generic[R]):
     # of a recipe no fingerprint covers because they cannot change a record ({"verify.workers": why})
     produce_reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     unfingerprinted: Mapping[str, str] = field(default_factory=dict)
+
+    def context(self) -> KindContext:
+        """What the kind's stages are told about it (they never look it up)."""
+        return KindContext(self.name, self.text_field, self.rubric, self.schema_id)
 
     def reads(self) -> dict[str, tuple[str, ...]]:
         """Every step's declared reads, by step: production, the record stages, publish."""
@@ -158,51 +128,6 @@ class BuildOutcome:
             "stages": {s.name: "reused" if s.skipped else "ran" for s in self.stages}
             | {"publish": "reused" if self.reused else "ran"},
         }
-
-
-# --- the registry ---------------------------------------------------------------------------
-
-ENTRY_POINTS = "tinyforge.kinds"  # name = "package.module:KIND" in a distribution's entry points
-_KINDS: dict[str, Kind] = {}
-
-
-@cache
-def installed() -> dict[str, EntryPoint]:
-    """The kinds installed distributions declare, by name (read once per process)."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
-
-
-def register(kind: Kind) -> Kind:
-    """Make ``kind`` known to recipes, builds, flows and the CLI in this process."""
-    _KINDS[kind.name] = kind
-    return kind
-
-
-def unregister(name: str) -> None:
-    """Forget a kind ``register`` added (a test's, say); an installed kind cannot be removed."""
-    if name in installed():
-        raise ValueError(f"{name!r} is an installed kind")
-    _KINDS.pop(name, None)
-
-
-def get_kind(name: str) -> Kind:
-    if name not in _KINDS and name in installed():
-        _KINDS[name] = _load(installed()[name])
-    if name not in _KINDS:
-        raise KeyError(f"unknown corpus kind {name!r} (one of {', '.join(kind_names())})")
-    return _KINDS[name]
-
-
-def _load(entry: EntryPoint) -> Kind:
-    kind = entry.load()
-    if not isinstance(kind, Kind) or kind.name != entry.name:
-        raise TypeError(f"the {ENTRY_POINTS} entry point {entry.name!r} = {entry.value!r} is not the Kind "
-                        f"named {entry.name!r} (got {type(kind).__name__})")
-    return kind
-
-
-def kind_names() -> list[str]:
-    return list(dict.fromkeys([*installed(), *_KINDS]))
 
 
 # --- running a build --------------------------------------------------------------------------
@@ -244,7 +169,7 @@ def _produce_and_stages(kind: Kind[Any], recipe: BaseRecipe, runner: Runner) -> 
     produced = kind.produce(recipe, runner)
     stages, usage = list(produced.stages), dict(produced.usage)
     for stage in kind.stages:
-        stages.append(result := runner.stage(stage.name, stage.run, recipe, stages[-1]))
+        stages.append(result := runner.stage(stage.name, stage.run, recipe, stages[-1], kind.context()))
         if not result.skipped:
             usage = {k: usage[k] + result.stats.get("usage", {}).get(k, 0) for k in usage}
     return Produced(produced.stages, usage), stages
@@ -254,7 +179,7 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
                    ) -> tuple[Produced, list[StageResult]]:
     """Rounds of candidates until ``target`` records survive the stages or the budget is spent
     (``pipeline.target``); then the target stage keeps the first ``target``."""
-    from pipeline.common_stages import target_stage
+    from pipeline.stages.target import target_stage
     from pipeline.target import Budget, next_count
 
     grow = kind.growth
@@ -276,8 +201,8 @@ def _toward_target(kind: Kind[Any], recipe: BaseRecipe, runner: Runner, target: 
         if after is None:
             break
         count = after
-    stages.append(runner.stage("target", target_stage, this, stages[-1], target, rounds, budget.max_candidates,
-                               grow, ran_out))
+    stages.append(runner.stage("target", target_stage, this, stages[-1], kind.context(), target, rounds,
+                               budget.max_candidates, grow, ran_out))
     runner.log(f"target: {stages[-1].stats['sentence']}")
     return Produced(produced.stages, usage), stages
 
@@ -296,7 +221,7 @@ def run_build(recipe: BaseRecipe, runner: Runner | None = None) -> BuildOutcome:
     for s in stages:
         runner.log(f"{s.name}: {'reused' if s.skipped else 'ran'}, {s.rows['records']} kept, "
                    f"{s.rows.get('rejected', 0)} rejected")
-    published, reused = runner.stage("publish", kind.publish, recipe, stages)
+    published, reused = runner.stage("publish", kind.publish, recipe, stages, kind.context())
     runner.log(f"publish: {'reused' if reused else 'wrote'} {published.path}")
     return BuildOutcome(recipe, stages, published, reused, produced.usage)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from pipeline.config import InputFile, InputPath, Section, check_inputs, fingerprint_inputs, resolve_inputs
 from pipeline.decontam import DecontaminateConfig, EvalSetConfig
@@ -28,7 +28,7 @@ from pipeline.difficulty.config import DifficultyConfig, ProspectConfig
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import digest
 from pipeline.fluency import FluencyConfig
-from pipeline.judge import JudgeConfig
+from pipeline.judge import JudgeConfig, Rubric
 from pipeline.llm.config import (
     BACKEND_KINDS,
     BackendConfig,
@@ -41,6 +41,7 @@ from pipeline.llm.config import (
 )
 from pipeline.operations import CostConfig, ScheduleConfig, StorageConfig
 from pipeline.publish import PublishConfig
+from pipeline.registry import get_kind, kind_names
 from pipeline.solving.config import CalibrateConfig, QuestionFilterConfig, VerifyConfig
 
 # The shared sections' models live beside their code; these names stay importable from here for a release.
@@ -76,19 +77,6 @@ class BaseRecipe(Section):
     storage: StorageConfig = StorageConfig()
 
     _default_kind = field_validator("backend", mode="before")(staticmethod(default_backend_kind))
-
-    @model_validator(mode="after")
-    def _judge_criteria(self) -> BaseRecipe:
-        if self.judge.enabled or self.judge.min:
-            from pipeline.kinds import get_kind  # at validation time: the kinds module imports this one
-
-            rubric = get_kind(self.kind).rubric
-            if rubric is None:
-                raise ValueError(f"judge: the {self.kind} kind has no judge rubric")
-            if unknown := [k for k in self.judge.min if k not in rubric.numeric]:
-                raise ValueError(f"judge.min: no criterion {unknown[0]!r} in the {self.kind} rubric "
-                                 f"({', '.join(rubric.numeric)})")
-        return self
 
     @field_validator("output_root", mode="before")
     @classmethod
@@ -202,8 +190,6 @@ def load_recipe(path: str | Path, *, output_root: str | Path | None = None, name
 
 
 def parse_recipe(raw: dict[str, Any], *, source: str = "recipe", base_dir: Path | None = None) -> Recipe:
-    from pipeline.kinds import get_kind, kind_names  # the registry: its kinds' recipe models extend BaseRecipe
-
     kind = raw.get("kind")
     if kind is None:
         raise RecipeError(f"{source}: kind: missing (one of {', '.join(kind_names())})")
@@ -215,14 +201,27 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe", base_dir: Path 
         raise RecipeError(
             f"{source}: backend.kind: unknown backend {backend['kind']!r} (one of {', '.join(BACKEND_KINDS)})"
         )
+    found = get_kind(kind)
     try:
-        recipe = get_kind(kind).recipe.model_validate(raw)
+        recipe = found.recipe.model_validate(raw)
     except ValidationError as exc:
         raise RecipeError(f"{source}: {_one_line(exc)}") from None
+    _check_judge(recipe, found.rubric, source)
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
     recipe.check_files(source)
     return recipe
+
+
+def _check_judge(recipe: BaseRecipe, rubric: Rubric | None, source: str) -> None:
+    """A judge needs its kind's rubric, and its thresholds name criteria of it."""
+    if not (recipe.judge.enabled or recipe.judge.min):
+        return
+    if rubric is None:
+        raise RecipeError(f"{source}: recipe: judge: the {recipe.kind} kind has no judge rubric")
+    if unknown := [k for k in recipe.judge.min if k not in rubric.numeric]:
+        raise RecipeError(f"{source}: recipe: judge.min: no criterion {unknown[0]!r} in the {recipe.kind} rubric "
+                          f"({', '.join(rubric.numeric)})")
 
 
 def _one_line(exc: ValidationError) -> str:

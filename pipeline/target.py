@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # (a recipe's generate section checks its budget here: check_budget)
+    from pipeline.recipe import BaseRecipe
+
+R = TypeVar("R", bound="BaseRecipe")
 
 MARGIN = 1.25  # ask for a quarter more than the yield so far says is needed: one more round costs a gather
 
@@ -67,3 +72,27 @@ def check_budget(count: int, target: int | None, max_candidates: int | None) -> 
         raise ValueError("max_candidates is the budget of a target: set target too")
     if max_candidates is not None and max_candidates < count:
         raise ValueError(f"max_candidates ({max_candidates}) is smaller than count ({count}), the first round")
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How a kind's build grows toward a target row count (``pipeline.target``), as dotted recipe keys:
+    the target, its budget, the candidate count each round sets, and the step a round grows by at least.
+    The production stages must leave ``target`` and ``budget`` out of their fingerprints (they cannot
+    change a candidate); ``count`` they read."""
+
+    target: str = "generate.target"
+    budget: str = "generate.max_candidates"
+    count: str = "generate.count"
+    step: str = "generate.batch_size"
+
+    def get(self, recipe: BaseRecipe, key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(recipe, section), name)
+
+    def with_count(self, recipe: R, count: int) -> R:
+        section, name = self.count.split(".")
+        return recipe.model_copy(update={section: getattr(recipe, section).model_copy(update={name: count})})
+
+
+GENERATE = Growth()  # the kinds that generate: tinystories, tinygsm

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import tomllib
 import subprocess
 import sys
 from pathlib import Path
@@ -68,18 +69,145 @@ def test_nothing_under_pipeline_imports_flows() -> None:
     assert not offenders, "the library imports the flows layer:\n" + "\n".join(offenders)
 
 
-KINDS = ("tinystories", "tinygsm", "evol")
+def kind_packages() -> dict[str, str]:
+    """Each installed kind's package (``pipeline.tinygsm``), by kind name, from tinyforge's own
+    ``tinyforge.kinds`` entry points: the test names no kind either."""
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["tinyforge.kinds"]
+    return {name: ".".join(target.split(":")[0].split(".")[:2]) for name, target in declared.items()}
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_kind_imports_no_other_kind(kind: str) -> None:
+KIND_PACKAGES = kind_packages()
+
+
+@pytest.mark.parametrize("package", sorted(set(KIND_PACKAGES.values())))
+def test_a_kind_imports_no_other_kind(package: str) -> None:
     """What two kinds share lives in the library (math solving in ``pipeline.solving``), not in either kind."""
-    others = {f"pipeline.{k}" for k in KINDS if k != kind}
-    files = sorted((PIPELINE / kind).glob("*.py"))
+    others = set(KIND_PACKAGES.values()) - {package}
+    files = sorted((REPO / package.replace(".", "/")).glob("*.py"))
     assert files
     offenders = [f"{f.relative_to(REPO)}:{line}: {module}" for f in files for line, module in imported_modules(f)
                  if ".".join(module.split(".")[:2]) in others]
-    assert not offenders, f"pipeline.{kind} reaches into another kind:\n" + "\n".join(offenders)
+    assert not offenders, f"{package} reaches into another kind:\n" + "\n".join(offenders)
+
+
+# --- the stage contract (issue 31) ------------------------------------------------------------------------
+
+
+def pipeline_modules() -> dict[str, Path]:
+    """Every module of the library by its dotted name (a package by its own name, for its __init__)."""
+    found = {}
+    for path in sorted(PIPELINE.rglob("*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def runtime_imports(path: Path) -> list[tuple[int, str]]:
+    """``imported_modules`` less the imports under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    typing_only: set[int] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only |= {line for stmt in node.body for line in range(stmt.lineno, stmt.end_lineno + 1)}
+    return [(line, module) for line, module in imported_modules(path) if line not in typing_only]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the library modules it imports, at the top or inside a function, a package's __init__
+    included (``from pipeline.llm import X`` is an edge to ``pipeline.llm``)."""
+    modules = pipeline_modules()
+
+    def owner(module: str) -> str | None:  # pipeline.stages.base.Stage -> pipeline.stages.base
+        while module and module not in modules:
+            module = module.rpartition(".")[0]
+        return module or None
+
+    return {name: {m for _, imported in runtime_imports(path) if (m := owner(imported)) not in (None, name)}
+            for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_among_pipeline_modules() -> None:
+    graph = import_graph()
+    assert len(graph) > 80 and graph["pipeline.kinds"], graph  # the scan sees the library and its edges
+    assert cycles(graph) == [], "modules that import each other, directly or round a loop"
+
+
+def test_the_cycle_check_sees_a_loop_through_a_function_level_import() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_pipeline_module_is_over_600_lines() -> None:
+    """One concept per module; the sandbox's worker (``_server.py``), one program run inside the jail,
+    is the exception."""
+    long = {name: n for name, path in pipeline_modules().items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 600}
+    assert long == {"pipeline.sandbox._server": long.get("pipeline.sandbox._server")}, long
+
+
+EDGES = {  # the library's entry points that may look a kind up by name, and why
+    "pipeline.registry": "the registry itself",
+    "pipeline.recipe": "parse_recipe: a recipe names its kind",
+    "pipeline.kinds": "run_build: the build entry hands each stage its kind's context",
+    "pipeline.judge_eval": "the judge-eval command: a labeled set is graded on its kind's rubric",
+}
+
+
+def test_a_kind_is_looked_up_only_at_the_edges() -> None:
+    """Shared code is handed its kind (``KindContext``: the text field, the rubric, the schema); only the
+    entry points find one by name. ``flows/`` (the command, the flow) is an edge too."""
+    callers = {}
+    for name, path in pipeline_modules().items():
+        calls = [node.lineno for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+                 == "get_kind"]
+        if calls:
+            callers[name] = calls
+    assert set(callers) <= set(EDGES), {k: v for k, v in callers.items() if k not in EDGES}
+    assert "pipeline.kinds" in callers  # the scan finds the calls
+
+
+def test_shared_stages_and_machinery_import_no_kind_and_no_registry() -> None:
+    """The stages every kind shares, the backends, difficulty, the batch runner, publishing and the report
+    are given what they need of a kind; they import no kind's package, nor the registry."""
+    kinds = set(KIND_PACKAGES.values())
+    shared = [name for name in pipeline_modules() if name.startswith(("pipeline.stages", "pipeline.llm",
+              "pipeline.difficulty")) or name in ("pipeline.batches", "pipeline.publish", "pipeline.report")]
+    assert "pipeline.stages.dedup" in shared and "pipeline.llm.cache" in shared
+    graph = import_graph()
+    offenders = {name: sorted(m for m in graph[name] if ".".join(m.split(".")[:2]) in kinds
+                              or m in ("pipeline.registry", "pipeline.kinds"))
+                 for name in shared}
+    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_the_scan_finds_every_form_of_import(tmp_path: Path) -> None:

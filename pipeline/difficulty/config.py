@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import InputPath, Section
+from pipeline.config import FileWhenEnabled, Section
 from pipeline.paths import PROSPECT_TASKS_FILE
 
 
@@ -48,8 +47,8 @@ class ProspectConfig(Section):
 
     enabled: bool = False
     model: str = Field("smollm2-135m-instruct", description="a shipped model name or a .gguf path")
-    tasks: Annotated[Path, InputPath(when="enabled")] = Field(PROSPECT_TASKS_FILE, description="the task set, JSON lines of instruction and response "
-                        "(default: 12 shipped original tasks)")
+    tasks: FileWhenEnabled = Field(PROSPECT_TASKS_FILE, description="the task set, JSON lines of instruction and "
+                                   "response (default: 12 shipped original tasks)")
     sample: int | None = Field(None, ge=1, le=100_000_000, description="score a random sample of this many "
                                "records, drawn with the recipe's seed (the same as [difficulty] sample's for "
                                "the same size); the others get null (default: every record)")

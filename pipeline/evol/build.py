@@ -28,8 +28,13 @@ import polars as pl
 
 from pipeline.batches import BatchedStage, Models, batch_ranges
 from pipeline.code_metrics import code_fields
-from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, prospect, score
-from pipeline.common_stages import publish_stage as common_publish
+from pipeline.stages.decontaminate import decontaminate
+from pipeline.stages.dedup import dedup
+from pipeline.stages.fluency import fluency
+from pipeline.stages.judge import judge, judge_fields
+from pipeline.stages.prospect import prospect
+from pipeline.stages.score import score
+from pipeline.stages.publish import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.difficulty.prospect import COLUMNS as PROSPECT_COLUMNS
 from pipeline.evol.evolve import EvolveSettings, MathGate, evolve_batch
@@ -50,9 +55,10 @@ from pipeline.solving.calibrate import sentence as calibration_sentence
 from pipeline.solving.calibrate_stage import Calibration, SolverSetup
 from pipeline.solving.report import calibration_section
 from pipeline.stages import BuildDir, StageResult, concat
+from pipeline.stages.base import KindContext
 
 SCHEMA_ID = "evol_instruct.v4"
-VERSIONS = {"seeds": 1, "round": 3, "evolved": 2}  # dedup, score, publish: pipeline.common_stages
+VERSIONS = {"seeds": 1, "round": 3, "evolved": 2}  # dedup, score, publish: pipeline.stages
 # what of the recipe each stage depends on; a round reads `math` only when the pool is math problems
 READS = {"seeds": ("seeds",), "round": ("seed", "evolve", "sampling", "response", "response_sampling", "backend",
                                          "response_backend", "math"),
@@ -239,7 +245,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
     code = r["response"] if r.get("answer") is not None else None  # a math build's responses are programs
     return {"build_id": build_id, **{k: r.get(k) for k in keys}, **code_fields(code),
             "fluency_loss": r.get("fluency_loss"),
-            **judge_fields(r, "evol_instruct"),
+            **judge_fields(r, INSTRUCTIONS),
             **{k: r.get(k) for k in (*DIFFICULTY_COLUMNS, *PROSPECT_COLUMNS)}}
 
 
@@ -249,7 +255,7 @@ def _format_example(r: dict[str, Any]) -> str:
             f"\n\n> {r['instruction']}\n\n```{lang}\n{r['response'].rstrip()}\n```")
 
 
-def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult], kind: KindContext) -> tuple[Published, bool]:
     build, by_name = build_dir(recipe), {s.name: s for s in stages}
     math = is_math(by_name["seeds"])
     rounds = [s for s in stages if s.name.startswith("round-")]
@@ -269,7 +275,7 @@ def publish_stage(recipe: EvolInstructRecipe, stages: list[StageResult]) -> tupl
         verifier = {"verifier": (VERIFIER_SCHEMA_ID, [r | {"build_id": recipe.build_id} for r in samples.to_dicts()])}
     with said_on_failure(calibration):
         return common_publish(
-            recipe, stages,
+            recipe, stages, kind,
             to_record=partial(published_record, build_id=recipe.build_id), templates=_templates(recipe, math),
             format_example=_format_example, length=lambda r: r["num_words"],
             training_text=lambda r: f"{r['instruction']}\n\n{r['response']}", extra_sections=sections,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import InputPath, Section
+from pipeline.config import ExemplarsFile, InputPath, Section
 from pipeline.llm.config import (BackendConfig, LlamaCppBackendConfig, OpenAIBackendConfig, SamplingConfig,
                                  VLLMBackendConfig, default_backend_kind)
 from pipeline.paths import EVOLUTION_EXEMPLARS_FILE, INSTRUCTIONS_FILE
@@ -50,8 +50,8 @@ class EvolveConfig(Section):
     retry_failed: bool = Field(True, description="a failed evolution's parent goes back into the next round's pool")
     judge: bool = Field(False, description="also ask the evolver whether child and parent are Equal (paper's judge)")
     exemplars: int = Field(2, ge=0, le=8, description="example evolutions shown as earlier chat turns (0: none)")
-    exemplars_path: Annotated[Path, InputPath(when="exemplars")] = Field(EVOLUTION_EXEMPLARS_FILE, description="JSONL of example evolutions (id, "
-                                 "operation, math, parent, child)")
+    exemplars_path: ExemplarsFile = Field(EVOLUTION_EXEMPLARS_FILE, description="JSONL of example evolutions (id, "
+                                          "operation, math, parent, child)")
     min_words: int = Field(4, ge=1)
     max_words: int = Field(200, ge=1)
     max_growth: float = Field(3.0, gt=1.0, le=100.0, description="in-depth: child words / parent words at most")

@@ -21,8 +21,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pipeline.common_stages import dedup
-from pipeline.common_stages import publish_stage as common_publish
+from pipeline.stages.dedup import dedup
+from pipeline.stages.publish import publish_stage as common_publish
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import Kind, Produced, Runner, Stage
 from pipeline.mix.allocate import allocate, within_budget
@@ -32,6 +32,7 @@ from pipeline.mix.recipe import MixRecipe
 from pipeline.records import make_id, rejected_frame
 from pipeline.report import md_table
 from pipeline.stages import BuildDir, StageResult
+from pipeline.stages.base import KindContext
 from pipeline.text import words
 
 SCHEMA_ID = "mix.v1"
@@ -76,7 +77,7 @@ def produce(recipe: MixRecipe, runner: Runner) -> Produced:
 # --- sample ---------------------------------------------------------------------------
 
 
-def sample_stage(recipe: MixRecipe, upstream: StageResult) -> StageResult:
+def sample_stage(recipe: MixRecipe, upstream: StageResult, kind: KindContext) -> StageResult:
     """Each source's share of the deduplicated candidates, in its seeded order."""
     build = BuildDir(recipe.build_dir)
     fp = declared_fingerprint(recipe, "sample", VERSIONS["sample"], READS["sample"], **{"in": upstream.fingerprint})
@@ -137,7 +138,7 @@ def _format_example(r: dict[str, Any]) -> str:
     return f"`{r['id']}` · {r['source']} ({r['source_kind']}) · `{r['source_id']}`\n\n{body}"
 
 
-def publish_stage(recipe: MixRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+def publish_stage(recipe: MixRecipe, stages: list[StageResult], kind: KindContext) -> tuple[Published, bool]:
     by_name = {s.name: s for s in stages}
     opened, given = by_name["sources"].stats["sources"], by_name["sample"].stats["sources"]
     sources = [{**o, **{k: v for k, v in g.items() if k != "source"}} for o, g in zip(opened, given, strict=True)]
@@ -155,7 +156,7 @@ def publish_stage(recipe: MixRecipe, stages: list[StageResult]) -> tuple[Publish
         return md_table(rows)
 
     return common_publish(
-        recipe, stages, to_record=partial(published_record, build_id=recipe.build_id), templates={},
+        recipe, stages, kind, to_record=partial(published_record, build_id=recipe.build_id), templates={},
         format_example=_format_example, length=lambda r: r["num_words"], training_text=lambda r: r["text"],
         default_description="A mixture of published tinyforge datasets, each record with its source and "
                             "source id.",
@@ -164,7 +165,7 @@ def publish_stage(recipe: MixRecipe, stages: list[StageResult]) -> tuple[Publish
 
 KIND = Kind(
     name="mix", recipe=MixRecipe, flow_name="mix", schema_id=SCHEMA_ID, text_field="text",
-    produce=produce, stages=(dedup(), Stage("sample", sample_stage, READS["sample"])), publish=publish_stage,
+    produce=produce, stages=(dedup(), Stage("sample", sample_stage, READS["sample"], split="whole")), publish=publish_stage,
     description="a mixture of published datasets, by ratio or token budget, with lineage",
     produce_reads={"sources": READS["sources"]},
 )

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import InputPath, Section
+from pipeline.config import FileWhenEnabled, Section
 from pipeline.paths import SEEDS_FILE
 
 
@@ -44,7 +43,7 @@ class CalibrateConfig(Section):
     """Problems with known answers, solved by the build's own solver: how often its verification is right."""
 
     enabled: bool = True
-    path: Annotated[Path, InputPath(when="enabled")] = Field(SEEDS_FILE, description="JSONL with a question and a numeric or GSM8K-style answer")
+    path: FileWhenEnabled = Field(SEEDS_FILE, description="JSONL with a question and a numeric or GSM8K-style answer")
     question_field: str = "question"
     answer_field: str = "answer"
     limit: int | None = Field(120, gt=0, description="calibrate on the first N problems with an answer")

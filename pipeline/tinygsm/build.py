@@ -15,8 +15,14 @@ from typing import Any
 
 from pipeline.batches import Models
 from pipeline.code_metrics import code_fields
-from pipeline.common_stages import decontaminate, dedup, fluency, judge, judge_fields, prospect, record_stage, score
-from pipeline.common_stages import publish_stage as common_publish
+from pipeline.stages.base import KindContext, record_stage
+from pipeline.stages.decontaminate import decontaminate
+from pipeline.stages.dedup import dedup
+from pipeline.stages.fluency import fluency
+from pipeline.stages.judge import judge, judge_fields
+from pipeline.stages.prospect import prospect
+from pipeline.stages.score import score
+from pipeline.stages.publish import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.difficulty.prospect import COLUMNS as PROSPECT_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
@@ -56,8 +62,8 @@ from pipeline.tinygsm.seeds import load_seeds
 from pipeline.tinygsm.verify import verify_problems
 
 SCHEMA_ID = "tinygsm.v6"
-# calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.common_stages
-VERSIONS = {"generate": 1, "verify": 2}  # decontaminate: pipeline.common_stages
+# calibrate: pipeline.solving.calibrate_stage; dedup, score, publish: pipeline.stages
+VERSIONS = {"generate": 1, "verify": 2}  # decontaminate: pipeline.stages
 # what of the recipe each stage depends on (the question filter runs inside generation)
 READS = {"generate": ("seed", "generate", "seeds", "sampling", "solution_sampling", "filter", "backend"),
          "verify": ("verify",),
@@ -83,7 +89,7 @@ def generate_work(recipe: TinyGSMRecipe, start: int, stop: int, models: Models) 
                              rewrite_exemplars(g.exemplars_path) if g.exemplars else None, g.exemplars)
 
 
-def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult) -> StageResult:
+def verify_stage(recipe: TinyGSMRecipe, upstream: StageResult, kind: KindContext) -> StageResult:
     cfg = recipe.verify
     samples: list[dict[str, Any]] = []
 
@@ -126,7 +132,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "solution_template_id": r["solution_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "solution_sampling": r["solution_sampling"], "verification": r["verification"],
         "dedup_cluster": r["dedup_cluster"], "num_words": len(words(r["question"])), "num_tokens": r["num_tokens"],
-        **code_fields(r["code"]), "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinygsm"),
+        **code_fields(r["code"]), "fluency_loss": r.get("fluency_loss"), **judge_fields(r, MATH),
         **{k: r.get(k) for k in (*DIFFICULTY_COLUMNS, *PROSPECT_COLUMNS)},
     }
 
@@ -147,21 +153,21 @@ def _templates(recipe: TinyGSMRecipe) -> dict[str, str]:
     return used
 
 
-def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+def publish_stage(recipe: TinyGSMRecipe, stages: list[StageResult], kind: KindContext) -> tuple[Published, bool]:
     build = BuildDir(recipe.build_dir)
     by_name = {s.name: s for s in stages}
     samples = concat([build.read(n, "samples") for n in ("verify", "calibrate") if n in by_name])
     verifier = [r | {"build_id": recipe.build_id} for r in samples.to_dicts()]
     calibration = by_name["calibrate"].stats["calibration"] if "calibrate" in by_name else None
     with said_on_failure(calibration):
-        return _publish(recipe, stages, verifier, calibration)
+        return _publish(recipe, stages, kind, verifier, calibration)
 
 
-def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], verifier: list[dict[str, Any]],
+def _publish(recipe: TinyGSMRecipe, stages: list[StageResult], kind: KindContext, verifier: list[dict[str, Any]],
              calibration: dict[str, Any] | None) -> tuple[Published, bool]:
     sections = [("Calibration", lambda records: calibration_section(calibration))] if calibration else []
     return common_publish(
-        recipe, stages,
+        recipe, stages, kind,
         to_record=partial(published_record, build_id=recipe.build_id),
         templates=_templates(recipe),
         format_example=_format_example, length=lambda r: r["num_words"],
@@ -179,7 +185,7 @@ KIND = Kind(
     name="tinygsm", recipe=TinyGSMRecipe, flow_name="tinygsm", schema_id=SCHEMA_ID,
     text_field="question",
     produce=produce,
-    stages=(Stage("verify", verify_stage, READS["verify"]),
+    stages=(Stage("verify", verify_stage, READS["verify"], split="map"),
             decontaminate(),
             fluency(), dedup(score_field="answer_agreement"), judge(),
             score("question", "code"), prospect("question", "code")),  # proxy-model difficulty of the code, given the question

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import InputPath, Section
+from pipeline.config import ExemplarsFile, InputPath, Section
 from pipeline.llm.config import SamplingConfig
 from pipeline.paths import REWRITE_EXEMPLARS_FILE, SEEDS_FILE
 from pipeline.recipe import ProspectingRecipe
@@ -37,8 +37,8 @@ class TinyGSMGenerateConfig(Section):
                                        description="with target: candidates at most, in all rounds (default 20 x target)")
     exemplars: int = Field(2, ge=0, le=8, description="example rewrites (problem -> new problem) shown as earlier "
                            "chat turns, drawn per problem (0: none)")
-    exemplars_path: Annotated[Path, InputPath(when="exemplars")] = Field(REWRITE_EXEMPLARS_FILE, description="JSONL of example rewrites (id, question, "
-                                 "rewrite, solution, answer)")
+    exemplars_path: ExemplarsFile = Field(REWRITE_EXEMPLARS_FILE, description="JSONL of example rewrites (id, "
+                                          "question, rewrite, solution, answer)")
 
     @model_validator(mode="after")
     def _budget(self) -> TinyGSMGenerateConfig:

@@ -15,9 +15,13 @@ from typing import Any
 import polars as pl
 
 from pipeline.batches import Models
-from pipeline.common_stages import Verdicts, decontaminate, dedup, fluency, iter_rows, judge, judge_fields, score
-from pipeline.common_stages import table_stage
-from pipeline.common_stages import publish_stage as common_publish
+from pipeline.stages.base import KindContext, Verdicts, iter_rows, table_stage
+from pipeline.stages.decontaminate import decontaminate
+from pipeline.stages.dedup import dedup
+from pipeline.stages.fluency import fluency
+from pipeline.stages.judge import judge, judge_fields
+from pipeline.stages.score import score
+from pipeline.stages.publish import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
 from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, Records, Stage
@@ -41,7 +45,7 @@ from pipeline.tinystories.vocab import load_vocabulary
 
 SCHEMA_ID = "tinystories.v4"
 # Bump a stage's version when its logic changes, so old outputs are not reused
-# (the shared stages, dedup, score and publish, carry their own in pipeline.common_stages).
+# (the shared stages, dedup, score and publish, carry their own in pipeline.stages).
 VERSIONS = {"generate": 1, "filter": 1}
 READS = {"generate": ("seed", "generate", "sampling", "backend"), "filter": ("filter",)}  # what of the recipe
 
@@ -81,7 +85,7 @@ def generate_work(recipe: TinyStoriesRecipe, start: int, stop: int, models: Mode
 FILTER_COLUMNS = ("story", "finish_reason", "words", "sentence")  # what check_story reads
 
 
-def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResult:
+def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult, kind: KindContext) -> StageResult:
     vocab = load_vocabulary(recipe.generate.vocab_dir)
 
     def decide(frame: pl.DataFrame) -> Verdicts:
@@ -89,7 +93,7 @@ def filter_stage(recipe: TinyStoriesRecipe, upstream: StageResult) -> StageResul
         return Verdicts(rejected={i: v for i, v in enumerate(checks) if v is not None})
 
     return table_stage(recipe, "filter", upstream, version=VERSIONS["filter"], reads=READS["filter"],
-                       decide=decide, columns=FILTER_COLUMNS, extra={"vocab": vocab.digest})
+                       decide=decide, text_field=kind.text_field, columns=FILTER_COLUMNS, extra={"vocab": vocab.digest})
 
 
 # --- publish ----------------------------------------------------------------------
@@ -104,7 +108,7 @@ def published_record(r: dict[str, Any], build_id: str) -> dict[str, Any]:
         "summary_template_id": r["summary_template_id"], "generator_model": r["generator_model"],
         "sampling": r["sampling"], "parent_id": None, "verification": None, "dedup_cluster": r["dedup_cluster"],
         "num_words": len(words(r["story"])), "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
-        "fluency_loss": r.get("fluency_loss"), **judge_fields(r, "tinystories"),
+        "fluency_loss": r.get("fluency_loss"), **judge_fields(r, STORIES),
         **{k: r.get(k) for k in DIFFICULTY_COLUMNS},
     }
 
@@ -116,10 +120,10 @@ def _format_example(r: dict[str, Any]) -> str:
     return f"{meta}\n\n{body}{summary}"
 
 
-def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult]) -> tuple[Published, bool]:
+def publish_stage(recipe: TinyStoriesRecipe, stages: list[StageResult], kind: KindContext) -> tuple[Published, bool]:
     """Publish the last stage's records. Returns (published dataset, whether it was reused)."""
     return common_publish(
-        recipe, stages, 
+        recipe, stages, kind,
         to_record=partial(published_record, build_id=recipe.build_id), templates=_templates(recipe),
         format_example=_format_example, length=lambda r: r["num_words"],
         training_text=lambda r: r["story"],
@@ -132,7 +136,7 @@ KIND = Kind(
     text_field="story",
     produce=BatchedGeneration(generate_fingerprint, generate_work),
     # proxy-model difficulty: the instruction is the prompt, the response the story
-    stages=(Stage("filter", filter_stage, READS["filter"]), decontaminate(), fluency(), dedup(), judge(),
+    stages=(Stage("filter", filter_stage, READS["filter"], split="map"), decontaminate(), fluency(), dedup(), judge(),
             score("prompt", "story")),
     rubric=STORIES, growth=GENERATE,
     publish=publish_stage,

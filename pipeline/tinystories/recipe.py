@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import InputPath, Section
+from pipeline.config import ExemplarsFile, InputPath, Section
 from pipeline.paths import STORY_EXEMPLARS_FILE, STORY_SENTENCES_FILE, VOCAB_DIR
 from pipeline.recipe import BaseRecipe
 from pipeline.target import check_budget
@@ -36,10 +36,11 @@ class TinyStoriesGenerateConfig(Section):
     exemplars: int = Field(2, ge=0, le=8, description="example stories shown as earlier chat turns (0: none)")
     sentence_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of stories asked to contain a "
                                      "given sentence (TinyStories-Instruct); the filter checks that it is there")
-    sentences_path: Annotated[Path, InputPath(when="sentence_fraction", lines=True)] = Field(STORY_SENTENCES_FILE, description="the sentences drawn from: one per line, "
+    sentences_path: Annotated[Path, InputPath(when="sentence_fraction", lines=True)] = Field(
+        STORY_SENTENCES_FILE, description="the sentences drawn from: one per line, "
                                  "# comments")
-    exemplars_path: Annotated[Path, InputPath(when="exemplars")] = Field(STORY_EXEMPLARS_FILE, description="JSONL of example stories (id, words, "
-                                 "features, story)")
+    exemplars_path: ExemplarsFile = Field(STORY_EXEMPLARS_FILE, description="JSONL of example stories (id, words, "
+                                          "features, story)")
 
     @model_validator(mode="after")
     def _feature_bounds(self) -> TinyStoriesGenerateConfig:
