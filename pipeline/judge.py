@@ -11,7 +11,7 @@ the reason, never a default score.
 
 Every request goes through the caller's backend, in tinyforge the response
 cache, so a killed build asks nothing twice. The rubrics themselves are in
-:mod:`pipeline.rubrics`; the stage that applies thresholds is
+each kind's ``rubric.py`` (``pipeline.tinystories.rubric``); the stage that applies thresholds is
 ``pipeline.stages.judge``.
 """
 
@@ -32,7 +32,7 @@ from pipeline.structured import object_schema, objects
 
 
 class JudgeConfig(Section):
-    """An LLM judge grades every record on its kind's rubric (``pipeline.rubrics``; see docs/judge.md).
+    """An LLM judge grades every record on its kind's rubric (the kind's ``rubric.py``; see docs/judge.md).
 
     Off by default: the embedded 135M model is no judge. Point ``[judge.backend]`` at a bigger model than
     the generator; without it the judge is the recipe's own backend."""
@@ -258,7 +258,7 @@ def judge_section(records: Sequence[dict[str, Any]], rubric: Rubric, stats: Mapp
     the published records, and the best and worst of them by mean score. None when the judge was off."""
     if not stats.get("enabled"):
         return None
-    lines = [f"Judge `{stats['model']}`, rubric `{stats['rubric']}` (pipeline.rubrics): {stats['judged']} records "
+    lines = [f"Judge `{stats['model']}`, rubric `{stats['rubric']}` (the kind's rubric.py): {stats['judged']} records "
              f"judged, {stats['retried']} asked again, {stats['unread']} without a readable verdict "
              f"(kept without scores, or rejected as `judge:no_verdict` under a threshold). Thresholds: "
              + (", ".join(f"{k} >= {v}" for k, v in stats["min"].items()) or "none (scored only)") + ".", ""]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import polars as pl
 
@@ -68,6 +68,18 @@ TARGET_KEYS = ("generate.target", "generate.max_candidates")
 
 
 @dataclass(frozen=True)
+class MixFields:
+    """How a mix reads a kind's records (docs/mix.md): the instruction and the response columns, and the
+    training text, the one the kind's own publish tokenizes: the response alone (``"response"``), both
+    joined by a blank line (``"both"``), or a column of the record's own (``text_column``, a mix's)."""
+
+    instruction: str
+    response: str
+    text: Literal["response", "both"] = "both"
+    text_column: str | None = None
+
+
+@dataclass(frozen=True)
 class Produced:
     """What a kind's production made: its stages (the last one feeds the record stages) and this run's usage."""
 
@@ -89,8 +101,9 @@ class Kind(Generic[R]):
     # none), or None for a kind whose records carry no code
     solution_code: Callable[[dict[str, Any]], str | None] | None = None
     description: str = ""
-    rubric: Rubric | None = None  # what the judge stage grades (pipeline.rubrics); None: the kind has no judge
+    rubric: Rubric | None = None  # what the judge stage grades (its rubric.py); None: the kind has no judge
     growth: Growth | None = None  # how a target row count grows the build (GENERATE...); None: no target
+    mix_fields: MixFields | None = None  # how a mix reads its datasets; None: a mix cannot
     # the candidates a build's first production stage really had (fewer than `count`: the input ran out)
     available: Callable[[list[StageResult]], int | None] = lambda stages: None
     # what of the recipe production's stages read ({"generate": ("seed", "generate", ...)}), and the parts

@@ -174,11 +174,26 @@ def test_no_pipeline_module_is_over_600_lines() -> None:
     assert long == {"pipeline.sandbox._server": long.get("pipeline.sandbox._server")}, long
 
 
+def test_no_kind_is_named_outside_its_own_package() -> None:
+    """Shared code knows no kind by name: what differs between kinds is declared on the kind (its text
+    field, rubric, mix fields) or handed to the stage. Only the labeled sets of ``tinyforge judge-eval``
+    (``pipeline/judge_eval.py``) still name the three kinds whose rubrics they test: issue 31's follow-up."""
+    names = {name: package.replace(".", "/") + "/" for name, package in KIND_PACKAGES.items()}
+    found = sorted((str(path.relative_to(REPO)), node.value)
+                   for path in pipeline_modules().values()
+                   for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                   if isinstance(node, ast.Constant) and node.value in names
+                   and not str(path.relative_to(REPO)).startswith(names[node.value]))
+    assert found == [("pipeline/judge_eval.py", "evol_instruct"), ("pipeline/judge_eval.py", "tinygsm"),
+                     ("pipeline/judge_eval.py", "tinystories")], found
+
+
 EDGES = {  # the library's entry points that may look a kind up by name, and why
     "pipeline.registry": "the registry itself",
     "pipeline.recipe": "parse_recipe: a recipe names its kind",
     "pipeline.kinds": "run_build: the build entry hands each stage its kind's context",
     "pipeline.judge_eval": "the judge-eval command: a labeled set is graded on its kind's rubric",
+    "pipeline.mix.sources": "a mix reads datasets of any installed kind, by the kind their manifest names",
 }
 
 

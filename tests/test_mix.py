@@ -183,7 +183,7 @@ def test_a_source_of_an_unknown_kind_or_without_its_columns_is_refused(demos: di
     manifest = json.loads((odd / "manifest.json").read_text())
     (odd / "manifest.json").write_text(json.dumps({**manifest, "kind": "poems"}))
     recipe = mix_recipe(tmp_path / "mix.toml", [(odd, "ratio = 1")], records=1)
-    with pytest.raises(UserError, match=r"mix source 'odd' .*kind 'poems': a mix reads tinystories, tinygsm"):
+    with pytest.raises(UserError, match=r"mix source 'odd' .*kind 'poems': a mix reads .*tinystories"):
         run_build(load_recipe(recipe))
 
 

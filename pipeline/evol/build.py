@@ -43,12 +43,12 @@ from pipeline.evol.report import evolution_section
 from pipeline.evol.seeds import load_seed_pool
 from pipeline.exemplars import ExemplarPool, load_pool
 from pipeline.fingerprint import declared_fingerprint, digest
-from pipeline.kinds import USAGE, Growth, Kind, Produced, Runner, run_batched
+from pipeline.kinds import USAGE, Growth, Kind, MixFields, Produced, Runner, run_batched
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.records import rejected_frame
 from pipeline.evol.recipe import EvolInstructRecipe
-from pipeline.rubrics import INSTRUCTIONS
+from pipeline.evol.rubric import INSTRUCTIONS
 from pipeline.solving import SOLUTION_TEMPLATE, SOLUTION_TEMPLATE_ID, Rule, shipped_example
 from pipeline.solving.calibrate import SAMPLES_SCHEMA, VERIFIER_SCHEMA_ID, said_on_failure, samples_frame
 from pipeline.solving.calibrate import sentence as calibration_sentence
@@ -299,4 +299,5 @@ KIND = Kind(
     description="instructions evolved in depth and in breadth, with responses and lineage",
     produce_reads={"seeds": READS["seeds"], "calibrate": READS["calibrate"], "round": READS["round"]},
     unfingerprinted=UNFINGERPRINTED,
+    mix_fields=MixFields("instruction", "response"),
 )

@@ -79,5 +79,5 @@ def load_seed_pool(path: Path, field: str | None = None, math: bool | None = Non
         if limit and len(seeds) >= limit:
             break
     if math is None:
-        math = source == "tinygsm" or all(s.answer is not None for s in seeds)
+        math = all(s.answer is not None for s in seeds)  # (a math dataset's records all carry one)
     return SeedPool(seeds, math, source)

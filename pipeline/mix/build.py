@@ -24,7 +24,7 @@ import pyarrow as pa
 from pipeline.stages.dedup import dedup
 from pipeline.stages.publish import publish_stage as common_publish
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import Kind, Produced, Runner, Stage
+from pipeline.kinds import Kind, MixFields, Produced, Runner, Stage
 from pipeline.mix.allocate import allocate, within_budget
 from pipeline.mix.sources import Source, open_source, seeded_order
 from pipeline.publish import Published
@@ -168,4 +168,5 @@ KIND = Kind(
     produce=produce, stages=(dedup(), Stage("sample", sample_stage, READS["sample"], split="whole")), publish=publish_stage,
     description="a mixture of published datasets, by ratio or token budget, with lineage",
     produce_reads={"sources": READS["sources"]},
+    mix_fields=MixFields("instruction", "response", text_column="text"),  # a mix of mixes keeps its texts
 )

@@ -8,7 +8,6 @@ and response, and the scores they carry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import IntegrityError, UserError
+from pipeline.kinds import MixFields
 from pipeline.mix.recipe import MixSource
-
-
-@dataclass(frozen=True)
-class KindFields:
-    """Where a kind's records keep the instruction and the response, and how its training text is made."""
-
-    instruction: str
-    response: str
-    text: Callable[[pa.Array, pa.Array], pa.Array] | str  # (instructions, responses) -> training texts, or a column
+from pipeline.registry import get_kind, kind_names
 
 
 def _response_only(_: pa.Array, response: pa.Array) -> pa.Array:
@@ -37,13 +29,18 @@ def _both(instruction: pa.Array, response: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(instruction, response, "\n\n")
 
 
-# The training text is the one each kind's own publish tokenizes (its `training_text`).
-KIND_FIELDS = {
-    "tinystories": KindFields("prompt", "story", _response_only),
-    "tinygsm": KindFields("question", "code", _both),
-    "evol_instruct": KindFields("instruction", "response", _both),
-    "mix": KindFields("instruction", "response", "text"),  # a mix of mixes keeps each record's own text
-}
+TRAINING_TEXT = {"response": _response_only, "both": _both}  # (instructions, responses) -> training texts
+
+
+def mix_fields(kind: str) -> MixFields:
+    """How a source of ``kind`` is read: what its kind declares (a mix reads datasets of any installed kind,
+    found by the kind their manifest names)."""
+    known = {name: fields for name in kind_names() if (fields := get_kind(name).mix_fields) is not None}
+    if kind not in known:
+        raise UserError(f"kind {kind!r}: a mix reads {', '.join(known)} datasets")
+    return known[kind]
+
+
 # Scores a source's records may carry, kept when they do (null otherwise).
 CARRIED = {"num_tokens": pa.int64(), "difficulty": pa.float64(), "learning_percentage": pa.float64(),
            "code_difficulty": pa.float64()}
@@ -73,11 +70,9 @@ def open_source(spec: MixSource) -> Source:
         ds = ShardDataset(spec.path, spec.split, shuffle=False, verify=True, rank=0, world_size=1,
                           storage_options=spec.storage_options, columns=[])
         kind = str(ds.manifest.get("kind"))
-        fields = KIND_FIELDS.get(kind)
-        if fields is None:
-            raise UserError(f"kind {kind!r}: a mix reads {', '.join(KIND_FIELDS)} datasets")
+        fields = mix_fields(kind)
         names = set(ds.schema.names)
-        need = ["id", fields.instruction, fields.response, *([fields.text] if isinstance(fields.text, str) else [])]
+        need = ["id", fields.instruction, fields.response, *([fields.text_column] if fields.text_column else [])]
         if missing := [c for c in need if c not in names]:
             raise UserError(f"incompatible columns: a {kind} dataset with no {', '.join(missing)}")
         ds.columns = [*need, *(c for c in CARRIED if c in names)]
@@ -90,15 +85,15 @@ def open_source(spec: MixSource) -> Source:
                   _candidates(table, fields, where))
 
 
-def _candidates(table: pa.Table, fields: KindFields, where: str) -> pa.Table:
+def _candidates(table: pa.Table, fields: MixFields, where: str) -> pa.Table:
     columns: dict[str, pa.Array | pa.ChunkedArray] = {"source_id": table["id"]}
     for name, column in (("instruction", fields.instruction), ("response", fields.response)):
         values = table[column]
         if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
             raise UserError(f"{where}: incompatible columns: {column!r} is {values.type}, not text")
         columns[name] = pc.cast(values, pa.string())
-    columns["text"] = (pc.cast(table[fields.text], pa.string()) if isinstance(fields.text, str)
-                       else fields.text(columns["instruction"], columns["response"]))
+    columns["text"] = (pc.cast(table[fields.text_column], pa.string()) if fields.text_column
+                       else TRAINING_TEXT[fields.text](columns["instruction"], columns["response"]))
     for name, kind in CARRIED.items():
         if name in table.column_names:
             try:

@@ -1,5 +1,5 @@
 """The judge stage: an LLM's verdict on every record, on its kind's rubric (``pipeline.judge``,
-``pipeline.rubrics``): a column per criterion, the model and the error; below a ``[judge] min``
+``pipeline.tinystories.rubric``...): a column per criterion, the model and the error; below a ``[judge] min``
 threshold a record is rejected as ``judge:<criterion>``."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ JUDGE_COLUMNS = ("judge_model", "judge_error")  # beside a column per criterion 
 
 
 def judge_stage(recipe: BaseRecipe, upstream: StageResult, kind: KindContext) -> StageResult:
-    """An LLM judge's verdict on every record (``pipeline.judge``, the kind's rubric in ``pipeline.rubrics``):
+    """An LLM judge's verdict on every record (``pipeline.judge``, the rubric in the kind's ``rubric.py``):
     a column per criterion; below a ``judge.min`` threshold a record is rejected as ``judge:<criterion>``
     (``judge:no_verdict`` when its verdict could not be read), with its scores in the detail."""
     cfg, rubric = recipe.judge, kind.rubric

@@ -32,6 +32,7 @@ from pipeline.kinds import (
     USAGE,
     BatchedGeneration,
     Kind,
+    MixFields,
     Produced,
     Records,
     Runner,
@@ -41,7 +42,7 @@ from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.llm.config import wants_structured_output
 from pipeline.tinygsm.recipe import TinyGSMRecipe
-from pipeline.rubrics import MATH
+from pipeline.tinygsm.rubric import MATH
 from pipeline.sandbox import Sandbox
 from pipeline.solving import Rule, shipped_example
 from pipeline.solving.calibrate import VERIFIER_SCHEMA_ID, said_on_failure, samples_frame
@@ -192,4 +193,5 @@ KIND = Kind(
     publish=publish_stage, solution_code=lambda r: r["code"], rubric=MATH, growth=GENERATE,
     description="grade-school math word problems with Python solutions verified by execution",
     produce_reads={"calibrate": READS["calibrate"], "generate": READS["generate"]}, unfingerprinted=UNFINGERPRINTED,
+    mix_fields=MixFields("question", "code"),
 )

@@ -24,11 +24,11 @@ from pipeline.stages.score import score
 from pipeline.stages.publish import publish_stage as common_publish
 from pipeline.difficulty import COLUMNS as DIFFICULTY_COLUMNS
 from pipeline.fingerprint import declared_fingerprint
-from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, Records, Stage
+from pipeline.kinds import GENERATE, TARGET_KEYS, BatchedGeneration, Kind, MixFields, Records, Stage
 from pipeline.llm import sampling_params
 from pipeline.publish import Published
 from pipeline.tinystories.recipe import TinyStoriesRecipe
-from pipeline.rubrics import STORIES
+from pipeline.tinystories.rubric import STORIES
 from pipeline.stages import StageResult
 from pipeline.text import words
 from pipeline.tinystories.filters import check_story
@@ -142,4 +142,5 @@ KIND = Kind(
     publish=publish_stage,
     description="TinyStories-style short stories in a small child's vocabulary",
     produce_reads={"generate": READS["generate"]},
+    mix_fields=MixFields("prompt", "story", text="response"),
 )
