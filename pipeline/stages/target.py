@@ -17,7 +17,6 @@ VERSION = 1
 def target_stage(recipe: BaseRecipe, upstream: StageResult, kind: KindContext, target: int, rounds: int,
                  max_candidates: int, grow: Growth, ran_out: bool = False) -> StageResult:
     """The first ``target`` survivors, in candidate order; the rest rejected as ``beyond_target``."""
-
     text_field = kind.text_field
     candidates = grow.get(recipe, grow.count)  # the last round's
 
