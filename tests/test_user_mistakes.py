@@ -278,15 +278,15 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           cwd=REPO, env=env)
 
 
-@pytest.mark.slow  # the command starts its temporary Prefect server
+@pytest.mark.slow  # the command runs its flow against the session's Prefect server
 def test_a_user_error_inside_a_flow_is_one_line_naming_its_log(tmp_path: Path, instant_url: str,
-                                                               prefect_home: dict[str, str]) -> None:
+                                                               prefect_server: str) -> None:
     """A damaged response cache is found inside the flow (by the first batch): Prefect's ~120 lines of
     tracebacks go to a log file; the console says the one line, and where that file is."""
     recipe = recipe_in(tmp_path, instant_url)
     (tmp_path / "out" / "cache").mkdir(parents=True)
     (tmp_path / "out" / "cache" / "responses.sqlite").write_text("garbage " * 200)
-    done = cli("build", str(recipe), env=prefect_home)
+    done = cli("build", str(recipe), env={**os.environ, "PREFECT_API_URL": prefect_server})
     assert done.returncode == 2, done.stderr[-2000:]
     errors = problems(done.stderr)
     assert len(errors) == 1 and errors[0].startswith("tinyforge: error: ") and "damaged" in errors[0], errors
@@ -296,9 +296,9 @@ def test_a_user_error_inside_a_flow_is_one_line_naming_its_log(tmp_path: Path, i
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs mount namespaces (root)")
 @pytest.mark.parametrize("size", ["96k", "256k"])
-@pytest.mark.slow  # the command starts its temporary Prefect server
+@pytest.mark.slow  # the command runs its flow against the session's Prefect server
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path, instant_url: str,
-                                                              prefect_home: dict[str, str], size: str) -> None:
+                                                              prefect_server: str, size: str) -> None:
     """The output root on a small tmpfs: the build of 40 stories runs out of space partway (the cache
     first, or a stage); it says so in one line, what it finished is kept and nothing half-written
     (``stages/.*.tmp-*``, ``.*.tmp``) is left."""
@@ -306,7 +306,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path, i
     out = tmp_path / "out"
     out.mkdir()
     done = run_in_mount_namespace(f"mount -t tmpfs -o size={size} tmpfs {out} && {sys.executable} -m flows.cli "
-                                  f"build {recipe} ; echo rc=$? ; find {out} -name '*tmp*'", env=prefect_home)
+                                  f"build {recipe} ; echo rc=$? ; find {out} -name '*tmp*'",
+                                  env={**os.environ, "PREFECT_API_URL": prefect_server})
     lines = done.stdout.strip().splitlines()
     rc_at = next(i for i, line in enumerate(lines) if line.startswith("rc="))
     assert lines[rc_at] == "rc=2", done.stderr[-2000:]
