@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
+from flows import interrupt
 from flows.artifacts import Progress, publish_build_artifacts
 from flows.common import open_build
 from flows.runners import task_runner
@@ -51,6 +52,7 @@ class PrefectRunner:
         self.recipe = recipe
 
     def stage(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        interrupt.check()
         return _task(fn, name)(*args)
 
     def batches(self, stage: str, label: str, n: int, items: int, fn: Callable[[int], BatchStats],
@@ -60,6 +62,7 @@ class PrefectRunner:
         usage = dict.fromkeys(USAGE, 0)
         futures = [batch_task.submit(fn, b) for b in range(n)]
         for finished, future in enumerate(as_completed(futures), start=1):
+            interrupt.check()
             s = future.result()
             for k in usage:
                 usage[k] += s.get(k, 0)

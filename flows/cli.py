@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from flows import flow_for
+from flows import flow_for, interrupt
 from flows.failure_log import FailureLog
 from flows.runners import RUNNERS_HELP
 from pipeline.errors import BuildFailed, IntegrityError, UserError
@@ -67,6 +67,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     # Checked here too so that a busy build is one line, not a failed flow run's traceback;
     # the flow takes the lock itself (runs started from the UI come through it alone).
     started = time.monotonic()
+    interrupt.install()  # Ctrl-C stops the build even where Prefect's engine would swallow it (flows/interrupt.py)
     wait_until_free(recipe.build_dir, args.wait)
     print(f"tinyforge: building {recipe.build_id} into {recipe.build_dir}", flush=True)
     flow = flow_for(recipe.kind).with_options(task_runner=runner)
