@@ -50,6 +50,12 @@ class Section(BaseModel):
         return data
 
 
+def check_word_range(min_words: int, max_words: int) -> None:
+    """A section's ``min_words`` .. ``max_words`` must be a range (the filters, the evolution's checks)."""
+    if min_words > max_words:
+        raise ValueError(f"min_words ({min_words}) is larger than max_words ({max_words})")
+
+
 # --- input files --------------------------------------------------------------
 
 

@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from pydantic import Field
 
 if TYPE_CHECKING:  # (a recipe's generate section checks its budget here: check_budget)
     from pipeline.recipe import BaseRecipe
 
 R = TypeVar("R", bound="BaseRecipe")
+
+# `generate.target` and `generate.max_candidates`, in each generating kind's `[generate]`
+Target = Annotated[int | None, Field(gt=0, le=10_000_000, description="publish exactly this many records: "
+                                     "generate in rounds (the first of `count` candidates) until they survive")]
+CandidateBudget = Annotated[int | None, Field(gt=0, le=100_000_000, description="with target: candidates at "
+                                              "most, in all rounds (default 20 x target)")]
 
 MARGIN = 1.25  # ask for a quarter more than the yield so far says is needed: one more round costs a gather
 

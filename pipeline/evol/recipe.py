@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import ExemplarsFile, InputPath, Section
+from pipeline.config import ExemplarsFile, InputPath, Section, check_word_range
 from pipeline.llm.config import (BackendConfig, LlamaCppBackendConfig, OpenAIBackendConfig, SamplingConfig,
                                  VLLMBackendConfig, default_backend_kind)
 from pipeline.paths import EVOLUTION_EXEMPLARS_FILE, INSTRUCTIONS_FILE
@@ -65,8 +65,7 @@ class EvolveConfig(Section):
     def _bounds(self) -> EvolveConfig:
         if self.max_seeds is not None and self.target is None:
             raise ValueError("max_seeds is the budget of a target: set target too")
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
+        check_word_range(self.min_words, self.max_words)
         return self
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import FileWhenEnabled, Section
+from pipeline.config import FileWhenEnabled, Section, check_word_range
 from pipeline.paths import SEEDS_FILE
 
 
@@ -19,8 +19,7 @@ class QuestionFilterConfig(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> QuestionFilterConfig:
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
+        check_word_range(self.min_words, self.max_words)
         return self
 
 

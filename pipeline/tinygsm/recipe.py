@@ -13,7 +13,7 @@ from pipeline.llm.config import SamplingConfig
 from pipeline.paths import REWRITE_EXEMPLARS_FILE, SEEDS_FILE
 from pipeline.recipe import ProspectingRecipe
 from pipeline.solving.config import CalibrateConfig, QuestionFilterConfig, VerifyConfig
-from pipeline.target import check_budget
+from pipeline.target import CandidateBudget, Target, check_budget
 
 
 class SeedsConfig(Section):
@@ -31,10 +31,8 @@ class TinyGSMGenerateConfig(Section):
     count: int = Field(..., gt=0, le=10_000_000, description="problems to write (before verification)")
     batch_size: int = Field(8, gt=0, le=100_000, description="problems per Prefect task")
     samples: int = Field(4, ge=1, le=64, description="independent solutions sampled per problem (k)")
-    target: int | None = Field(None, gt=0, le=10_000_000, description="publish exactly this many records: "
-                               "generate in rounds (the first of `count` candidates) until they survive")
-    max_candidates: int | None = Field(None, gt=0, le=100_000_000,
-                                       description="with target: candidates at most, in all rounds (default 20 x target)")
+    target: Target = None
+    max_candidates: CandidateBudget = None
     exemplars: int = Field(2, ge=0, le=8, description="example rewrites (problem -> new problem) shown as earlier "
                            "chat turns, drawn per problem (0: none)")
     exemplars_path: ExemplarsFile = Field(REWRITE_EXEMPLARS_FILE, description="JSONL of example rewrites (id, "

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import ExemplarsFile, InputPath, Section
+from pipeline.config import ExemplarsFile, InputPath, Section, check_word_range
 from pipeline.paths import STORY_EXEMPLARS_FILE, STORY_SENTENCES_FILE, VOCAB_DIR
 from pipeline.recipe import BaseRecipe
-from pipeline.target import check_budget
+from pipeline.target import CandidateBudget, Target, check_budget
 
 
 STORY_FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
@@ -29,10 +29,8 @@ class TinyStoriesGenerateConfig(Section):
     summary_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share of stories that also get a one-sentence summary"
     )
-    target: int | None = Field(None, gt=0, le=10_000_000, description="publish exactly this many records: "
-                               "generate in rounds (the first of `count` candidates) until they survive")
-    max_candidates: int | None = Field(None, gt=0, le=100_000_000,
-                                       description="with target: candidates at most, in all rounds (default 20 x target)")
+    target: Target = None
+    max_candidates: CandidateBudget = None
     exemplars: int = Field(2, ge=0, le=8, description="example stories shown as earlier chat turns (0: none)")
     sentence_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of stories asked to contain a "
                                      "given sentence (TinyStories-Instruct); the filter checks that it is there")
@@ -69,8 +67,7 @@ class StoryFilterConfig(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> StoryFilterConfig:
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) is larger than max_words ({self.max_words})")
+        check_word_range(self.min_words, self.max_words)
         return self
 
 
