@@ -12,11 +12,11 @@ passes a runner that makes each stage a task and each batch a task run. The
 steps themselves are the same functions either way: fingerprinted, atomic,
 resumable after a kill.
 
-Kinds are found by name through the ``tinyforge.kinds`` entry point group:
-tinyforge's own four and any installed distribution's, each imported on first
-use, so a fresh process (the command, a Dask worker) knows every installed kind
-without being told. ``register(kind)`` adds one for this process alone (a test,
-a notebook).
+Kinds are found by name (:mod:`pipeline.registry`, whose names this module
+re-exports) through the ``tinyforge.kinds`` entry point group: tinyforge's own
+four and any installed distribution's, each imported on first use, so a fresh
+process (the command, a Dask worker) knows every installed kind without being
+told. ``register(kind)`` adds one for this process alone (a test, a notebook).
 """
 
 from __future__ import annotations
