@@ -35,10 +35,11 @@ TRAINING_TEXT = {"response": _response_only, "both": _both}  # (instructions, re
 def mix_fields(kind: str) -> MixFields:
     """How a source of ``kind`` is read: what its kind declares (a mix reads datasets of any installed kind,
     found by the kind their manifest names)."""
-    known = {name: fields for name in kind_names() if (fields := get_kind(name).mix_fields) is not None}
-    if kind not in known:
-        raise UserError(f"kind {kind!r}: a mix reads {', '.join(known)} datasets")
-    return known[kind]
+    if kind in kind_names() and (fields := get_kind(kind).mix_fields) is not None:
+        return fields
+    # (only to name them: listing the readable kinds imports every installed kind's module)
+    readable = [name for name in kind_names() if get_kind(name).mix_fields is not None]
+    raise UserError(f"kind {kind!r}: a mix reads {', '.join(readable)} datasets")
 
 
 # Scores a source's records may carry, kept when they do (null otherwise).

@@ -35,8 +35,7 @@ class TinyStoriesGenerateConfig(Section):
     sentence_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of stories asked to contain a "
                                      "given sentence (TinyStories-Instruct); the filter checks that it is there")
     sentences_path: Annotated[Path, InputPath(when="sentence_fraction", lines=True)] = Field(
-        STORY_SENTENCES_FILE, description="the sentences drawn from: one per line, "
-                                 "# comments")
+        STORY_SENTENCES_FILE, description="the sentences drawn from: one per line, # comments")
     exemplars_path: ExemplarsFile = Field(STORY_EXEMPLARS_FILE, description="JSONL of example stories (id, words, "
                                           "features, story)")
 
